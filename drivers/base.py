@@ -1,0 +1,34 @@
+"""The one small interface every protocol driver implements.
+
+A driver owns its connection and its read plan. `read()` returns one Sample per
+configured tag, every time: a device that fails degrades only its own tags to a
+bad quality (q=2 for communication), it never raises for what the device does.
+The scheduler calls `read()` on its own deadlines, so a driver never sleeps to
+pace itself; it only bounds each I/O by its timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from edge_agent.model import LinkState, Sample
+
+
+class Driver(Protocol):
+    @property
+    def name(self) -> str:
+        """The device name from the config."""
+        ...
+
+    @property
+    def link(self) -> LinkState:
+        """Whether the last read reached the device."""
+        ...
+
+    async def read(self) -> list[Sample]:
+        """Read every tag once; connect (or reconnect, with backoff) as needed."""
+        ...
+
+    async def close(self) -> None:
+        """Drop the connection; `read()` may reconnect later."""
+        ...

@@ -1,0 +1,93 @@
+"""The data that flows through the pipeline: driver -> sample -> rules -> store -> uplink.
+
+This module imports nothing of ours, so every stage can depend on it and on
+nothing else of its neighbours.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+Value = float | int | bool | str | None
+"""A tag's value as the uplink carries it; None when there is no valid value."""
+
+
+class Quality(enum.IntEnum):
+    """The uplink's `q` codes (spec: Items on `rt`)."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    COMM = 2
+    """Bad: no communication with the device (timeout, refused, exception response)."""
+    SENSOR = 3
+    """Bad: sensor fault (NE43 fault band, device-reported fault)."""
+    CONFIG = 4
+    """Bad: configuration (address/type mismatch, decoding failed)."""
+
+    @property
+    def is_bad(self) -> bool:
+        return self >= Quality.COMM
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one tag, taken at `ts_ms` (ms since the Unix epoch, UTC).
+
+    A bad sample carries `value=None` and the quality that says why.
+    """
+
+    tag: str
+    ts_ms: int
+    value: Value
+    quality: Quality
+
+    @classmethod
+    def bad(cls, tag: str, ts_ms: int, quality: Quality) -> Sample:
+        return cls(tag, ts_ms, None, quality)
+
+
+class AlarmKind(enum.StrEnum):
+    HH = "HH"
+    H = "H"
+    L = "L"
+    LL = "LL"
+    ROC = "ROC"
+    STUCK = "STUCK"
+    FAULT = "FAULT"
+    COMM = "COMM"
+
+
+class AlarmState(enum.StrEnum):
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A sample on its way to the platform: the `rt` item, with the tag's hazard code."""
+
+    tag: str
+    hz: str
+    ts_ms: int
+    value: Value
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """A change of one alarm occurrence; `raised` and its `cleared` share `id`."""
+
+    id: str
+    tag: str
+    hz: str
+    ts_ms: int
+    kind: AlarmKind
+    state: AlarmState
+    value: Value
+    limit: float | None
+
+
+class LinkState(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
