@@ -1,0 +1,125 @@
+"""The store: seq given at packing, never reused; alarms first; back-fill flagged; acks delete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_agent.errors import StoreError
+from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading
+from edge_agent.store import BatchLimits, Store
+
+LIMITS = BatchLimits(max_items=3, max_bytes=64 * 1024)
+
+
+def reading(ts: int, value: float | bool | None = 1.0, q: Quality = Quality.GOOD) -> Reading:
+    return Reading("HZ01.LT101", "HZ01", ts, value, q)
+
+
+def alarm(ts: int) -> AlarmEvent:
+    return AlarmEvent("a1", "HZ01.GT201", "HZ01", ts, AlarmKind.H, AlarmState.RAISED, 27.5, 25.0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "store.db", LIMITS)
+
+
+def test_seq_starts_at_one_and_rises_by_one_per_packed_message(store: Store) -> None:
+    store.mark_live()
+    for ts in range(7):
+        store.add_reading(reading(ts))
+    seqs = []
+    while (message := store.pack_next(now_ms=10_000, linger_ms=0)) is not None:
+        seqs.append(message.seq)
+    assert seqs == [1, 2, 3]
+
+
+def test_items_keep_their_types_and_quality(store: Store) -> None:
+    store.mark_live()
+    store.add_reading(reading(1, True))
+    store.add_reading(reading(2, None, Quality.COMM))
+    store.add_reading(Reading("HZ01.N", "HZ01", 3, 42, Quality.GOOD))
+    message = store.pack_next(now_ms=10_000, linger_ms=0)
+    assert message is not None
+    assert json.loads(message.items_json) == [
+        {"tag": "HZ01.LT101", "hz": "HZ01", "ts": 1, "v": True, "q": 0},
+        {"tag": "HZ01.LT101", "hz": "HZ01", "ts": 2, "v": None, "q": 2},
+        {"tag": "HZ01.N", "hz": "HZ01", "ts": 3, "v": 42, "q": 0},
+    ]
+
+
+def test_alarms_are_packed_before_waiting_readings(store: Store) -> None:
+    for ts in range(5):
+        store.add_reading(reading(ts))
+    store.add_alarm(alarm(9))
+    first = store.pack_next(now_ms=10_000, linger_ms=0)
+    assert first is not None
+    assert (first.topic, first.seq) == ("alarm", 1)
+
+
+def test_readings_stored_while_down_are_back_fill(store: Store) -> None:
+    store.add_reading(reading(1))
+    store.mark_live()
+    store.add_reading(reading(2))
+    live = store.pack_next(now_ms=10_000, linger_ms=0)
+    hist = store.pack_next(now_ms=10_000, linger_ms=0)
+    assert live is not None and hist is not None
+    assert (live.hist, hist.hist) == (False, True)
+
+
+def test_live_readings_linger_until_due(store: Store) -> None:
+    store.mark_live()
+    store.add_reading(reading(1000))
+    assert store.pack_next(now_ms=1200, linger_ms=500) is None
+    assert store.pack_next(now_ms=1500, linger_ms=500) is not None
+
+
+def test_a_message_stays_until_acked_and_is_resent_with_the_same_items(store: Store) -> None:
+    store.mark_live()
+    store.add_reading(reading(1))
+    packed = store.pack_next(now_ms=10_000, linger_ms=0)
+    assert packed is not None
+    assert store.unsent(skip=set(), limit=10) == [packed]
+    assert store.unsent(skip={packed.seq}, limit=10) == []
+    store.ack(packed.seq)
+    store.flush()
+    assert store.unsent(skip=set(), limit=10) == []
+
+
+def test_seq_survives_reopening_and_is_never_reused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    first = Store.open(path, LIMITS)
+    first.add_reading(reading(1))
+    message = first.pack_next(now_ms=10_000, linger_ms=0)
+    assert message is not None
+    first.ack(message.seq)
+    first.close()
+    second = Store.open(path, LIMITS)
+    second.add_reading(reading(2))
+    again = second.pack_next(now_ms=10_000, linger_ms=0)
+    assert again is not None and again.seq == message.seq + 1
+
+
+def test_backlog_counts_waiting_messages_and_back_fill(store: Store) -> None:
+    for ts in range(7):
+        store.add_reading(reading(ts))
+    store.mark_live()
+    backlog = store.backlog(in_flight=0)
+    assert (backlog.messages, backlog.oldest_ms) == (3, 0)
+    while store.pack_next(now_ms=10_000, linger_ms=0):
+        pass
+    assert store.backlog(in_flight=3).messages == 0
+
+
+def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    Store.open(path, LIMITS).close()
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store.open(path, LIMITS)
