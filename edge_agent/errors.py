@@ -8,7 +8,7 @@ class AgentError(Exception):
 
 
 class ConfigError(AgentError):
-    """A config file was refused; `problems` holds one line per error, each with file:line:column."""
+    """A config file was refused; `problems` has one line per error, with file:line:column."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))

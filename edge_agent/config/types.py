@@ -65,11 +65,11 @@ def format_duration(seconds: float) -> str:
     millis = round(seconds * 1000)
     if millis <= 0 or abs(millis - seconds * 1000) > 1e-6:
         return f"{seconds:g}s"
-    for unit in ("d", "h", "m", "s", "ms"):
+    for unit in ("d", "h", "m", "s"):
         size = round(_DURATION_UNITS[unit] * 1000)
         if millis % size == 0:
             return f"{millis // size}{unit}"
-    return f"{millis}ms"  # unreachable: every whole number of ms divides by 1ms
+    return f"{millis}ms"
 
 
 def format_size(size: int) -> str:
@@ -98,8 +98,12 @@ def _text_schema(pattern: str, fmt: Callable[[float], str]) -> Callable[[JsonDic
         default, maximum = schema.get("default"), schema.pop("maximum", None)
         if isinstance(default, int | float) and not isinstance(default, bool):
             schema["default"] = fmt(default)
-        if isinstance(maximum, int | float) and isinstance(schema.get("description"), str):
-            schema["description"] = f"{schema['description']} At most {fmt(maximum)}."
+        description = schema.get("description")
+        if isinstance(maximum, int | float) and isinstance(description, str):
+            limit = fmt(maximum)
+            schema["description"] = (
+                description if limit in description else f"{description} At most {limit}."
+            )
 
     return rewrite
 
