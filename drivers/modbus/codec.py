@@ -68,7 +68,7 @@ def register_count(data_type: str) -> int:
 
 
 def _reorder(data: bytes, byte_order: str) -> bytes:
-    """Turn bytes as they sit in the registers into big-endian order, or back (it is an involution)."""
+    """Register bytes -> big-endian order, or back: the reordering is its own inverse."""
     if byte_order == "ABCD":
         return data
     if byte_order == "DCBA":

@@ -18,7 +18,9 @@ from drivers.modbus.codec import (
 from edge_agent.config.tags import Strict, TagBase
 from edge_agent.config.types import Duration
 
-DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+DataType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"
+]
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 
 
@@ -77,11 +79,15 @@ class ModbusDevice(Strict):
     unit: int = Field(1, ge=0, le=255, description="Modbus unit id (slave address).")
     poll: Duration = Field(1.0, description="Poll interval, e.g. 1s or 500ms.")
     timeout: Duration = Field(1.0, description="Time allowed for one request or connect.")
-    byte_order: ByteOrder = Field("ABCD", description="Default byte order of multi-register values.")
+    byte_order: ByteOrder = Field(
+        "ABCD", description="Default byte order of multi-register values."
+    )
     max_registers: int = Field(
         125, ge=1, le=125, description="Largest register read sent in one request."
     )
-    max_bits: int = Field(2000, ge=1, le=2000, description="Largest coil/input read in one request.")
+    max_bits: int = Field(
+        2000, ge=1, le=2000, description="Largest coil/input read in one request."
+    )
     tags: list[ModbusTag] = Field(min_length=1, description="The points read from this device.")
 
     @model_validator(mode="after")

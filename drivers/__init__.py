@@ -1,0 +1,21 @@
+"""Protocol drivers: each reads one kind of device into Samples.
+
+`build_driver` is the one place that maps a device config to its driver.
+"""
+
+from __future__ import annotations
+
+from drivers.base import Driver
+from drivers.modbus.config import ModbusDevice
+
+__all__ = ["Driver", "build_driver"]
+
+
+def build_driver(device: ModbusDevice) -> Driver:
+    """The driver for `device`, chosen by its `driver` field; no I/O happens yet."""
+    if device.driver == "modbus":
+        # Imported here so loading and checking a config never imports pymodbus.
+        from drivers.modbus.driver import ModbusTcpDriver  # noqa: PLC0415
+
+        return ModbusTcpDriver(device)
+    raise ValueError(f"device {device.name!r}: no driver named {device.driver!r}")

@@ -1,0 +1,129 @@
+"""The read planner: a device's tags -> the fewest Modbus read requests.
+
+Pure: no I/O, no clock. The driver builds the plan once, when it is created, and
+sends the same requests on every poll.
+
+Invariants (each pinned by tests/unit/test_modbus_plan.py):
+- One function code per area: hr -> 3, ir -> 4, co -> 1, di -> 2.
+- Every tag is served by exactly one request, and a tag's registers are never
+  split across two requests.
+- No request reads more than `max_registers` registers (hr, ir) or `max_bits`
+  bits (co, di).
+- Tags merge into one request when their ranges overlap or touch, or leave at
+  most `max_gap` unused addresses between them. The default gap is 0 because an
+  address no tag names may not exist on the device, and a device answers a read
+  that touches one with an exception for the whole request.
+- The plan depends on the set of tags, not their order in the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from drivers.modbus.codec import BIT_AREAS, Area, register_count
+from drivers.modbus.config import ModbusTag
+
+FUNCTION_CODES: dict[Area, int] = {"co": 1, "di": 2, "hr": 3, "ir": 4}
+"""The read function code of each area; the driver sends no other codes."""
+
+_AREA_ORDER: tuple[Area, ...] = ("hr", "ir", "co", "di")
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where one tag's data sits in a request's response."""
+
+    index: int
+    """The tag's position in the device's `tags` list."""
+    tag: ModbusTag
+    start: int
+    """Offset of the tag's first register (or bit) in the response."""
+    count: int
+    """Registers (or bits) the tag occupies."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """One read: `count` registers (or bits) of `area` from `address` on."""
+
+    area: Area
+    address: int
+    count: int
+    slots: tuple[Slot, ...]
+
+    @property
+    def function_code(self) -> int:
+        return FUNCTION_CODES[self.area]
+
+    @property
+    def is_bits(self) -> bool:
+        return self.area in BIT_AREAS
+
+    def __str__(self) -> str:
+        return f"{self.area}:{self.address}+{self.count}"
+
+
+def plan_reads(
+    tags: Sequence[ModbusTag],
+    *,
+    max_registers: int = 125,
+    max_bits: int = 2000,
+    max_gap: int = 0,
+) -> list[ReadRequest]:
+    """Group `tags` into read requests, in the order hr, ir, co, di and by address.
+
+    Raises ValueError if one tag alone is wider than `max_registers`: such a
+    device config can never be read.
+    """
+    if max_gap < 0:
+        raise ValueError(f"max_gap must be 0 or more, not {max_gap}")
+    spans: dict[Area, list[tuple[int, int, int, ModbusTag]]] = {area: [] for area in _AREA_ORDER}
+    for index, tag in enumerate(tags):
+        address = tag.parsed_address
+        width = 1 if address.area in BIT_AREAS else register_count(tag.type)
+        spans[address.area].append((address.offset, width, index, tag))
+    requests: list[ReadRequest] = []
+    for area in _AREA_ORDER:
+        cap = max_bits if area in BIT_AREAS else max_registers
+        requests.extend(_merge(area, spans[area], cap, max_gap))
+    return requests
+
+
+def _merge(
+    area: Area, spans: list[tuple[int, int, int, ModbusTag]], cap: int, max_gap: int
+) -> list[ReadRequest]:
+    """Greedy merge in address order: optimal for a cap plus a gap limit.
+
+    A tag that does not fit closes the current request and opens the next one;
+    a later tag that would have fitted the closed one fits the new one too,
+    since the new one starts no later than that tag and ends no earlier.
+    """
+    requests: list[ReadRequest] = []
+    group: list[tuple[int, int, int, ModbusTag]] = []
+    start = end = 0
+    for offset, width, index, tag in sorted(spans, key=lambda s: (s[0], -s[1], s[2])):
+        if offset + width > 65536:
+            raise ValueError(f"tag {tag.tag} ({tag.type} at {tag.address}) runs past address 65535")
+        if width > cap:
+            raise ValueError(
+                f"tag {tag.tag} ({tag.type} at {tag.address}) needs {width} registers "
+                f"but the device reads at most {cap} per request"
+            )
+        if group and offset - end <= max_gap and max(end, offset + width) - start <= cap:
+            end = max(end, offset + width)
+        else:
+            if group:
+                requests.append(_request(area, start, end, group))
+            group, start, end = [], offset, offset + width
+        group.append((offset, width, index, tag))
+    if group:
+        requests.append(_request(area, start, end, group))
+    return requests
+
+
+def _request(
+    area: Area, start: int, end: int, group: list[tuple[int, int, int, ModbusTag]]
+) -> ReadRequest:
+    slots = tuple(Slot(index, tag, offset - start, width) for offset, width, index, tag in group)
+    return ReadRequest(area, start, end - start, slots)

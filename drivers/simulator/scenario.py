@@ -1,0 +1,283 @@
+"""The scenario file of the simulated plant: devices, their points, and how each value moves.
+
+A point's value is a pure function of t, the seconds since the simulator
+started, so a test can compute what a device must have answered at any moment,
+and nothing drifts between requests. Example:
+
+    devices:
+      - name: plc-tank-farm
+        port: 5020
+        unit: 1
+        points:
+          - {address: hr:0, type: float32, value: {sine: {mean: 12, amplitude: 3, period: 120s}}}
+          - {address: hr:2, type: int16, scale: {multiplier: 0.01}, value: {const: 0.45}}
+          - {address: co:0, type: bool, value: {const: true}}
+        exception_addresses: [hr:100]
+
+A `scale` says how the device stores the value: the register holds
+(value - offset) / multiplier, rounded for integer types, so an agent tag with
+the same scale reads the value back.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Annotated, Self
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.modbus.codec import BIT_AREAS, DATA_TYPES, Address, encode, parse_address
+from drivers.modbus.config import ByteOrder, DataType, Scale
+from edge_agent.config.types import Duration, parse_duration
+from edge_agent.errors import ConfigError, ConfigFileMissing
+
+Scalar = bool | int | float
+
+Offset = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+"""A duration that may be zero (a start time, a hold), in seconds once validated."""
+
+NOISE_STEP = 0.1
+"""Seconds one noise sample holds: requests within one step see the same value."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Ramp(_Model):
+    """A sawtooth: from `from` to `to` over `period`, then back to `from` at once."""
+
+    from_: float = Field(alias="from")
+    to: float
+    period: Duration
+
+    def at(self, t: float) -> float:
+        return self.from_ + (self.to - self.from_) * ((t % self.period) / self.period)
+
+
+class Sine(_Model):
+    mean: float
+    amplitude: float
+    period: Duration
+
+    def at(self, t: float) -> float:
+        return self.mean + self.amplitude * math.sin(2 * math.pi * t / self.period)
+
+
+class Noise(_Model):
+    """Gaussian noise, the same for the same t and seed, on every run."""
+
+    mean: float
+    sd: float = Field(ge=0)
+    seed: int = 0
+
+    def at(self, t: float) -> float:
+        step = math.floor(t / NOISE_STEP)
+        return random.Random(f"{self.seed}:{step}").gauss(self.mean, self.sd)
+
+
+class Step(_Model):
+    before: float
+    after: float
+    at_: Offset = Field(alias="at")
+
+    def at(self, t: float) -> float:
+        return self.before if t < self.at_ else self.after
+
+
+class Leak(_Model):
+    """A gas leak: `base`, then linear up to `peak` over `rise`, `hold`, linear down over `fall`.
+
+    Starts at `start`; with `every` the episode repeats every `every` seconds.
+    """
+
+    base: float
+    peak: float
+    start: Offset = 0.0
+    rise: Duration
+    hold: Offset = 0.0
+    fall: Duration
+    every: Duration | None = None
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        length = self.start + self.rise + self.hold + self.fall
+        if self.every is not None and length > self.every:
+            raise ValueError(
+                f"start + rise + hold + fall is {length:g}s, longer than every ({self.every:g}s)"
+            )
+        return self
+
+    def at(self, t: float) -> float:
+        u = t % self.every if self.every is not None else t
+        u -= self.start
+        span = self.peak - self.base
+        if u < 0:
+            return self.base
+        if u < self.rise:
+            return self.base + span * u / self.rise
+        u -= self.rise
+        if u < self.hold:
+            return self.peak
+        u -= self.hold
+        if u < self.fall:
+            return self.peak - span * u / self.fall
+        return self.base
+
+
+class Counter(_Model):
+    """Rises by 1 every second from 0: exactly floor(t). Integer registers wrap."""
+
+    def at(self, t: float) -> int:
+        return math.floor(t)
+
+
+class Value(_Model):
+    """Exactly one of the value functions."""
+
+    const: Scalar | None = None
+    ramp: Ramp | None = None
+    sine: Sine | None = None
+    noise: Noise | None = None
+    step: Step | None = None
+    leak: Leak | None = None
+    counter: Counter | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        chosen = sorted(self.model_fields_set)
+        if len(chosen) != 1:
+            names = ", ".join(type(self).model_fields)
+            raise ValueError(f"give exactly one of {names}; got {chosen or 'none'}")
+        if getattr(self, chosen[0]) is None:
+            raise ValueError(f"{chosen[0]} needs a value")
+        return self
+
+    def at(self, t: float) -> Scalar:
+        if self.const is not None:
+            return self.const
+        functions = (self.ramp, self.sine, self.noise, self.step, self.leak, self.counter)
+        return next(f for f in functions if f is not None).at(t)
+
+
+class Point(_Model):
+    """One address (or one multi-register value) of a simulated device."""
+
+    address: str = Field(description="Area and 0-based offset: hr:N, ir:N, co:N or di:N.")
+    type: DataType = "uint16"
+    byte_order: ByteOrder = "ABCD"
+    value: Value
+    scale: Scale | None = None
+    name: str | None = Field(None, description="A label for people, e.g. the agent tag.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        address = parse_address(self.address)
+        if address.area in BIT_AREAS and self.type != "bool":
+            raise ValueError(f"{self.address} is a single bit: its type must be bool")
+        if self.scale is not None and self.type == "bool":
+            raise ValueError("a bool point cannot be scaled")
+        if address.offset + self.width > 65536:
+            raise ValueError(f"{self.type} at {self.address} runs past address 65535")
+        return self
+
+    @property
+    def parsed_address(self) -> Address:
+        return parse_address(self.address)
+
+    @property
+    def width(self) -> int:
+        """Addresses the point occupies: 1 for a bit, else its register count."""
+        if parse_address(self.address).area in BIT_AREAS:
+            return 1
+        return DATA_TYPES[self.type][1]
+
+    def words(self, t: float) -> list[int] | list[bool]:
+        """What the device holds at time t: registers, or one bit."""
+        value = self.value.at(t)
+        if parse_address(self.address).area in BIT_AREAS:
+            return [bool(value)]
+        if self.type == "bool":
+            return encode(bool(value), "bool")
+        raw: float | int = value
+        if self.scale is not None:
+            raw = (value - self.scale.offset) / self.scale.multiplier
+        if self.type in ("float32", "float64"):
+            return encode(float(raw), self.type, self.byte_order)
+        # An int stays an int: a uint64 beyond 2**53 must not pass through a float.
+        return encode(self._fit(round(raw)), self.type, self.byte_order)
+
+    def _fit(self, raw: int) -> int:
+        """An integer into the type's range: a counter wraps, anything else saturates."""
+        fmt, registers = DATA_TYPES[self.type]
+        span = 1 << (16 * registers)
+        low = -(span >> 1) if fmt.islower() else 0
+        if self.value.counter is not None:
+            return (raw - low) % span + low
+        return min(max(raw, low), low + span - 1)
+
+
+class Device(_Model):
+    """A simulated Modbus TCP device on 127.0.0.1."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    port: int = Field(0, ge=0, le=65535, description="TCP port; 0 takes any free port.")
+    unit: int = Field(1, ge=0, le=255, description="The unit id the device answers to.")
+    points: list[Point] = Field(min_length=1)
+    exception_addresses: list[str] = Field(
+        default_factory=list,
+        description="Addresses answered with exception 2 (illegal address), points or not.",
+    )
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> Self:
+        for text in self.exception_addresses:
+            parse_address(text)
+        owner: dict[tuple[str, int], str] = {}
+        for point in self.points:
+            address = point.parsed_address
+            for offset in range(address.offset, address.offset + point.width):
+                key = (address.area, offset)
+                if key in owner:
+                    raise ValueError(
+                        f"point {point.address} overlaps point {owner[key]} "
+                        f"at {address.area}:{offset}"
+                    )
+                owner[key] = point.address
+        return self
+
+
+class Scenario(_Model):
+    devices: list[Device] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        names = [d.name for d in self.devices]
+        if len(set(names)) != len(names):
+            raise ValueError("device names must be unique")
+        ports = [d.port for d in self.devices if d.port]
+        if len(set(ports)) != len(ports):
+            raise ValueError("two devices have the same port; give each its own (or 0)")
+        return self
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileMissing(f"{path}: cannot read the scenario: {exc.strerror}") from None
+    try:
+        return Scenario.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    except ValidationError as exc:
+        problems = [
+            f"{path}: {'.'.join(str(p) for p in error['loc']) or '(top)'}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigError(problems) from None

@@ -1,0 +1,136 @@
+"""The read planner: fewest requests, caps respected, no tag split."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from drivers.modbus.config import ModbusTag
+from drivers.modbus.plan import ReadRequest, plan_reads
+
+
+def tag(address: str, data_type: str = "uint16", name: str | None = None) -> ModbusTag:
+    code = name or f"T.{address.replace(':', '_')}"
+    return ModbusTag.model_validate(
+        {"tag": code, "hazard": "HZ01", "address": address, "type": data_type}
+    )
+
+
+def shape(requests: list[ReadRequest]) -> list[tuple[str, int, int, int]]:
+    """(area, address, count, function code) of each request."""
+    return [(r.area, r.address, r.count, r.function_code) for r in requests]
+
+
+def slots(request: ReadRequest) -> list[tuple[str, int, int]]:
+    return [(s.tag.address, s.start, s.count) for s in request.slots]
+
+
+def test_contiguous_tags_merge_into_one_request() -> None:
+    """uint16, float32, int16 back to back are one read of 4 registers."""
+    tags = [tag("hr:0"), tag("hr:1", "float32"), tag("hr:3", "int16")]
+    requests = plan_reads(tags)
+    assert shape(requests) == [("hr", 0, 4, 3)]
+    assert slots(requests[0]) == [("hr:0", 0, 1), ("hr:1", 1, 2), ("hr:3", 3, 1)]
+
+
+def test_a_gap_splits_requests_by_default() -> None:
+    """An address no tag names is not read: it may not exist on the device."""
+    requests = plan_reads([tag("hr:0"), tag("hr:2")])
+    assert shape(requests) == [("hr", 0, 1, 3), ("hr", 2, 1, 3)]
+
+
+def test_an_allowed_gap_is_read_across() -> None:
+    """With max_gap, small holes are read and ignored."""
+    requests = plan_reads([tag("hr:0"), tag("hr:3")], max_gap=2)
+    assert shape(requests) == [("hr", 0, 4, 3)]
+    assert slots(requests[0]) == [("hr:0", 0, 1), ("hr:3", 3, 1)]
+    assert shape(plan_reads([tag("hr:0"), tag("hr:4")], max_gap=2)) == [
+        ("hr", 0, 1, 3),
+        ("hr", 4, 1, 3),
+    ]
+
+
+def test_requests_stop_at_125_registers() -> None:
+    """200 contiguous registers take two reads: 125 + 75."""
+    requests = plan_reads([tag(f"hr:{i}") for i in range(200)])
+    assert shape(requests) == [("hr", 0, 125, 3), ("hr", 125, 75, 3)]
+
+
+def test_a_multi_register_tag_is_never_split_at_the_cap() -> None:
+    """A float32 at 124-125 moves whole into the next request."""
+    tags = [tag(f"hr:{i}") for i in range(124)] + [tag("hr:124", "float32")]
+    requests = plan_reads(tags)
+    assert shape(requests) == [("hr", 0, 124, 3), ("hr", 124, 2, 3)]
+    assert slots(requests[1]) == [("hr:124", 0, 2)]
+
+
+def test_a_smaller_device_cap_is_respected() -> None:
+    """max_registers=4: ten uint16 take three reads."""
+    requests = plan_reads([tag(f"ir:{i}") for i in range(10)], max_registers=4)
+    assert shape(requests) == [("ir", 0, 4, 4), ("ir", 4, 4, 4), ("ir", 8, 2, 4)]
+
+
+def test_bits_count_bits_not_registers() -> None:
+    """2,100 coils take two reads (2000 + 100); 200 inputs take one."""
+    tags = [tag(f"co:{i}", "bool") for i in range(2100)]
+    tags += [tag(f"di:{i}", "bool") for i in range(200)]
+    assert shape(plan_reads(tags)) == [("co", 0, 2000, 1), ("co", 2000, 100, 1), ("di", 0, 200, 2)]
+
+
+def test_areas_are_never_mixed_and_come_in_a_fixed_order() -> None:
+    """hr, ir, co, di each have their own requests, whatever the config order."""
+    tags = [tag("di:0", "bool"), tag("co:0", "bool"), tag("ir:0"), tag("hr:0")]
+    assert shape(plan_reads(tags)) == [
+        ("hr", 0, 1, 3),
+        ("ir", 0, 1, 4),
+        ("co", 0, 1, 1),
+        ("di", 0, 1, 2),
+    ]
+
+
+def test_overlapping_tags_share_one_read() -> None:
+    """A uint32 and the uint16 views of its two halves are one read of 2 registers."""
+    tags = [tag("hr:10", "uint32", "T.whole"), tag("hr:10", name="T.hi"), tag("hr:11", name="T.lo")]
+    requests = plan_reads(tags)
+    assert shape(requests) == [("hr", 10, 2, 3)]
+    assert sorted((s.tag.tag, s.start, s.count) for s in requests[0].slots) == [
+        ("T.hi", 0, 1),
+        ("T.lo", 1, 1),
+        ("T.whole", 0, 2),
+    ]
+
+
+def test_every_tag_is_served_once_with_its_index() -> None:
+    """Slots point back at the tag's position in the config."""
+    tags = [tag("hr:5"), tag("co:1", "bool"), tag("hr:4")]
+    served = sorted(s.index for r in plan_reads(tags) for s in r.slots)
+    assert served == [0, 1, 2]
+    for request in plan_reads(tags):
+        for slot in request.slots:
+            assert tags[slot.index] is slot.tag
+
+
+def test_unsorted_input_gives_the_same_plan() -> None:
+    """The plan depends on the set of tags, not on their order in the config."""
+    tags = [tag(f"hr:{i}", "float32") for i in range(0, 300, 2)] + [tag("hr:400")]
+    shuffled = tags[:]
+    random.Random(7).shuffle(shuffled)
+    assert shape(plan_reads(shuffled)) == shape(plan_reads(tags))
+    assert shape(plan_reads(tags)) == [
+        ("hr", 0, 124, 3),
+        ("hr", 124, 124, 3),
+        ("hr", 248, 52, 3),
+        ("hr", 400, 1, 3),
+    ]
+
+
+def test_a_tag_wider_than_the_cap_is_refused() -> None:
+    """A float64 cannot be read 2 registers at a time."""
+    with pytest.raises(ValueError, match="needs 4 registers but the device reads at most 2"):
+        plan_reads([tag("hr:0", "float64")], max_registers=2)
+
+
+def test_no_tags_no_requests() -> None:
+    """An empty tag list plans nothing."""
+    assert plan_reads([]) == []
