@@ -26,6 +26,8 @@ On-disk layout (schema version in PRAGMA user_version; do not reorder or
 retype these columns without raising the version)
 ---------------------------------------------------------------------------
 - `tag(id, tag, hz)`: a small integer per tag, so a reading row stays short.
+- Row ids of `reading` and `event` are AUTOINCREMENT: they never go back, even
+  when the table drains empty, because the live/back-fill boundary is an id.
 - `reading(id, tag_id, ts, v, q)`: waiting readings. `v` keeps its SQLite type
   (REAL, INTEGER, TEXT or NULL); bit 4 of `q` marks a boolean stored as 0/1.
 - `event(id, topic, ts, item)`: waiting alarm items as JSON text.
@@ -50,9 +52,9 @@ _BOOL_FLAG: Final = 0x10
 
 _SCHEMA = """
 CREATE TABLE tag (id INTEGER PRIMARY KEY, tag TEXT NOT NULL UNIQUE, hz TEXT NOT NULL);
-CREATE TABLE reading (id INTEGER PRIMARY KEY, tag_id INTEGER NOT NULL, ts INTEGER NOT NULL,
-                      v, q INTEGER NOT NULL);
-CREATE TABLE event (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, ts INTEGER NOT NULL,
+CREATE TABLE reading (id INTEGER PRIMARY KEY AUTOINCREMENT, tag_id INTEGER NOT NULL,
+                      ts INTEGER NOT NULL, v, q INTEGER NOT NULL);
+CREATE TABLE event (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, ts INTEGER NOT NULL,
                     item TEXT NOT NULL);
 CREATE TABLE message (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, hist INTEGER NOT NULL,
                       oldest INTEGER NOT NULL, items TEXT NOT NULL);
@@ -175,13 +177,13 @@ class Store:
 
     def unsent(self, skip: set[int], limit: int) -> list[StoredMessage]:
         """Packed messages not in `skip` (those in flight), oldest `seq` first."""
+        skip = skip | set(self._acks)  # acknowledged, deleted at the next flush
         rows = self._db.execute(
             "SELECT seq, topic, hist, oldest, items FROM message ORDER BY seq LIMIT ?",
             (len(skip) + limit,),
         ).fetchall()
-        return [StoredMessage(s, t, bool(h), o, i) for s, t, h, o, i in rows if s not in skip][
-            :limit
-        ]
+        unsent = [StoredMessage(s, t, bool(h), o, i) for s, t, h, o, i in rows if s not in skip]
+        return unsent[:limit]
 
     def pack_next(self, now_ms: int, linger_ms: int) -> StoredMessage | None:
         """Give the next message its `seq`, or None when nothing is due.
@@ -237,12 +239,12 @@ class Store:
         taken = rows[: len(items)]
         hist = taken[0][0] < self._live_event_id
         return self._commit_message(
-            "alarm",
-            hist,
-            min(ts for _, ts, _ in taken),
-            items,
-            "DELETE FROM event WHERE id BETWEEN ? AND ?",
+            "event",
             (taken[0][0], taken[-1][0]),
+            topic="alarm",
+            hist=hist,
+            oldest_ms=min(ts for _, ts, _ in taken),
+            items=items,
         )
 
     def _pack_readings(self, where: str, hist: bool) -> StoredMessage:
@@ -255,29 +257,31 @@ class Store:
         items = _fit([_reading_item_json(*row[1:]) for row in rows], self._limits.max_bytes)
         taken = rows[: len(items)]
         return self._commit_message(
-            "rt",
-            hist,
-            min(row[3] for row in taken),
-            items,
-            "DELETE FROM reading WHERE id BETWEEN ? AND ?",
+            "reading",
             (taken[0][0], taken[-1][0]),
+            topic="rt",
+            hist=hist,
+            oldest_ms=min(row[3] for row in taken),
+            items=items,
         )
 
     def _commit_message(
         self,
+        table: str,
+        id_range: tuple[int, int],
+        *,
         topic: str,
         hist: bool,
         oldest_ms: int,
         items: list[str],
-        delete_sql: str,
-        delete_args: tuple[int, int],
     ) -> StoredMessage:
+        """Move the rows `id_range` of `table` into a new message with the next `seq`."""
         items_json = "[" + ",".join(items) + "]"
         with self._transaction():
             (seq,) = self._db.execute(
                 "UPDATE counter SET value = value + 1 WHERE name = 'next_seq' RETURNING value - 1"
             ).fetchone()
-            self._db.execute(delete_sql, delete_args)
+            self._db.execute(f"DELETE FROM {table} WHERE id BETWEEN ? AND ?", id_range)
             self._db.execute(
                 "INSERT INTO message (seq, topic, hist, oldest, items) VALUES (?, ?, ?, ?, ?)",
                 (seq, topic, int(hist), oldest_ms, items_json),
@@ -303,8 +307,10 @@ class Store:
         return self._db.execute(sql).fetchone() is not None
 
     def _next_id(self, table: str) -> int:
-        (top,) = self._db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()
-        return int(top) + 1
+        row = self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+        ).fetchone()
+        return (int(row[0]) if row else 0) + 1
 
     def _tag_id(self, tag: str, hz: str) -> int:
         tag_id = self._tag_ids.get(tag)

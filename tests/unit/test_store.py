@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,8 @@ def test_readings_stored_while_down_are_back_fill(store: Store) -> None:
     store.add_reading(reading(2))
     live = store.pack_next(now_ms=10_000, linger_ms=0)
     hist = store.pack_next(now_ms=10_000, linger_ms=0)
-    assert live is not None and hist is not None
+    assert live is not None
+    assert hist is not None
     assert (live.hist, hist.hist) == (False, True)
 
 
@@ -100,7 +102,8 @@ def test_seq_survives_reopening_and_is_never_reused(tmp_path: Path) -> None:
     second = Store.open(path, LIMITS)
     second.add_reading(reading(2))
     again = second.pack_next(now_ms=10_000, linger_ms=0)
-    assert again is not None and again.seq == message.seq + 1
+    assert again is not None
+    assert again.seq == message.seq + 1
 
 
 def test_backlog_counts_waiting_messages_and_back_fill(store: Store) -> None:
@@ -117,9 +120,26 @@ def test_backlog_counts_waiting_messages_and_back_fill(store: Store) -> None:
 def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     Store.open(path, LIMITS).close()
-    import sqlite3
-
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="schema version 99"):
         Store.open(path, LIMITS)
+
+
+def test_readings_after_the_store_drained_empty_are_still_live(store: Store) -> None:
+    store.mark_live()
+    store.add_reading(reading(1))
+    assert store.pack_next(now_ms=10_000, linger_ms=0) is not None
+    store.add_reading(reading(2))
+    again = store.pack_next(now_ms=10_000, linger_ms=0)
+    assert again is not None
+    assert again.hist is False
+
+
+def test_an_acked_message_is_not_offered_again_before_the_flush(store: Store) -> None:
+    store.mark_live()
+    store.add_reading(reading(1))
+    packed = store.pack_next(now_ms=10_000, linger_ms=0)
+    assert packed is not None
+    store.ack(packed.seq)
+    assert store.unsent(skip=set(), limit=10) == []
