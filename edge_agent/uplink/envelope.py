@@ -1,0 +1,66 @@
+"""The platform's wire format (spec uplink-v1): topics, the envelope, `state` and the will."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from edge_agent.store import Backlog, StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    prefix: str
+    enterprise: str
+    gateway: str
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}/{self.enterprise}/{self.gateway}/{name}"
+
+
+def envelope(identity: Identity, message: StoredMessage, sent_ms: int) -> bytes:
+    """The published payload of a stored message; only `sent` differs between copies."""
+    head = json.dumps(
+        {
+            "v": 1,
+            "ent": identity.enterprise,
+            "gw": identity.gateway,
+            "seq": message.seq,
+            "sent": sent_ms,
+            "hist": message.hist,
+        },
+        separators=(",", ":"),
+    )
+    return f'{head[:-1]},"items":{message.items_json}}}'.encode()
+
+
+def state_payload(
+    identity: Identity,
+    ts_ms: int,
+    version: str,
+    backlog: Backlog,
+    devices: dict[str, str],
+) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "ent": identity.enterprise,
+            "gw": identity.gateway,
+            "online": True,
+            "ts": ts_ms,
+            "version": version,
+            "backlog": backlog.messages,
+            "oldest": backlog.oldest_ms,
+            "devices": devices,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
+def offline_payload(identity: Identity) -> bytes:
+    """The last will, and the state published on a clean stop."""
+    return json.dumps(
+        {"v": 1, "ent": identity.enterprise, "gw": identity.gateway, "online": False},
+        separators=(",", ":"),
+    ).encode()
