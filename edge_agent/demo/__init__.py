@@ -1,0 +1,1 @@
+"""The demo and test rig: a private broker, a platform stand-in, and `edge-agent demo`."""

@@ -1,0 +1,106 @@
+"""`edge-agent demo`: a Mosquitto, the simulated tank farm and the agent on loopback.
+
+Everything runs as it would on site: the simulator and the agent are separate
+processes talking Modbus TCP and MQTT; this process plays the platform and
+prints what it receives. Ctrl-C or `--duration` stops all three, leaving no
+process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge_agent.demo.broker import INSTALL_HINT, Mosquitto, find_mosquitto, free_port, wait_for_port
+from edge_agent.demo.platform import PlatformSubscriber
+from edge_agent.demo.view import View
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO / "config" / "demo.yaml"
+DEMO_SCENARIO = REPO / "drivers" / "simulator" / "scenarios" / "demo.yaml"
+
+
+def local_config(
+    source: Path, workdir: Path, broker_port: int, device_ports: dict[str, int]
+) -> Path:
+    """A copy of `source` pointed at loopback ports and a store under `workdir`."""
+    data: dict[str, Any] = yaml.safe_load(source.read_text())
+    data["uplink"]["mqtt"].update(host="127.0.0.1", port=broker_port)
+    data["store"]["path"] = str(workdir / "store.db")
+    for device in data["devices"]:
+        device.update(host="127.0.0.1", port=device_ports[device["name"]])
+    target = workdir / "agent.yaml"
+    target.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return target
+
+
+def run_demo(duration: float | None) -> int:
+    if find_mosquitto() is None:
+        print(INSTALL_HINT, file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
+    with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp:
+        workdir = Path(tmp)
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        broker = Mosquitto(workdir / "broker")
+        processes: list[subprocess.Popen[bytes]] = []
+        platform: PlatformSubscriber | None = None
+        try:
+            broker.start()
+            platform = PlatformSubscriber(broker.port, client_id="demo-platform")
+            view = View(DEMO_CONFIG)
+            platform.on_message(view.show)
+            platform.start()
+            plc_port = free_port()
+            processes.append(
+                _spawn(
+                    workdir,
+                    "simulator",
+                    "simulate",
+                    str(DEMO_SCENARIO),
+                    "--port",
+                    f"plc-tank-farm={plc_port}",
+                )
+            )
+            wait_for_port(plc_port)
+            config = local_config(DEMO_CONFIG, workdir, broker.port, {"plc-tank-farm": plc_port})
+            processes.append(_spawn(workdir, "agent", "run", str(config)))
+            view.banner(broker.port, plc_port, workdir)
+            stop.wait(duration)
+        finally:
+            for process in reversed(processes):
+                _terminate(process)
+            if platform is not None:
+                platform.stop()
+            broker.stop()
+    return 0
+
+
+def _spawn(workdir: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
+    log = (workdir / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
+    )
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
