@@ -232,12 +232,15 @@ class Store:
     # -- internals ---------------------------------------------------------
 
     def _pack_events(self) -> StoredMessage:
+        """Back-fill events first; a message never mixes back-fill and live, so `hist` is true."""
+        hist = self._has_rows("event", f"id < {self._live_event_id}")
+        where = f"id < {self._live_event_id}" if hist else f"id >= {self._live_event_id}"
         rows = self._db.execute(
-            "SELECT id, ts, item FROM event ORDER BY id LIMIT ?", (self._limits.max_items,)
+            f"SELECT id, ts, item FROM event WHERE {where} ORDER BY id LIMIT ?",
+            (self._limits.max_items,),
         ).fetchall()
         items = _fit([item for _, _, item in rows], self._limits.max_bytes)
         taken = rows[: len(items)]
-        hist = taken[0][0] < self._live_event_id
         return self._commit_message(
             "event",
             (taken[0][0], taken[-1][0]),

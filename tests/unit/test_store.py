@@ -143,3 +143,17 @@ def test_an_acked_message_is_not_offered_again_before_the_flush(store: Store) ->
     assert packed is not None
     store.ack(packed.seq)
     assert store.unsent(skip=set(), limit=10) == []
+
+
+def test_alarms_stored_while_down_and_live_alarms_go_in_separate_messages(store: Store) -> None:
+    store.add_alarm(alarm(1))
+    store.mark_live()
+    store.add_alarm(alarm(2))
+    first = store.pack_next(now_ms=10_000, linger_ms=0)
+    second = store.pack_next(now_ms=10_000, linger_ms=0)
+    assert first is not None
+    assert second is not None
+    assert [(first.hist, first.oldest_ms), (second.hist, second.oldest_ms)] == [
+        (True, 1),
+        (False, 2),
+    ]
