@@ -29,3 +29,6 @@ def configure(level: str = "info", stream: Any = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+    # pymodbus logs every failed connect and timeout itself; the drivers log each
+    # link change once, with the device it is about, so its own lines are noise.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

@@ -76,9 +76,13 @@ class Agent:
         """Read on drift-free monotonic deadlines; a late read skips the deadlines it missed."""
         deadline = time.monotonic()
         while True:
-            samples = await driver.read()
-            self._handle(samples)
-            self._note_link(driver)
+            try:
+                samples = await driver.read()
+                self._handle(samples)
+                self._note_link(driver)
+            except Exception:
+                # A driver must not raise, but polling must never stop for good.
+                log.exception("poll_failed", device=driver.name)
             deadline += interval
             now = time.monotonic()
             if deadline < now:
