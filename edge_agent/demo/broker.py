@@ -7,6 +7,7 @@ message, across a stop and start of the broker on the same port.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -60,6 +61,9 @@ class Mosquitto:
         workdir.mkdir(parents=True, exist_ok=True)
         self._conf = workdir / "mosquitto.conf"
         self._conf.write_text(
+            # Started as root, Mosquitto drops to the user `mosquitto`, which could not
+            # write its persistence file in our private directory: stay who we are.
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"

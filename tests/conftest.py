@@ -1,0 +1,171 @@
+"""Shared fixtures: a private Mosquitto, the platform subscriber, the simulator and agent processes.
+
+Everything is real and on loopback: the broker is Mosquitto started on a free
+port, the PLC is the project's pymodbus simulator in its own process, and the
+agent runs as `python -m edge_agent run` so it can be killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edge_agent.demo.broker import Mosquitto, free_port, wait_for_port
+from edge_agent.demo.platform import PlatformSubscriber
+
+ENTERPRISE = "91370200MA3C00000K"
+GATEWAY = "GW-TEST-01"
+PREFIX = "safety/v1"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path / "broker")
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def platform(broker: Mosquitto) -> Iterator[PlatformSubscriber]:
+    """Subscribed before any agent starts, with a persistent session."""
+    subscriber = PlatformSubscriber(broker.port, PREFIX, client_id="test-platform")
+    subscriber.start()
+    yield subscriber
+    subscriber.stop()
+
+
+@dataclass
+class Process:
+    """A child process with its output in a log file, for post-mortems."""
+
+    args: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    kills: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def kill9(self) -> None:
+        assert self.popen is not None
+        self.kills.append(time.time())
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait()
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.terminate()
+        try:
+            return self.popen.wait(timeout)
+        finally:
+            if self.popen.poll() is None:
+                self.popen.kill()
+                self.popen.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start `edge-agent ARGS...` processes; all are stopped at the end of the test."""
+    started: list[Process] = []
+
+    def start(name: str, *args: str) -> Process:
+        process = Process(list(args), tmp_path / f"{name}.log")
+        process.start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        if process.popen is not None and process.popen.poll() is None:
+            process.terminate()
+
+
+@dataclass
+class Plant:
+    device: str
+    port: int
+    process: Process
+
+
+@pytest.fixture
+def plant(tmp_path: Path, spawn: Callable[..., Process]) -> Callable[[list[dict[str, Any]]], Plant]:
+    """Serve one simulated Modbus device whose points are given as scenario entries."""
+
+    def start(points: list[dict[str, Any]], device: str = "plc-1") -> Plant:
+        port = free_port()
+        scenario = tmp_path / f"scenario-{device}.yaml"
+        scenario.write_text(
+            yaml.safe_dump(
+                {"devices": [{"name": device, "port": port, "unit": 1, "points": points}]}
+            )
+        )
+        process = spawn(f"sim-{device}", "simulate", str(scenario))
+        wait_for_port(port)
+        return Plant(device, port, process)
+
+    return start
+
+
+def agent_config(
+    tmp_path: Path,
+    broker_port: int,
+    devices: list[dict[str, Any]],
+    **uplink: Any,
+) -> Path:
+    """Write an agent config for the test rig and return its path."""
+    config = {
+        "gateway": {"code": GATEWAY, "enterprise": ENTERPRISE},
+        "uplink": {
+            "mqtt": {"host": "127.0.0.1", "port": broker_port, "reconnect_max": "2s"},
+            **uplink,
+        },
+        "store": {"path": str(tmp_path / "store.db")},
+        "devices": devices,
+    }
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def counter_device(port: int, poll_s: float) -> dict[str, object]:
+    """A device with a counter that rises by 1 a second (hr:0) and a level with a limit (hr:2)."""
+    return {
+        "name": "plc-1",
+        "driver": "modbus",
+        "host": "127.0.0.1",
+        "port": port,
+        "poll": f"{int(poll_s * 1000)}ms",
+        "tags": [
+            {"tag": "HZ01.CNT", "hazard": "HZ01", "address": "hr:0", "type": "uint32"},
+            {
+                "tag": "HZ01.LT101",
+                "hazard": "HZ01",
+                "address": "hr:2",
+                "type": "float32",
+                "limits": {"H": 15, "deadband": 0.5},
+            },
+        ],
+    }
