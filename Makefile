@@ -1,0 +1,49 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Both create .venv, install the project, and make sure Mosquitto is there
+# (apt-get when run as root; otherwise they say what to install).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check-configs mosquitto clean
+
+demo: $(STAMP) mosquitto
+	$(BIN)/edge-agent demo $(if $(DURATION),--duration $(DURATION))
+
+test: $(STAMP) mosquitto lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check-configs: $(STAMP)
+	$(BIN)/edge-agent check config/*.yaml
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"' \
+		|| { echo "edge-agent needs Python >= 3.11 (Debian 12: apt-get install python3)"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv \
+			&& $(PYTHON) -m venv $(VENV); \
+		else echo "cannot create a venv: run 'sudo apt-get install python3-venv' and try again"; exit 1; fi; }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+mosquitto:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Mosquitto (apt-get install mosquitto)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+		else \
+			echo "Mosquitto is needed: run 'sudo apt-get install mosquitto' and try again"; exit 1; \
+		fi; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
