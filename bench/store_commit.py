@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = readings(args.readings)
     with tempfile.TemporaryDirectory() as tmp:
-        base_rate, base_lat = run(1, rows[: args.readings // 4], Path(tmp))
+        base_rate, _ = run(1, rows[: args.readings // 4], Path(tmp))
         rate, lat = run(100, rows, Path(tmp))
     p50, p99 = statistics.median(lat), statistics.quantiles(lat, n=100)[98]
     print(f"one commit per reading : {base_rate:10,.0f} readings/s")
