@@ -135,12 +135,21 @@ def agent_config(
     devices: list[dict[str, Any]],
     **uplink: Any,
 ) -> Path:
-    """Write an agent config for the test rig and return its path."""
+    """Write an agent config for the test rig and return its path.
+
+    `uplink` keys override the uplink section; a `mqtt` dict is merged into
+    the loopback broker settings.
+    """
     config = {
         "gateway": {"code": GATEWAY, "enterprise": ENTERPRISE},
         "uplink": {
-            "mqtt": {"host": "127.0.0.1", "port": broker_port, "reconnect_max": "2s"},
             **uplink,
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": broker_port,
+                "reconnect_max": "2s",
+                **uplink.get("mqtt", {}),
+            },
         },
         "store": {"path": str(tmp_path / "store.db")},
         "devices": devices,
@@ -150,7 +159,7 @@ def agent_config(
     return path
 
 
-def counter_device(port: int, poll_s: float) -> dict[str, object]:
+def counter_device(port: int, poll_s: float) -> dict[str, Any]:
     """A device with a counter that rises by 1 a second (hr:0) and a level with a limit (hr:2)."""
     return {
         "name": "plc-1",

@@ -50,7 +50,8 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """One broker process; `stop()` and `start()` again keep its port and its saved sessions."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: str = "") -> None:
+        """`extra` is appended to the generated mosquitto.conf (e.g. an `acl_file` line)."""
         binary = find_mosquitto()
         if binary is None:
             raise RuntimeError(INSTALL_HINT)
@@ -69,7 +70,7 @@ class Mosquitto:
             "persistence true\n"
             f"persistence_location {workdir}/\n"
             "max_queued_messages 0\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
+            f"log_dest file {workdir}/mosquitto.log\n" + extra
         )
 
     @property

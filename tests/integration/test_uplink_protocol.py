@@ -1,0 +1,58 @@
+"""The uplink's protocol choices: MQTT 3.1.1 on request, and a refused PUBACK keeps the message."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Plant, Process, agent_config, counter_device
+
+from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.platform import PlatformSubscriber
+
+
+def test_mqtt_3_1_1_delivers_readings_and_retained_state(
+    tmp_path: Path,
+    broker: Mosquitto,
+    platform: PlatformSubscriber,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> None:
+    """With protocol 3.1.1 the platform still gets `rt` envelopes and a retained `state`."""
+    sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
+    device = counter_device(sim.port, 0.5)
+    device["tags"] = device["tags"][:1]
+    config = agent_config(tmp_path, broker.port, [device], mqtt={"protocol": "3.1.1"})
+    agent = spawn("agent", "run", str(config))
+    platform.wait_for(lambda ms: len([m for m in ms if m.kind == "rt"]) >= 2, 15, "two rt messages")
+    states = platform.of_kind("state")
+    assert states
+    assert states[0].body["online"] is True
+    assert agent.terminate() == 0, agent.log()
+
+
+def test_a_refused_publish_stays_in_the_store(
+    tmp_path: Path, plant: Callable[..., Plant], spawn: Callable[..., Process]
+) -> None:
+    """A PUBACK with reason code 0x87 (not authorized) is not delivery: the message is kept."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite safety/v1/+/+/state\ntopic read safety/v1/#\n")
+    broker = Mosquitto(tmp_path / "acl-broker", extra=f"acl_file {acl}\n")
+    broker.start()
+    try:
+        sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
+        device = counter_device(sim.port, 0.5)
+        device["tags"] = device["tags"][:1]
+        agent = spawn("agent", "run", str(agent_config(tmp_path, broker.port, [device])))
+        deadline = time.monotonic() + 15
+        while "mqtt_publish_refused" not in agent.log():
+            assert time.monotonic() < deadline, agent.log()
+            time.sleep(0.1)
+        assert agent.terminate() == 0, agent.log()
+    finally:
+        broker.stop()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        seqs = [seq for (seq,) in db.execute("SELECT seq FROM message WHERE topic = 'rt'")]
+    assert seqs[0] == 1, "the refused first message is still in the store"
