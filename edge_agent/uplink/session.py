@@ -104,8 +104,13 @@ class Session:
         properties = None
         if ep.mqtt5:
             properties = _properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = 0
-        connect_args: dict[str, Any] = {"properties": properties} if ep.mqtt5 else {}
+            # The broker holds the will back only while the session lives: a session
+            # that ended at once would send the will at once. Clean start on every
+            # connect still discards the old session (and its pending will).
+            properties.SessionExpiryInterval = 2 * WILL_DELAY_S
+        connect_args: dict[str, Any] = (
+            {"properties": properties, "clean_start": True} if ep.mqtt5 else {}
+        )
         try:
             await asyncio.wait_for(
                 asyncio.to_thread(

@@ -66,6 +66,8 @@ def test_kill9_cycles_lose_nothing_committed(
     platform.wait_for(drained, timeout=30, what="state with backlog 0")
     messages = platform.messages
 
+    offline = [m for m in messages if m.kind == "state" and not m.body["online"]]
+    assert not offline, "a restart within the will delay must not flap the gateway offline"
     last = assert_no_seq_gap(messages)
     duplicates = assert_copies_identical(messages)
     assert_counter_complete(messages, "HZ01.CNT", downtimes, slack_s=COMMIT_S + POLL_S + 0.3)

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import Plant, Process, agent_config, counter_device
 
 from edge_agent.demo.broker import Mosquitto
-from edge_agent.demo.platform import PlatformSubscriber
+from edge_agent.demo.platform import PlatformSubscriber, Received
 
 
 def test_mqtt_3_1_1_delivers_readings_and_retained_state(
@@ -56,3 +56,27 @@ def test_a_refused_publish_stays_in_the_store(
     with sqlite3.connect(tmp_path / "store.db") as db:
         seqs = [seq for (seq,) in db.execute("SELECT seq FROM message WHERE topic = 'rt'")]
     assert seqs[0] == 1, "the refused first message is still in the store"
+
+
+def test_the_last_will_says_offline_30_s_after_a_crash(
+    tmp_path: Path,
+    broker: Mosquitto,
+    platform: PlatformSubscriber,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> None:
+    """MQTT 5 will delay: no offline flap right after a kill -9, the retained will after 30 s."""
+    sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
+    device = counter_device(sim.port, 0.5)
+    device["tags"] = device["tags"][:1]
+    agent = spawn("agent", "run", str(agent_config(tmp_path, broker.port, [device])))
+    platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")
+    agent.kill9()
+
+    def offline(ms: list[Received]) -> bool:
+        return any(m.kind == "state" and not m.body["online"] for m in ms)
+
+    time.sleep(5)
+    assert not offline(platform.messages), "the will must wait out its 30 s delay"
+    platform.wait_for(offline, timeout=35, what="the retained offline will")
+    assert time.time() - agent.kills[-1] >= 29
