@@ -56,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="run broker, simulated plant and agent on loopback; show what is sent"
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    demo.add_argument(
+        "--outage-at",
+        type=float,
+        default=35.0,
+        metavar="S",
+        help="stop the broker S seconds in, to show back-fill (0: no outage)",
+    )
+    demo.add_argument(
+        "--outage-for", type=float, default=8.0, metavar="S", help="length of the outage"
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -142,7 +152,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from edge_agent.demo.run import run_demo
 
-    return run_demo(args.duration)
+    return run_demo(args.duration, args.outage_at, args.outage_for)
 
 
 def _stop_on_signals() -> asyncio.Event:

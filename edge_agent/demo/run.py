@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,11 @@ def local_config(
     return target
 
 
-def run_demo(duration: float | None) -> int:
+def run_demo(duration: float | None, outage_at: float = 35.0, outage_s: float = 8.0) -> int:
+    """Run until Ctrl-C or `duration`; stop the broker `outage_at` s in for `outage_s` s.
+
+    An `outage_at` of 0 means no outage.
+    """
     if find_mosquitto() is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 69  # EX_UNAVAILABLE
@@ -75,7 +80,7 @@ def run_demo(duration: float | None) -> int:
             config = local_config(DEMO_CONFIG, workdir, broker.port, {"plc-tank-farm": plc_port})
             processes.append(_spawn(workdir, "agent", "run", str(config)))
             view.banner(broker.port, plc_port, workdir)
-            stop.wait(duration)
+            _play(stop, broker, view, duration=duration, outage_at=outage_at, outage_s=outage_s)
         finally:
             for process in reversed(processes):
                 _terminate(process)
@@ -83,6 +88,38 @@ def run_demo(duration: float | None) -> int:
                 platform.stop()
             broker.stop()
     return 0
+
+
+def _play(
+    stop: threading.Event,
+    broker: Mosquitto,
+    view: View,
+    *,
+    duration: float | None,
+    outage_at: float,
+    outage_s: float,
+) -> None:
+    """Wait out the demo, with one broker outage to show store-and-forward at work."""
+    started = time.monotonic()
+    end = None if duration is None else started + duration
+
+    def sleep_until(elapsed: float) -> bool:
+        """Sleep until `elapsed` s into the demo; False when the demo ends first."""
+        target = started + elapsed
+        if end is not None and target >= end:
+            stop.wait(max(end - time.monotonic(), 0))
+            return False
+        return not stop.wait(max(target - time.monotonic(), 0))
+
+    if outage_at > 0 and sleep_until(outage_at):
+        view.note(f"broker stopped for {outage_s:.0f} s: the agent keeps polling into its store")
+        broker.stop()
+        back_in_time = sleep_until(outage_at + outage_s)
+        broker.start()
+        if not back_in_time:
+            return
+        view.note("broker back: what waited is sent oldest first with hist: true")
+    stop.wait(None if end is None else max(end - time.monotonic(), 0))
 
 
 def _spawn(workdir: Path, name: str, *args: str) -> subprocess.Popen[bytes]:

@@ -28,6 +28,9 @@ class View:
             f"logs in {workdir}; Ctrl-C stops"
         )
 
+    def note(self, text: str) -> None:
+        self._print(f"demo: {text}", highlight=True)
+
     def show(self, msg: Received) -> None:
         body = msg.body
         if msg.kind == "state":
@@ -55,9 +58,11 @@ class View:
     def _alarm(self, body: dict[str, Any], item: dict[str, Any]) -> str:
         unit = self._units.get(item["tag"], "")
         limit = f" (limit {item['limit']} {unit})" if "limit" in item else ""
+        latency = time.time() - item["ts"] / 1000
         return (
             f"ALARM    seq {body['seq']:>5}  {item['state'].upper():7} {item['kind']:2} "
-            f"{item['tag']} = {item['v']} {unit}{limit}  id {item['id'][:8]}"
+            f"{item['tag']} = {item['v']} {unit}{limit}  id {item['id'][:8]}  "
+            f"(received {latency * 1000:.0f} ms after the sample)"
         )
 
     def _value(self, item: dict[str, Any]) -> str:
