@@ -64,7 +64,7 @@ class Agent:
             await asyncio.gather(*pollers, committer, return_exceptions=True)
             self._store.flush()
             await self.uplink.stop()
-            uplink.cancel()
+            uplink.cancel()  # only if stop() timed out: nothing is left to say
             await asyncio.gather(uplink, return_exceptions=True)
             for driver in self._drivers:
                 with contextlib.suppress(Exception):

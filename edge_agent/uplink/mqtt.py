@@ -33,6 +33,10 @@ REFUSED_RETRY_S = 30.0
 """A message the broker refused (PUBACK >= 0x80) is tried again after this long."""
 
 
+STOP_TIMEOUT_S = 3.0
+"""How long a stop waits for the offline state and the disconnect; SIGTERM must end within 10 s."""
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -71,7 +75,8 @@ class Uplink:
         self._version = version
         self._wake = asyncio.Event()
         self._state_due = True
-        self._session: Session | None = None
+        self._stopping = asyncio.Event()
+        self._finished = asyncio.Event()
         self._flight = _Flight()
         self._refused_until: dict[int, float] = {}
         self._backlog_reported = 0
@@ -89,42 +94,40 @@ class Uplink:
         self._wake.set()
 
     async def run(self) -> None:
-        """Connect, serve, reconnect with jittered backoff; runs until cancelled."""
+        """Connect, serve, reconnect with jittered backoff, until `stop()`."""
         mqtt = self._config.mqtt
         backoff = Backoff(mqtt.reconnect_min, mqtt.reconnect_max)
-        while True:
-            session = Session(self._endpoint(), self._will(), self._on_ack)
-            try:
-                receive_maximum = await session.connect()
-            except ConnectFailed as exc:
-                log.warning("mqtt_connect_failed", reason=str(exc), host=mqtt.host, port=mqtt.port)
-                await asyncio.sleep(backoff.next())
-                continue
-            backoff.reset()
-            self._session = session
-            try:
-                await self._serve(session, receive_maximum)
-            finally:
-                self._session = None
-                self.stats.connected = False
-                await session.disconnect()
-            await asyncio.sleep(backoff.next())
+        try:
+            while not self._stopping.is_set():
+                session = Session(self._endpoint(), self._will(), self._on_ack)
+                try:
+                    receive_maximum = await session.connect()
+                except ConnectFailed as exc:
+                    log.warning(
+                        "mqtt_connect_failed", reason=str(exc), host=mqtt.host, port=mqtt.port
+                    )
+                else:
+                    backoff.reset()
+                    try:
+                        await self._serve(session, receive_maximum)
+                    finally:
+                        self.stats.connected = False
+                        await session.disconnect()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff.next())
+        finally:
+            self._finished.set()
 
     async def stop(self) -> None:
-        """Publish the offline state and disconnect cleanly, if connected."""
-        session = self._session
-        if session is None:
-            return
-        with contextlib.suppress(NotConnected):
-            mid = session.publish(
-                self._identity.topic("state"), offline_payload(self._identity), retain=True
-            )
-            self._flight.state_mids.add(mid)
-            for _ in range(20):  # up to 1 s for its PUBACK
-                if mid not in self._flight.state_mids or session.closed.done():
-                    break
-                await asyncio.sleep(0.05)
-        await session.disconnect()
+        """End the send loop, publish the offline state last, and disconnect cleanly.
+
+        Nothing is published after the offline state: a clean disconnect sends
+        no will, so a later `online: true` would stand uncorrected.
+        """
+        self._stopping.set()
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._finished.wait(), STOP_TIMEOUT_S)
 
     # -- one connection ------------------------------------------------------
 
@@ -137,7 +140,7 @@ class Uplink:
         window = min(self._config.max_inflight, receive_maximum)
         log.info("mqtt_connected", receive_maximum=receive_maximum, window=window)
         next_state = 0.0
-        while not session.closed.done():
+        while not session.closed.done() and not self._stopping.is_set():
             try:
                 if self._state_due or time.monotonic() >= next_state:
                     self._publish_state(session)
@@ -148,9 +151,22 @@ class Uplink:
             self._wake.clear()
             wait = min(self._config.batch.linger, max(next_state - time.monotonic(), 0.0))
             await _wait_any(self._wake, session.closed, wait)
-        log.warning(
-            "mqtt_disconnected", reason=session.closed.result() if session.closed.done() else ""
-        )
+        if self._stopping.is_set():
+            await self._say_offline(session)
+        else:
+            log.warning("mqtt_disconnected", reason=session.closed.result())
+
+    async def _say_offline(self, session: Session) -> None:
+        """Publish the retained offline state and give its PUBACK up to a second."""
+        with contextlib.suppress(NotConnected):
+            mid = session.publish(
+                self._identity.topic("state"), offline_payload(self._identity), retain=True
+            )
+            self._flight.state_mids.add(mid)
+            for _ in range(20):
+                if mid not in self._flight.state_mids or session.closed.done():
+                    return
+                await asyncio.sleep(0.05)
 
     def _fill_window(self, session: Session, window: int) -> None:
         free = window - len(self._flight.seqs)
