@@ -1,0 +1,153 @@
+"""The `edge-agent` command line: check, schema, and run refusing a broken config.
+
+`check` and `schema` are called through `edge_agent.cli.main` (same code path as
+the console script, output captured by capsys); `run` is started as a real
+process, since it must exit without starting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_agent.cli import EX_CONFIG, EX_NOINPUT, EX_OK, main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
+SCHEMA = ROOT / "docs" / "config.schema.json"
+
+
+def misspelt_type(tmp_path: Path, name: str = "broken.yaml") -> tuple[Path, int, int]:
+    """config/demo.yaml with its first tag's type misspelt; returns the file, line and column."""
+    text = (ROOT / "config" / "demo.yaml").read_text(encoding="utf-8")
+    broken = text.replace("type: float32", "type: flaot32", 1)
+    assert broken != text, "config/demo.yaml no longer starts its tags with a float32"
+    path = tmp_path / name
+    path.write_text(broken, encoding="utf-8")
+    for number, line in enumerate(broken.splitlines(), start=1):
+        if "flaot32" in line:
+            return path, number, line.index("flaot32") + 1
+    raise AssertionError("unreachable")
+
+
+def test_there_is_at_least_one_config_to_check() -> None:
+    """The parametrised check below must not pass by checking nothing."""
+    assert CONFIGS, "no config/*.yaml"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_check_accepts_every_shipped_config(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edge-agent check config/X.yaml` prints `X: OK` and exits 0."""
+    assert main(["check", str(config)]) == EX_OK
+    captured = capsys.readouterr()
+    assert captured.out == f"{config}: OK\n"
+    assert captured.err == ""
+
+
+def test_check_reports_a_misspelt_type_at_its_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt type gives `FILE:LINE:COL: devices[0].tags[0].type: ...` on stderr and 78."""
+    path, line, column = misspelt_type(tmp_path)
+    assert main(["check", str(path)]) == EX_CONFIG
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    problems = captured.err.splitlines()
+    assert len(problems) == 1, captured.err
+    prefix = f"{path}:{line}:{column}: devices[0].tags[0].type: "
+    assert problems[0].startswith(prefix), problems[0]
+    assert "'flaot32'" in problems[0]
+    assert "float32" in problems[0].removeprefix(prefix).replace("'flaot32'", "")
+
+
+def test_check_exits_66_on_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is not there is EX_NOINPUT, named on stderr."""
+    missing = tmp_path / "nowhere.yaml"
+    assert main(["check", str(missing)]) == EX_NOINPUT
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert str(missing) in captured.err
+
+
+def test_check_reports_each_of_several_files_and_exits_with_the_worst_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Good, broken and missing files in one call: each is reported; the exit code is 78."""
+    good = CONFIGS[0]
+    broken, line, column = misspelt_type(tmp_path)
+    other, _, _ = misspelt_type(tmp_path, "also-broken.yaml")
+    missing = tmp_path / "nowhere.yaml"
+    assert main(["check", str(missing), str(good), str(broken), str(other)]) == EX_CONFIG
+    captured = capsys.readouterr()
+    assert captured.out == f"{good}: OK\n"
+    err = captured.err.splitlines()
+    assert any(str(missing) in e for e in err), captured.err
+    for path in (broken, other):
+        assert any(e.startswith(f"{path}:{line}:{column}: devices[0].tags[0].type: ") for e in err)
+    assert len(err) == 3, captured.err
+
+
+def test_check_of_a_good_and_a_missing_file_exits_66(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without config errors, a missing file still makes the whole check fail with 66."""
+    missing = tmp_path / "nowhere.yaml"
+    assert main(["check", str(CONFIGS[0]), str(missing)]) == EX_NOINPUT
+    captured = capsys.readouterr()
+    assert captured.out == f"{CONFIGS[0]}: OK\n"
+    assert str(missing) in captured.err
+
+
+def test_schema_prints_the_committed_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    """`edge-agent schema` prints JSON equal to docs/config.schema.json."""
+    assert main(["schema"]) == EX_OK
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(SCHEMA.read_text(encoding="utf-8"))
+
+
+def test_run_refuses_a_broken_config_with_78_without_starting(tmp_path: Path) -> None:
+    """`edge-agent run` on a misspelt type exits 78 at once, names the problem, creates no store."""
+    data = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text(encoding="utf-8"))
+    store = tmp_path / "store" / "agent.db"
+    data["store"]["path"] = str(store)
+    data["devices"][0]["tags"][0]["type"] = "flaot32"
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == EX_CONFIG, done.stderr
+    assert f"{path}:" in done.stderr
+    assert "devices[0].tags[0].type: 'flaot32'" in done.stderr
+    assert "agent_started" not in done.stdout + done.stderr
+    assert not store.exists()
+    assert not store.parent.exists()
+
+
+def test_run_exits_66_when_the_config_file_is_missing(tmp_path: Path) -> None:
+    """`edge-agent run` on a file that is not there exits EX_NOINPUT without starting."""
+    missing = tmp_path / "nowhere.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "run", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == EX_NOINPUT, done.stderr
+    assert str(missing) in done.stderr
+    assert "agent_started" not in done.stdout + done.stderr
