@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 
 import structlog
 
@@ -20,17 +21,24 @@ from edge_agent import __version__
 from edge_agent.config.schema import AgentConfig
 from edge_agent.model import AlarmState, LinkState, Sample
 from edge_agent.rules import TagRules
-from edge_agent.store import BatchLimits, Store
+from edge_agent.store import BatchLimits, Store, StoreSettings
 from edge_agent.uplink import Identity, Uplink
 
 log = structlog.get_logger(component="runtime")
+
+MAINTENANCE_INTERVAL_S = 5.0
+"""How often retention and the size cap are enforced."""
 
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self._config = config
         batch = config.uplink.batch
-        self._store = Store.open(config.store.path, BatchLimits(batch.max_items, batch.max_bytes))
+        store = config.store
+        self._store = Store.open(
+            StoreSettings(Path(store.path), store.max_size, store.retention, store.synchronous),
+            BatchLimits(batch.max_items, batch.max_bytes),
+        )
         self._rules = {
             tag.tag: TagRules(tag.tag, tag.hazard, tag.limits)
             for device in config.devices
@@ -119,7 +127,12 @@ class Agent:
             self.uplink.publish_state_soon()
 
     async def _commit_periodically(self) -> None:
+        """Commit buffered readings every commit_interval; keep the store in bounds every 5 s."""
         interval = self._config.store.commit_interval
+        next_maintenance = 0.0
         while True:
             await asyncio.sleep(interval)
             self._store.flush()
+            if time.monotonic() >= next_maintenance:
+                self._store.maintain(time.time_ns() // 1_000_000)
+                next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL_S

@@ -73,6 +73,13 @@ class Batch(Strict):
             "How long live readings may wait for more to fill a message. Alarms never wait."
         ),
     )
+    gzip: bool = Field(
+        False,
+        description=(
+            "Compress each payload with gzip (the platform inflates payloads that start with "
+            "1f 8b). Worth it on a metered or slow link: readings compress about 5-10 times."
+        ),
+    )
 
 
 class Uplink(Strict):
@@ -95,6 +102,13 @@ class Uplink(Strict):
     state_interval: Duration = Field(
         60.0, le=60.0, description="Longest time between two `state` messages while online."
     )
+    backfill_rate: ByteSize | None = Field(
+        None,
+        description=(
+            "The province's cap on back-fill, in payload bytes per second (e.g. 64KiB); "
+            "unlimited when not set. Live readings and alarms are never held by it."
+        ),
+    )
 
 
 class Store(Strict):
@@ -107,6 +121,30 @@ class Store(Strict):
         description=(
             "Readings are committed at least this often; a kill -9 can cost the readings "
             "sampled in the last commit_interval. Alarms are committed at once."
+        ),
+    )
+    max_size: ByteSize = Field(
+        2 * 1024**3,
+        description=(
+            "Cap on the store's disk use, WAL and free pages included. Past 90% of it the "
+            "oldest waiting readings are thinned (every second one per tag), and every loss "
+            "is written to the loss ledger."
+        ),
+    )
+    retention: Duration = Field(
+        30 * 86400.0,
+        description=(
+            "Waiting readings and alarms older than this are dropped (and declared in the "
+            "loss ledger): the platform has no use for them past the enterprise's own "
+            "30-day record duty."
+        ),
+    )
+    synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description=(
+            "SQLite synchronous mode. normal: survives a crash of the agent; a power loss may "
+            "roll back the last commits (numbering never goes back: see docs/store.md). "
+            "full: survives a power loss too, at one flush to disk per commit."
         ),
     )
 

@@ -13,18 +13,14 @@ Invariants
 4. Waiting readings are never loaded whole into memory: packing reads one
    message's worth by primary-key range.
 
-What a crash costs
-------------------
-Readings are buffered in memory and committed at least every
-`commit_interval` (and before every packing), alarms at once. A kill -9 loses
-the readings of at most the last `commit_interval`; everything committed
-survives it (WAL with synchronous=NORMAL survives a process crash). An ack
-committed late only means a duplicate `seq` is sent again, which the platform
-drops. A power loss may roll back the last commits (synchronous=NORMAL).
+What a crash or a power loss costs: see docs/store.md (the durability
+table). In short: a kill -9 loses at most the readings of the last
+`commit_interval`; with synchronous=normal a power loss may also roll back
+the last commits, and the `seq` high-water mark (hwm.py) keeps numbering
+above anything that may have been published.
 
-On-disk layout (schema version in PRAGMA user_version; do not reorder or
-retype these columns without raising the version)
----------------------------------------------------------------------------
+Row layout (schema in database.py)
+----------------------------------
 - `tag(id, tag, hz)`: a small integer per tag, so a reading row stays short.
 - Row ids of `reading` and `event` are AUTOINCREMENT: they never go back, even
   when the table drains empty, because the live/back-fill boundary is an id.
@@ -33,7 +29,8 @@ retype these columns without raising the version)
 - `event(id, topic, ts, item)`: waiting alarm items as JSON text.
 - `message(seq, topic, hist, oldest, items)`: packed messages awaiting PUBACK;
   `items` is the JSON array exactly as published.
-- `counter(name, value)`: `next_seq`.
+- `counter(name, value)`: `next_seq`, and `clean` (1 after a clean close).
+- `loss(...)`: the loss ledger (ledger.py).
 """
 
 from __future__ import annotations
@@ -44,23 +41,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import structlog
+
 from edge_agent.errors import StoreError
 from edge_agent.model import AlarmEvent, Quality, Reading, Value
+from edge_agent.store import capacity, ledger
+from edge_agent.store.database import (
+    StoreLock,
+    Synchronous,
+    mark_clean,
+    open_database,
+)
+from edge_agent.store.hwm import HighWaterMark
+from edge_agent.store.ledger import Loss
 
-SCHEMA_VERSION: Final = 1
+log = structlog.get_logger(component="store")
+
 _BOOL_FLAG: Final = 0x10
-
-_SCHEMA = """
-CREATE TABLE tag (id INTEGER PRIMARY KEY, tag TEXT NOT NULL UNIQUE, hz TEXT NOT NULL);
-CREATE TABLE reading (id INTEGER PRIMARY KEY AUTOINCREMENT, tag_id INTEGER NOT NULL,
-                      ts INTEGER NOT NULL, v, q INTEGER NOT NULL);
-CREATE TABLE event (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, ts INTEGER NOT NULL,
-                    item TEXT NOT NULL);
-CREATE TABLE message (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, hist INTEGER NOT NULL,
-                      oldest INTEGER NOT NULL, items TEXT NOT NULL);
-CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO counter VALUES ('next_seq', 1);
-"""
+FULL_RETRIES: Final = 8
+"""Thinning passes a flush may make to fit its buffers at the cap."""
+MEMORY_LIMIT: Final = 200_000
+"""Most readings held in memory while the disk is full; beyond it the oldest are dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,16 @@ class BatchLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """How the store is kept; mirrors the `store` config section."""
+
+    path: Path
+    max_bytes: int = 2 * 1024**3
+    retention_s: float = 30 * 86400
+    synchronous: Synchronous = "normal"
+
+
+@dataclass(frozen=True, slots=True)
 class Backlog:
     """What waits because the uplink was down: the `state` fields `backlog` and `oldest`."""
 
@@ -91,43 +102,96 @@ class Backlog:
 class Store:
     """The agent's only durable state. Not thread-safe: use it from the event loop."""
 
-    def __init__(self, db: sqlite3.Connection, limits: BatchLimits) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        *,
+        settings: StoreSettings,
+        limits: BatchLimits,
+        hwm: HighWaterMark,
+        lock: StoreLock,
+        budget: capacity.Budget,
+    ) -> None:
         self._db = db
+        self._settings = settings
         self._limits = limits
+        self._hwm = hwm
+        self._lock = lock
+        self._budget = budget
         self._tag_ids: dict[str, int] = {
             tag: tag_id for tag_id, tag in db.execute("SELECT id, tag FROM tag")
         }
         self._readings: list[tuple[int, int, Value, int]] = []
         self._events: list[tuple[str, int, str]] = []
         self._acks: list[int] = []
+        self._pending_losses: list[Loss] = []
+        self._packed_max = 0
+        self.disk_full = False
         # Rows below these ids waited while the uplink was down: they are back-fill.
         self._live_reading_id = self._next_id("reading")
         self._live_event_id = self._next_id("event")
 
     @classmethod
-    def open(cls, path: str | Path, limits: BatchLimits) -> Store:
-        path = Path(path)
+    def open(cls, settings: StoreSettings, limits: BatchLimits) -> Store:
+        """Lock, open (setting a corrupt file aside), and resume `seq` above the high-water mark."""
+        path = settings.path
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = StoreLock(path)
         try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-            elif version != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path}: store schema version {version} is not {SCHEMA_VERSION}; it was "
-                    "written by another version of edge-agent. Run that version to drain it, "
-                    "or move the file aside."
-                )
-        except sqlite3.Error as exc:
+            opened = open_database(path, settings.synchronous)
+            hwm = HighWaterMark(path.with_name(path.name + ".seq"))
+        except (sqlite3.Error, OSError) as exc:
+            lock.release()
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
-        return cls(db, limits)
+        except StoreError:
+            lock.release()
+            raise
+        page_size = opened.db.execute("PRAGMA page_size").fetchone()[0]
+        budget = capacity.Budget.of(settings.max_bytes, page_size)
+        budget.apply(opened.db)
+        store = cls(opened.db, settings=settings, limits=limits, hwm=hwm, lock=lock, budget=budget)
+        if opened.set_aside is not None:
+            aside = opened.set_aside
+            store._record(
+                Loss(
+                    f"store set aside ({aside.reason}), kept as {aside.kept_as.name}: "
+                    "its unsent readings and messages are lost",
+                    seq=(aside.lowest_unsent_seq or 1, hwm.value) if hwm.value else None,
+                )
+            )
+        store._resume_above_high_water_mark(declare=opened.set_aside is None)
+        return store
+
+    def _resume_above_high_water_mark(self, declare: bool) -> None:
+        """After a rollback (power loss, a restored store) never reuse a published seq."""
+        (next_seq,) = self._db.execute(
+            "SELECT value FROM counter WHERE name = 'next_seq'"
+        ).fetchone()
+        if next_seq > self._hwm.value:
+            return
+        skipped = Loss(
+            "seq skipped: the store was behind numbers that may have been published "
+            "(power loss, or a store restored from a copy)",
+            seq=(next_seq, self._hwm.value),
+        )
+        with self._transaction():
+            self._db.execute(
+                "UPDATE counter SET value = ? WHERE name = 'next_seq'", (self._hwm.value + 1,)
+            )
+            if declare:
+                ledger.record(self._db, skipped)
+        log.warning("seq_skipped", first=next_seq, last=self._hwm.value)
 
     def close(self) -> None:
+        """Flush, checkpoint and mark the store clean; then release the lock."""
         self.flush()
+        try:
+            mark_clean(self._db)
+        except sqlite3.Error as exc:
+            log.error("store_close_failed", error=str(exc))
         self._db.close()
+        self._hwm.close()
+        self._lock.release()
 
     # -- writing -----------------------------------------------------------
 
@@ -152,20 +216,99 @@ class Store:
         return len(self._readings) + len(self._events) + len(self._acks)
 
     def flush(self) -> None:
-        """Commit everything buffered in one transaction."""
+        """Commit everything buffered in one transaction.
+
+        At the cap (or on a full disk) the oldest back-log is thinned to make
+        room and the commit tried again, a few times. If the disk stays full
+        the buffers stay in memory, up to MEMORY_LIMIT readings (the oldest
+        beyond it are dropped and declared), and the next flush tries again:
+        polling and alarms go on meanwhile.
+        """
         if not self.unflushed:
             return
-        with self._transaction():
-            self._db.executemany(
-                "INSERT INTO reading (tag_id, ts, v, q) VALUES (?, ?, ?, ?)", self._readings
-            )
-            self._db.executemany(
-                "INSERT INTO event (topic, ts, item) VALUES (?, ?, ?)", self._events
-            )
-            self._db.executemany("DELETE FROM message WHERE seq = ?", ((s,) for s in self._acks))
+        for _ in range(FULL_RETRIES):
+            try:
+                with self._transaction():
+                    self._write_buffers()
+                break
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc):
+                    raise
+                if not self._make_room():
+                    self._hold_in_memory(str(exc))
+                    return
+        else:
+            self._hold_in_memory("still full after thinning")
+            return
+        if self.disk_full:
+            self.disk_full = False
+            log.warning("store_writable_again", path=str(self._settings.path))
         self._readings.clear()
         self._events.clear()
         self._acks.clear()
+        self._pending_losses.clear()
+
+    def _write_buffers(self) -> None:
+        self._db.executemany(
+            "INSERT INTO reading (tag_id, ts, v, q) VALUES (?, ?, ?, ?)", self._readings
+        )
+        self._db.executemany("INSERT INTO event (topic, ts, item) VALUES (?, ?, ?)", self._events)
+        self._db.executemany("DELETE FROM message WHERE seq = ?", ((s,) for s in self._acks))
+        for loss in self._pending_losses:
+            ledger.record(self._db, loss)
+
+    def _make_room(self) -> bool:
+        """One thinning pass; False when nothing could be freed (or even the delete failed)."""
+        try:
+            with self._transaction():
+                loss = capacity.thin_oldest(self._db) or capacity.drop_oldest_event_or_message(
+                    self._db
+                )
+        except sqlite3.OperationalError as exc:
+            log.debug("store_thin_failed", error=str(exc))
+            return False
+        return loss is not None
+
+    def _hold_in_memory(self, error: str) -> None:
+        if not self.disk_full:
+            self.disk_full = True
+            log.error("store_full", error=error, path=str(self._settings.path))
+        excess = len(self._readings) - MEMORY_LIMIT
+        if excess > 0:
+            dropped = self._readings[:excess]
+            del self._readings[:excess]
+            self._pending_losses.append(
+                Loss("disk full: readings not stored", excess, dropped[0][1], dropped[-1][1])
+            )
+
+    def maintain(self, now_ms: int) -> None:
+        """Enforce retention and the size cap; shrink the file once nothing waits."""
+        before = now_ms - int(self._settings.retention_s * 1000)
+        try:
+            with self._transaction():
+                capacity.drop_expired(self._db, before)
+                while capacity.over_cap(self._db, self._budget):
+                    loss = capacity.thin_oldest(self._db) or capacity.drop_oldest_event_or_message(
+                        self._db
+                    )
+                    if loss is None:
+                        break
+            if not self._has_rows("reading", "") and not self._has_rows("message", ""):
+                capacity.shrink(self._db)
+        except sqlite3.OperationalError as exc:
+            log.warning("store_maintenance_failed", error=str(exc))
+
+    def _record(self, loss: Loss) -> None:
+        with self._transaction():
+            ledger.record(self._db, loss)
+
+    def losses(self) -> tuple[list[Loss], ledger.Totals]:
+        """The newest ledger entries and the totals since installation."""
+        return ledger.entries(self._db), ledger.totals(self._db)
+
+    def guard_published(self) -> None:
+        """Call before publishing newly packed messages: raises the durable `seq` mark."""
+        self._hwm.raise_to(self._packed_max)
 
     # -- reading out -------------------------------------------------------
 
@@ -185,22 +328,25 @@ class Store:
         unsent = [StoredMessage(s, t, bool(h), o, i) for s, t, h, o, i in rows if s not in skip]
         return unsent[:limit]
 
-    def pack_next(self, now_ms: int, linger_ms: int) -> StoredMessage | None:
+    def pack_next(self, now_ms: int, linger_ms: int, backfill: bool = True) -> StoredMessage | None:
         """Give the next message its `seq`, or None when nothing is due.
 
         Priority: alarm events (live or back-fill), then live readings once the
-        oldest has lingered `linger_ms` or a message is full, then back-fill.
-        Live readings go before back-fill whenever they are due, so a back-log
-        never delays them by more than one message.
+        oldest has lingered `linger_ms` or a message is full, then back-fill
+        readings if `backfill` allows. Before publishing what this returns,
+        call `guard_published()`.
         """
         self.flush()
         if self._has_rows("event", ""):
-            return self._pack_events()
-        if self._live_due(now_ms, linger_ms):
-            return self._pack_readings(f"id >= {self._live_reading_id}", hist=False)
-        if self._has_rows("reading", f"id < {self._live_reading_id}"):
-            return self._pack_readings(f"id < {self._live_reading_id}", hist=True)
-        return None
+            message = self._pack_events()
+        elif self._live_due(now_ms, linger_ms):
+            message = self._pack_readings(f"id >= {self._live_reading_id}", hist=False)
+        elif backfill and self._has_rows("reading", f"id < {self._live_reading_id}"):
+            message = self._pack_readings(f"id < {self._live_reading_id}", hist=True)
+        else:
+            return None
+        self._packed_max = max(self._packed_max, message.seq)
+        return message
 
     def backlog(self, in_flight: int) -> Backlog:
         """Messages waiting because of an outage: packed but not in flight, plus back-fill."""
@@ -338,7 +484,10 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:  # SQLITE_FULL has already rolled it back
+            self._db.execute("ROLLBACK")
 
 
 def _fit(items: list[str], max_bytes: int) -> list[str]:
