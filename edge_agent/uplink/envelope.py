@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from edge_agent.store import Backlog, StoredMessage
+from edge_agent.store import Backlog, Loss, StoredMessage, Totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,26 +36,30 @@ def envelope(identity: Identity, message: StoredMessage, sent_ms: int) -> bytes:
 
 def state_payload(
     identity: Identity,
+    *,
     ts_ms: int,
     version: str,
     backlog: Backlog,
     devices: dict[str, str],
+    losses: tuple[list[Loss], Totals],
 ) -> bytes:
-    return json.dumps(
-        {
-            "v": 1,
-            "ent": identity.enterprise,
-            "gw": identity.gateway,
-            "online": True,
-            "ts": ts_ms,
-            "version": version,
-            "backlog": backlog.messages,
-            "oldest": backlog.oldest_ms,
-            "devices": devices,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    """The retained `state`; `losses` and `losses_total` appear once anything was lost."""
+    body: dict[str, object] = {
+        "v": 1,
+        "ent": identity.enterprise,
+        "gw": identity.gateway,
+        "online": True,
+        "ts": ts_ms,
+        "version": version,
+        "backlog": backlog.messages,
+        "oldest": backlog.oldest_ms,
+        "devices": devices,
+    }
+    entries, totals = losses
+    if totals.entries:
+        body["losses"] = [loss.as_json() for loss in entries]
+        body["losses_total"] = {"entries": totals.entries, "items": totals.items}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def offline_payload(identity: Identity) -> bytes:

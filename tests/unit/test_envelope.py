@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edge_agent.store import Backlog, StoredMessage
+from edge_agent.store import Backlog, Loss, StoredMessage, Totals
 from edge_agent.uplink.envelope import Identity, envelope, offline_payload, state_payload
 
 IDENTITY = Identity("safety/v1", "91370200MA3C00000K", "GW-0001")
@@ -32,7 +32,14 @@ def test_the_envelope_carries_the_stored_items_verbatim_and_only_sent_varies() -
 
 def test_state_reports_backlog_and_device_links() -> None:
     body = json.loads(
-        state_payload(IDENTITY, 5, "0.1.0", Backlog(3, 1000), {"plc-1": "up", "plc-2": "down"})
+        state_payload(
+            IDENTITY,
+            ts_ms=5,
+            version="0.1.0",
+            backlog=Backlog(3, 1000),
+            devices={"plc-1": "up", "plc-2": "down"},
+            losses=([], Totals(0, 0)),
+        )
     )
     assert body == {
         "v": 1,
@@ -54,3 +61,25 @@ def test_the_will_says_offline_and_nothing_else() -> None:
         "gw": "GW-0001",
         "online": False,
     }
+
+
+def test_state_carries_the_loss_ledger_once_anything_was_lost() -> None:
+    losses = [
+        Loss("store full: thinned back-log", 512, 1000, 2000),
+        Loss("seq skipped: power loss", seq=(1400, 1999)),
+    ]
+    body = json.loads(
+        state_payload(
+            IDENTITY,
+            ts_ms=5,
+            version="0.1.0",
+            backlog=Backlog(0, None),
+            devices={},
+            losses=(losses, Totals(2, 512)),
+        )
+    )
+    assert body["losses"] == [
+        {"reason": "store full: thinned back-log", "items": 512, "first": 1000, "last": 2000},
+        {"reason": "seq skipped: power loss", "seq": [1400, 1999]},
+    ]
+    assert body["losses_total"] == {"entries": 2, "items": 512}
