@@ -133,12 +133,13 @@ def agent_config(
     tmp_path: Path,
     broker_port: int,
     devices: list[dict[str, Any]],
+    store: dict[str, Any] | None = None,
     **uplink: Any,
 ) -> Path:
     """Write an agent config for the test rig and return its path.
 
-    `uplink` keys override the uplink section; a `mqtt` dict is merged into
-    the loopback broker settings.
+    `store` is merged into the store section; `uplink` keys override the
+    uplink section, and a `mqtt` dict is merged into the loopback broker settings.
     """
     config = {
         "gateway": {"code": GATEWAY, "enterprise": ENTERPRISE},
@@ -151,7 +152,7 @@ def agent_config(
                 **uplink.get("mqtt", {}),
             },
         },
-        "store": {"path": str(tmp_path / "store.db")},
+        "store": {"path": str(tmp_path / "store.db"), **(store or {})},
         "devices": devices,
     }
     path = tmp_path / "agent.yaml"

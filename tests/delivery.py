@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.demo.platform import Received
@@ -92,3 +93,15 @@ def drained(messages: list[Received]) -> bool:
     """The last `state` says nothing waits."""
     states = [m for m in messages if m.kind == "state" and m.body.get("online")]
     return bool(states) and states[-1].body["backlog"] == 0
+
+
+def drained_since(since_s: float) -> Callable[[list[Received]], bool]:
+    """A predicate: a `state` sampled after `since_s` (epoch s) says nothing waits."""
+
+    def predicate(messages: list[Received]) -> bool:
+        return drained(messages) and any(
+            m.kind == "state" and m.body.get("online") and m.body["ts"] / 1000 > since_s
+            for m in messages
+        )
+
+    return predicate

@@ -130,3 +130,13 @@ def shrink(db: sqlite3.Connection) -> None:
     """Give free pages back and truncate the WAL; call when little is waiting."""
     db.execute("PRAGMA incremental_vacuum")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+BYTES_PER_READING = 28
+"""Measured on-disk cost of one waiting reading (float value, 200 tags; docs/performance.md)."""
+
+
+def outage_capacity_s(max_bytes: int, readings_per_s: float, page_size: int = 4096) -> float:
+    """How long an outage the cap holds at this rate before thinning starts."""
+    usable = Budget.of(max_bytes, page_size).db_pages * page_size * THIN_AT
+    return usable / (BYTES_PER_READING * readings_per_s) if readings_per_s else float("inf")

@@ -110,18 +110,19 @@ class _Corrupt(Exception):
 def _open_checked(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        # Read the version before anything writes: a newer store must stay untouched.
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            _create(db)
-        elif version > SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             db.close()
             raise StoreError(
                 f"{path}: this store was written by a newer edge-agent (store schema {version}; "
                 f"this version reads {SCHEMA_VERSION}). It is not damaged and was left as it is: "
                 "run the newer edge-agent to drain it, or move the file aside to start afresh."
             )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        if version == 0:
+            _create(db)
         (clean,) = db.execute("SELECT value FROM counter WHERE name = 'clean'").fetchone()
         if not clean:
             result = db.execute("PRAGMA quick_check").fetchone()[0]

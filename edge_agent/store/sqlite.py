@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 
@@ -56,6 +57,8 @@ from edge_agent.store.hwm import HighWaterMark
 from edge_agent.store.ledger import Loss
 
 log = structlog.get_logger(component="store")
+
+T = TypeVar("T")
 
 _BOOL_FLAG: Final = 0x10
 FULL_RETRIES: Final = 8
@@ -218,27 +221,17 @@ class Store:
     def flush(self) -> None:
         """Commit everything buffered in one transaction.
 
-        At the cap (or on a full disk) the oldest back-log is thinned to make
-        room and the commit tried again, a few times. If the disk stays full
-        the buffers stay in memory, up to MEMORY_LIMIT readings (the oldest
-        beyond it are dropped and declared), and the next flush tries again:
-        polling and alarms go on meanwhile.
+        If the disk stays full even after thinning, the buffers stay in
+        memory, up to MEMORY_LIMIT readings (the oldest beyond it are dropped
+        and declared), and the next flush tries again: polling and alarms go
+        on meanwhile.
         """
         if not self.unflushed:
             return
-        for _ in range(FULL_RETRIES):
-            try:
-                with self._transaction():
-                    self._write_buffers()
-                break
-            except sqlite3.OperationalError as exc:
-                if "full" not in str(exc):
-                    raise
-                if not self._make_room():
-                    self._hold_in_memory(str(exc))
-                    return
-        else:
-            self._hold_in_memory("still full after thinning")
+        try:
+            self._commit_making_room(self._write_buffers)
+        except _Full as exc:
+            self._hold_in_memory(str(exc))
             return
         if self.disk_full:
             self.disk_full = False
@@ -247,6 +240,19 @@ class Store:
         self._events.clear()
         self._acks.clear()
         self._pending_losses.clear()
+
+    def _commit_making_room(self, write: Callable[[], T]) -> T:
+        """Run `write` in a transaction; at the cap or on a full disk, thin and try again."""
+        for _ in range(FULL_RETRIES):
+            try:
+                with self._transaction():
+                    return write()
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc):
+                    raise
+                if not self._make_room():
+                    raise _Full(str(exc)) from None
+        raise _Full("still full after thinning")
 
     def _write_buffers(self) -> None:
         self._db.executemany(
@@ -329,7 +335,7 @@ class Store:
         return unsent[:limit]
 
     def pack_next(self, now_ms: int, linger_ms: int, backfill: bool = True) -> StoredMessage | None:
-        """Give the next message its `seq`, or None when nothing is due.
+        """Give the next message its `seq`, or None when nothing is due (or no room is left).
 
         Priority: alarm events (live or back-fill), then live readings once the
         oldest has lingered `linger_ms` or a message is full, then back-fill
@@ -337,16 +343,30 @@ class Store:
         call `guard_published()`.
         """
         self.flush()
+        for _ in range(FULL_RETRIES):
+            try:
+                message = self._pack(now_ms, linger_ms, backfill)
+            except sqlite3.OperationalError as exc:
+                # At the cap: thin, then choose the items afresh, so no item can be
+                # both packed and declared as thinned.
+                if "full" not in str(exc):
+                    raise
+                if not self._make_room():
+                    return None  # a full disk: nothing can be packed until room returns
+                continue
+            if message is not None:
+                self._packed_max = max(self._packed_max, message.seq)
+            return message
+        return None
+
+    def _pack(self, now_ms: int, linger_ms: int, backfill: bool) -> StoredMessage | None:
         if self._has_rows("event", ""):
-            message = self._pack_events()
-        elif self._live_due(now_ms, linger_ms):
-            message = self._pack_readings(f"id >= {self._live_reading_id}", hist=False)
-        elif backfill and self._has_rows("reading", f"id < {self._live_reading_id}"):
-            message = self._pack_readings(f"id < {self._live_reading_id}", hist=True)
-        else:
-            return None
-        self._packed_max = max(self._packed_max, message.seq)
-        return message
+            return self._pack_events()
+        if self._live_due(now_ms, linger_ms):
+            return self._pack_readings(f"id >= {self._live_reading_id}", hist=False)
+        if backfill and self._has_rows("reading", f"id < {self._live_reading_id}"):
+            return self._pack_readings(f"id < {self._live_reading_id}", hist=True)
+        return None
 
     def backlog(self, in_flight: int) -> Backlog:
         """Messages waiting because of an outage: packed but not in flight, plus back-fill."""
@@ -474,6 +494,10 @@ class Store:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+class _Full(Exception):
+    """The store could not make room for a write."""
 
 
 class _Transaction:

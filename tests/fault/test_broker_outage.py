@@ -16,7 +16,7 @@ from delivery import (
     assert_copies_identical,
     assert_counter_complete,
     assert_no_seq_gap,
-    drained,
+    drained_since,
     envelopes,
 )
 
@@ -50,17 +50,7 @@ def test_broker_outage_is_back_filled_with_hist(
     time.sleep(OUTAGE_S)
     broker.start()
     up_at = time.time()
-    platform.wait_for(
-        lambda ms: (
-            drained(ms)
-            and any(
-                m.kind == "state" and m.body.get("online") and m.body["ts"] / 1000 > up_at
-                for m in ms
-            )
-        ),
-        timeout=30,
-        what="state with backlog 0 after the outage",
-    )
+    platform.wait_for(drained_since(up_at), 30, "state with backlog 0 after the outage")
     messages = platform.messages
 
     assert_no_seq_gap(messages)

@@ -1,0 +1,216 @@
+"""The store's bad days, end to end: a corrupt file, a newer schema, a second agent,
+a power loss that rolls the store back, and a cap reached during an outage."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Plant, Process, agent_config, counter_device
+from delivery import assert_copies_identical, assert_no_seq_gap, drained_since, envelopes
+
+from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.platform import PlatformSubscriber, Received
+from edge_agent.store.capacity import file_bytes
+
+pytestmark = pytest.mark.fault
+
+COUNTER = [{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}]
+
+
+def one_tag_device(port: int, poll_s: float = 0.2) -> dict[str, Any]:
+    device = counter_device(port, poll_s)
+    device["tags"] = device["tags"][:1]
+    return device
+
+
+def run_agent_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """`edge-agent run` expected to refuse at start: it must exit by itself, quickly."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "run", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
+def latest_state(messages: list[Received]) -> dict[str, Any]:
+    return [m for m in messages if m.kind == "state" and m.body.get("online")][-1].body
+
+
+def test_a_corrupt_store_is_set_aside_and_the_agent_carries_on(
+    tmp_path: Path,
+    broker: Mosquitto,
+    platform: PlatformSubscriber,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> None:
+    sim = plant(COUNTER)
+    config = agent_config(tmp_path, broker.port, [one_tag_device(sim.port)])
+    agent = spawn("agent", "run", str(config))
+    platform.wait_for(lambda ms: len(envelopes(ms)) >= 5, 15, "five messages")
+    assert agent.terminate() == 0
+    before = max(m.body["seq"] for m in envelopes(platform.messages))
+    (tmp_path / "store.db").write_bytes(b"\x00garbage, not SQLite\x00" * 512)
+
+    agent.start()
+    platform.wait_for(
+        lambda ms: any("losses" in m.body for m in ms if m.kind == "state"), 15, "losses"
+    )
+    platform.wait_for(
+        lambda ms: max(m.body["seq"] for m in envelopes(ms)) > before + 3, 15, "new messages"
+    )
+    assert agent.terminate() == 0
+    assert list(tmp_path.glob("store.db.corrupt-*")), "the damaged file is kept for forensics"
+    state = latest_state(platform.messages)
+    assert state["losses"][0]["reason"].startswith("store set aside")
+    after = sorted(m.body["seq"] for m in envelopes(platform.messages) if m.body["seq"] > before)
+    assert after[0] == before + 1, "numbering continues above everything published"
+    assert_copies_identical(platform.messages)
+
+
+def test_a_store_from_a_newer_version_is_refused_and_kept(tmp_path: Path) -> None:
+    config = agent_config(tmp_path, 1, [one_tag_device(1)])
+    store = tmp_path / "store.db"
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE future (x)")
+        db.execute("PRAGMA user_version = 7")
+    before = store.read_bytes()
+    result = run_agent_once(config)
+    assert result.returncode != 0
+    assert "newer edge-agent" in result.stderr
+    assert store.read_bytes() == before
+
+
+def test_a_second_agent_on_the_same_store_is_refused(
+    tmp_path: Path,
+    broker: Mosquitto,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> None:
+    sim = plant(COUNTER)
+    config = agent_config(tmp_path, broker.port, [one_tag_device(sim.port)])
+    first = spawn("agent", "run", str(config))
+    deadline = time.monotonic() + 10
+    while "agent_started" not in first.log():
+        assert time.monotonic() < deadline, first.log()
+        time.sleep(0.05)
+    second = run_agent_once(config)
+    assert second.returncode != 0
+    assert "another edge-agent" in second.stderr
+    assert first.popen is not None
+    assert first.popen.poll() is None, "the first agent keeps running"
+
+
+def test_a_power_loss_rollback_never_reuses_a_seq(
+    tmp_path: Path,
+    broker: Mosquitto,
+    platform: PlatformSubscriber,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> None:
+    """Imitates a power loss by bringing back an older copy of the store files."""
+    sim = plant(COUNTER)
+    config = agent_config(tmp_path, broker.port, [one_tag_device(sim.port)])
+    agent = spawn("agent", "run", str(config))
+    platform.wait_for(lambda ms: len(envelopes(ms)) >= 3, 15, "first messages")
+    agent.kill9()
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for file in tmp_path.glob("store.db*"):
+        if not file.name.endswith((".seq", ".lock")):
+            shutil.copy(file, backup / file.name)
+    agent.start()
+    seen = len(envelopes(platform.messages))
+    platform.wait_for(lambda ms: len(envelopes(ms)) >= seen + 10, 20, "later messages")
+    agent.kill9()
+    for file in backup.iterdir():  # the rollback; the seq mark outside the store stays
+        shutil.copy(file, tmp_path / file.name)
+    restarted = time.time()
+    agent.start()
+    platform.wait_for(drained_since(restarted), 20, "drained")
+    published = len(envelopes(platform.messages))
+    platform.wait_for(lambda ms: len(envelopes(ms)) >= published + 3, 15, "new messages")
+    assert agent.terminate() == 0
+
+    assert_copies_identical(platform.messages)  # no seq carries two different contents
+    state = latest_state(platform.messages)
+    assert any(entry["reason"].startswith("seq skipped") for entry in state["losses"])
+
+
+def test_the_cap_reached_during_an_outage_thins_readings_and_keeps_alarms(
+    tmp_path: Path,
+    broker: Mosquitto,
+    platform: PlatformSubscriber,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> None:
+    points = [
+        {"address": f"hr:{2 * i}", "type": "float32", "value": {"noise": {"mean": 50, "sd": 5}}}
+        for i in range(100)
+    ]
+    points.append(
+        {
+            "address": "hr:300",
+            "type": "uint16",
+            "value": {"step": {"before": 10, "after": 60, "at": "6s"}},
+        }
+    )
+    sim = plant(points)
+    tags = [
+        {"tag": f"HZ01.T{i:03d}", "hazard": "HZ01", "address": f"hr:{2 * i}", "type": "float32"}
+        for i in range(100)
+    ]
+    tags.append(
+        {
+            "tag": "HZ01.GT201",
+            "hazard": "HZ01",
+            "address": "hr:300",
+            "type": "uint16",
+            "limits": {"H": 25, "HH": 50},
+        }
+    )
+    device = {
+        "name": "plc-1",
+        "driver": "modbus",
+        "host": "127.0.0.1",
+        "port": sim.port,
+        "poll": "50ms",
+        "tags": tags,
+    }
+    config = agent_config(tmp_path, broker.port, [device], store={"max_size": "1MiB"})
+    agent = spawn("agent", "run", str(config))
+    platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")
+    broker.stop()
+    deadline = time.monotonic() + 40
+    while "thinned" not in _ledger_reasons(tmp_path / "store.db"):
+        assert time.monotonic() < deadline, "the cap should force thinning"
+        time.sleep(0.5)
+    broker.start()
+    platform.wait_for(drained_since(time.time()), 60, "drained after the outage")
+    assert agent.terminate() == 0
+
+    messages = platform.messages
+    assert_no_seq_gap(messages)
+    alarms = [i for m in envelopes(messages) if m.kind == "alarm" for i in m.body["items"]]
+    assert {(a["kind"], a["state"]) for a in alarms} >= {("H", "raised"), ("HH", "raised")}
+    state = latest_state(messages)
+    assert state["losses_total"]["items"] > 0
+    assert all(e["reason"] == "store full: thinned back-log" for e in state["losses"])
+    assert file_bytes(tmp_path / "store.db") <= 1024 * 1024, "the cap counts the WAL too"
+
+
+def _ledger_reasons(store: Path) -> str:
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+            return " ".join(r for (r,) in db.execute("SELECT reason FROM loss"))
+    except sqlite3.Error:
+        return ""
