@@ -126,9 +126,19 @@ def drop_expired(db: sqlite3.Connection, before_ms: int) -> list[Loss]:
     return losses
 
 
+def mostly_free(db: sqlite3.Connection) -> bool:
+    """A quarter or more of the file is free pages (and at least 1 MiB of them): worth shrinking."""
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    return bool(free * 4 >= pages and free * page_size >= 1024 * 1024)
+
+
 def shrink(db: sqlite3.Connection) -> None:
     """Give free pages back and truncate the WAL; call when little is waiting."""
-    db.execute("PRAGMA incremental_vacuum")
+    # Through execute() Python steps this pragma once, freeing a single page;
+    # executescript() runs it to completion.
+    db.executescript("PRAGMA incremental_vacuum;")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 

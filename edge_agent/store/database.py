@@ -119,10 +119,14 @@ def _open_checked(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
                 f"this version reads {SCHEMA_VERSION}). It is not damaged and was left as it is: "
                 "run the newer edge-agent to drain it, or move the file aside to start afresh."
             )
+        if version == 0:
+            # Chosen before anything is written (the WAL switch writes the header):
+            # it lets the file shrink back after an outage drains, so the cap holds.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         if version == 0:
-            _create(db)
+            db.executescript(f"BEGIN; {_DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         (clean,) = db.execute("SELECT value FROM counter WHERE name = 'clean'").fetchone()
         if not clean:
             result = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -135,13 +139,6 @@ def _open_checked(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
         db.close()
         raise _Corrupt(str(exc)) from None
     return db
-
-
-def _create(db: sqlite3.Connection) -> None:
-    # auto_vacuum must be chosen before the first table: it lets the file shrink
-    # back after an outage drains (incremental vacuum), so the size cap holds.
-    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    db.executescript(f"BEGIN; {_DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
 
 def mark_clean(db: sqlite3.Connection) -> None:

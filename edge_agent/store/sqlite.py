@@ -299,7 +299,8 @@ class Store:
                     )
                     if loss is None:
                         break
-            if not self._has_rows("reading", "") and not self._has_rows("message", ""):
+            backfill_waiting = self._has_rows("reading", f"id < {self._live_reading_id}")
+            if not backfill_waiting and capacity.mostly_free(self._db):
                 capacity.shrink(self._db)
         except sqlite3.OperationalError as exc:
             log.warning("store_maintenance_failed", error=str(exc))

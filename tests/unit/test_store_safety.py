@@ -12,6 +12,7 @@ import pytest
 from edge_agent.errors import StoreError
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading
 from edge_agent.store import BatchLimits, Store, StoreSettings
+from edge_agent.store.capacity import file_bytes
 
 LIMITS = BatchLimits(max_items=50, max_bytes=64 * 1024)
 
@@ -154,3 +155,15 @@ def test_readings_past_the_retention_are_dropped_and_declared(tmp_path: Path) ->
     store.maintain(now_ms=150_000)
     entries, totals = store.losses()
     assert (entries[-1].reason, totals.items) == ("older than the store retention: readings", 100)
+
+
+def test_the_file_shrinks_back_after_a_back_log_drains(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = open_store(path)
+    fill(store, 100_000)
+    grown = file_bytes(path)
+    for seq in publish_all(store):
+        store.ack(seq)
+    store.flush()
+    store.maintain(now_ms=1_000_000)
+    assert file_bytes(path) < grown / 4
