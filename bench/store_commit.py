@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edge_agent.model import Quality, Reading
-from edge_agent.store import BatchLimits, Store
+from edge_agent.store import BatchLimits, Store, StoreSettings
 
 LIMITS = BatchLimits(max_items=500, max_bytes=64 * 1024)
 
@@ -28,7 +28,7 @@ def readings(count: int) -> list[Reading]:
 
 def run(batch: int, rows: list[Reading], directory: Path) -> tuple[float, list[float]]:
     """Readings/s and per-commit latencies (s) when committing every `batch` readings."""
-    store = Store.open(directory / f"bench-{batch}.db", LIMITS)
+    store = Store.open(StoreSettings(directory / f"bench-{batch}.db"), LIMITS)
     latencies = []
     start = time.perf_counter()
     for offset in range(0, len(rows), batch):

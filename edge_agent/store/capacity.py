@@ -15,6 +15,7 @@ the file system (incremental vacuum), so the file shrinks back.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,12 @@ THIN_MIN_ROWS = 1000
 
 
 WAL_SHARE = 0.1
-"""Share of the cap kept for the WAL; the database file gets the rest."""
+"""Share of the cap kept for the WAL (at most WAL_MAX_PAGES); the database file gets the rest."""
+WAL_MAX_PAGES = 1000
+"""SQLite's own default checkpoint size (4 MiB of 4 KiB pages): a small WAL keeps a full disk
+recoverable, because a checkpointed WAL is reused in place instead of growing."""
+DISK_RESERVE = 512 * 1024
+"""Free disk space the store leaves to others when the disk is smaller than its cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +48,22 @@ class Budget:
 
     @classmethod
     def of(cls, max_bytes: int, page_size: int) -> Budget:
-        wal_pages = max(int(max_bytes * WAL_SHARE) // page_size, 16)
+        wal_pages = min(max(int(max_bytes * WAL_SHARE) // page_size, 16), WAL_MAX_PAGES)
         return cls(page_size, max(max_bytes // page_size - wal_pages, 16), wal_pages)
+
+    def fitted(self, path: Path) -> Budget:
+        """This budget, or a smaller one when the disk holds less than the cap.
+
+        A disk that would fill before the cap is treated like the cap: the
+        store thins its oldest back-log while the deletes still have room to
+        be written, and leaves DISK_RESERVE free.
+        """
+        disk = os.statvfs(path.parent)
+        room = path.stat().st_size + disk.f_bavail * disk.f_frsize - DISK_RESERVE
+        if room >= (self.db_pages + self.wal_pages) * self.page_size:
+            return self
+        wal_pages = max(int(room * WAL_SHARE) // self.page_size, 16)
+        return Budget(self.page_size, max(room // self.page_size - wal_pages, 16), wal_pages)
 
     def apply(self, db: sqlite3.Connection) -> None:
         """Make SQLite hold the file within the cap: past it, inserts fail as on a full disk."""

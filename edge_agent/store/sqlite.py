@@ -35,10 +35,12 @@ Row layout (schema in database.py)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -61,6 +63,8 @@ log = structlog.get_logger(component="store")
 T = TypeVar("T")
 
 _BOOL_FLAG: Final = 0x10
+FLUSH_CHUNK: Final = 10_000
+"""Most readings written in one transaction."""
 FULL_RETRIES: Final = 8
 """Thinning passes a flush may make to fit its buffers at the cap."""
 MEMORY_LIMIT: Final = 200_000
@@ -124,11 +128,14 @@ class Store:
         self._tag_ids: dict[str, int] = {
             tag: tag_id for tag_id, tag in db.execute("SELECT id, tag FROM tag")
         }
-        self._readings: list[tuple[int, int, Value, int]] = []
+        # Buffered by tag name: tag ids are given inside the flush transaction, so a
+        # full disk can fail only the flush, never the poll that adds a reading.
+        self._readings: list[tuple[str, str, int, Value, int]] = []
         self._events: list[tuple[str, int, str]] = []
         self._acks: list[int] = []
         self._pending_losses: list[Loss] = []
         self._packed_max = 0
+        self._thinned = 0  # readings thinned since the last log line
         self.disk_full = False
         # Rows below these ids waited while the uplink was down: they are back-fill.
         self._live_reading_id = self._next_id("reading")
@@ -151,7 +158,7 @@ class Store:
             raise
         page_size = opened.db.execute("PRAGMA page_size").fetchone()[0]
         budget = capacity.Budget.of(settings.max_bytes, page_size)
-        budget.apply(opened.db)
+        budget.fitted(path).apply(opened.db)
         store = cls(opened.db, settings=settings, limits=limits, hwm=hwm, lock=lock, budget=budget)
         if opened.set_aside is not None:
             aside = opened.set_aside
@@ -204,7 +211,7 @@ class Store:
         flags = int(reading.quality)
         if isinstance(value, bool):
             value, flags = int(value), flags | _BOOL_FLAG
-        self._readings.append((self._tag_id(reading.tag, reading.hz), reading.ts_ms, value, flags))
+        self._readings.append((reading.tag, reading.hz, reading.ts_ms, value, flags))
 
     def add_alarm(self, event: AlarmEvent) -> None:
         """Buffer an alarm event; the caller flushes at once (alarms never wait)."""
@@ -226,20 +233,23 @@ class Store:
         and declared), and the next flush tries again: polling and alarms go
         on meanwhile.
         """
-        if not self.unflushed:
-            return
-        try:
-            self._commit_making_room(self._write_buffers)
-        except _Full as exc:
-            self._hold_in_memory(str(exc))
-            return
-        if self.disk_full:
-            self.disk_full = False
-            log.warning("store_writable_again", path=str(self._settings.path))
-        self._readings.clear()
-        self._events.clear()
-        self._acks.clear()
-        self._pending_losses.clear()
+        while self.unflushed:
+            # In chunks, so that after a full disk the back-log held in memory is
+            # written as far as room allows, and the rest waits.
+            chunk = self._readings[:FLUSH_CHUNK]
+            try:
+                new_ids = self._commit_making_room(partial(self._write_buffers, chunk))
+                self._tag_ids.update(new_ids)
+            except _Full as exc:
+                self._hold_in_memory(str(exc))
+                return
+            if self.disk_full:
+                self.disk_full = False
+                log.warning("store_writable_again", path=str(self._settings.path))
+            del self._readings[: len(chunk)]
+            self._events.clear()
+            self._acks.clear()
+            self._pending_losses.clear()
 
     def _commit_making_room(self, write: Callable[[], T]) -> T:
         """Run `write` in a transaction; at the cap or on a full disk, thin and try again."""
@@ -254,14 +264,29 @@ class Store:
                     raise _Full(str(exc)) from None
         raise _Full("still full after thinning")
 
-    def _write_buffers(self) -> None:
+    def _write_buffers(self, readings: list[tuple[str, str, int, Value, int]]) -> dict[str, int]:
+        """Write `readings` and the other buffers (inside a transaction).
+
+        Returns the tag ids it had to create.
+        """
+        new_ids: dict[str, int] = {}
+        for tag, hz, *_ in readings:
+            if tag not in self._tag_ids and tag not in new_ids:
+                (new_ids[tag],) = self._db.execute(
+                    "INSERT INTO tag (tag, hz) VALUES (?, ?) "
+                    "ON CONFLICT (tag) DO UPDATE SET hz = excluded.hz RETURNING id",
+                    (tag, hz),
+                ).fetchone()
+        ids = self._tag_ids | new_ids
         self._db.executemany(
-            "INSERT INTO reading (tag_id, ts, v, q) VALUES (?, ?, ?, ?)", self._readings
+            "INSERT INTO reading (tag_id, ts, v, q) VALUES (?, ?, ?, ?)",
+            ((ids[tag], ts, v, q) for tag, _, ts, v, q in readings),
         )
         self._db.executemany("INSERT INTO event (topic, ts, item) VALUES (?, ?, ?)", self._events)
         self._db.executemany("DELETE FROM message WHERE seq = ?", ((s,) for s in self._acks))
         for loss in self._pending_losses:
             ledger.record(self._db, loss)
+        return new_ids
 
     def _make_room(self) -> bool:
         """One thinning pass; False when nothing could be freed (or even the delete failed)."""
@@ -273,6 +298,11 @@ class Store:
         except sqlite3.OperationalError as exc:
             log.debug("store_thin_failed", error=str(exc))
             return False
+        if loss is not None:
+            self._thinned += loss.items
+        with contextlib.suppress(sqlite3.OperationalError):
+            # Move the WAL into the pages just freed, so it is reused rather than grown.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return loss is not None
 
     def _hold_in_memory(self, error: str) -> None:
@@ -284,21 +314,32 @@ class Store:
             dropped = self._readings[:excess]
             del self._readings[:excess]
             self._pending_losses.append(
-                Loss("disk full: readings not stored", excess, dropped[0][1], dropped[-1][1])
+                Loss("disk full: readings not stored", excess, dropped[0][2], dropped[-1][2])
             )
 
     def maintain(self, now_ms: int) -> None:
         """Enforce retention and the size cap; shrink the file once nothing waits."""
         before = now_ms - int(self._settings.retention_s * 1000)
         try:
+            budget = self._budget.fitted(self._settings.path)
+            budget.apply(self._db)
             with self._transaction():
                 capacity.drop_expired(self._db, before)
-                while capacity.over_cap(self._db, self._budget):
+                while capacity.over_cap(self._db, budget):
                     loss = capacity.thin_oldest(self._db) or capacity.drop_oldest_event_or_message(
                         self._db
                     )
                     if loss is None:
                         break
+                    self._thinned += loss.items
+            if self._thinned:
+                log.warning(
+                    "store_thinned",
+                    items=self._thinned,
+                    limit_bytes=budget.db_pages * budget.page_size,
+                    cause="store.max_size" if budget == self._budget else "free disk space",
+                )
+                self._thinned = 0
             backfill_waiting = self._has_rows("reading", f"id < {self._live_reading_id}")
             if not backfill_waiting and capacity.mostly_free(self._db):
                 capacity.shrink(self._db)
@@ -481,17 +522,6 @@ class Store:
             "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
         ).fetchone()
         return (int(row[0]) if row else 0) + 1
-
-    def _tag_id(self, tag: str, hz: str) -> int:
-        tag_id = self._tag_ids.get(tag)
-        if tag_id is None:
-            (tag_id,) = self._db.execute(
-                "INSERT INTO tag (tag, hz) VALUES (?, ?) "
-                "ON CONFLICT (tag) DO UPDATE SET hz = excluded.hz RETURNING id",
-                (tag, hz),
-            ).fetchone()
-            self._tag_ids[tag] = tag_id
-        return tag_id
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

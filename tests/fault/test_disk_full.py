@@ -1,0 +1,116 @@
+"""A full disk: the agent keeps polling and judging alarms, keeps what it can, says so,
+and resumes when space returns. Needs root to mount a 4 MiB tmpfs; skipped otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Plant, Process, agent_config
+from delivery import assert_no_seq_gap, drained_since, envelopes
+
+from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.platform import PlatformSubscriber
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def wait_for_log(process: Process, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in process.log():
+        assert time.monotonic() < deadline, f"{text!r} not logged:\n{process.log()[-3000:]}"
+        time.sleep(0.2)
+
+
+def test_a_full_disk_degrades_and_recovers(  # noqa: PLR0917  (pytest fixtures)
+    tmp_path: Path,
+    small_disk: Path,
+    broker: Mosquitto,
+    platform: PlatformSubscriber,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> None:
+    points = [
+        {"address": f"hr:{2 * i}", "type": "float32", "value": {"noise": {"mean": 50, "sd": 5}}}
+        for i in range(100)
+    ]
+    points.append(  # crosses H = 25 every 4 s, so alarms fall due whatever the disk does
+        {
+            "address": "hr:300",
+            "type": "uint16",
+            "value": {"sine": {"mean": 25, "amplitude": 20, "period": "4s"}},
+        }
+    )
+    sim = plant(points)
+    tags = [
+        {"tag": f"HZ01.T{i:03d}", "hazard": "HZ01", "address": f"hr:{2 * i}", "type": "float32"}
+        for i in range(100)
+    ]
+    tags.append(
+        {
+            "tag": "HZ01.GT201",
+            "hazard": "HZ01",
+            "address": "hr:300",
+            "type": "uint16",
+            "limits": {"H": 25},
+        }
+    )
+    device = {
+        "name": "plc-1",
+        "driver": "modbus",
+        "host": "127.0.0.1",
+        "port": sim.port,
+        "poll": "50ms",
+        "tags": tags,
+    }
+    config = agent_config(
+        tmp_path, broker.port, [device], store={"path": str(small_disk / "store.db")}
+    )
+    (small_disk / "other-data").write_bytes(b"\0" * 2 * 1024 * 1024)  # not all 4 MiB are ours
+    broker.stop()
+    agent = spawn("agent", "run", str(config))
+    # A disk smaller than store.max_size is treated like the cap: thin, never fill it.
+    wait_for_log(agent, "store_thinned", 60)
+    assert "store_full" not in agent.log()
+
+    # Something else fills the disk: the store cannot even thin, and holds on in memory.
+    filler = small_disk / "filler"
+    with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
+        while True:
+            out.write(b"\0" * 4096)
+    wait_for_log(agent, "store_full", 30)
+    full_at = agent.log().index("store_full")
+    deadline = time.monotonic() + 10
+    while "alarm_raised" not in agent.log()[full_at:]:  # alarms are judged on a full disk
+        assert time.monotonic() < deadline, "no alarm judged while the disk was full"
+        time.sleep(0.2)
+    assert agent.popen is not None
+    assert agent.popen.poll() is None, "the agent keeps running"
+
+    filler.unlink()
+    wait_for_log(agent, "store_writable_again", 15)
+    back = time.time()
+    broker.start()
+    platform.wait_for(drained_since(back), 60, "drained after space returned")
+    assert agent.terminate() == 0, agent.log()[-3000:]
+
+    messages = platform.messages
+    assert_no_seq_gap(messages)
+    alarms = [i for m in envelopes(messages) if m.kind == "alarm" for i in m.body["items"]]
+    assert any(a["tag"] == "HZ01.GT201" and a["state"] == "raised" for a in alarms)
