@@ -23,7 +23,10 @@ from delivery import (
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
 
-OUTAGE_S = float(os.environ.get("EDGE_AGENT_TEST_OUTAGE_S", "8"))
+OUTAGE_S = float(os.environ.get("EDGE_AGENT_TEST_OUTAGE_S", "60"))
+BACKFILL_RATE = f"{int(OUTAGE_S * 70)}B"
+"""About 10 s of draining for the outage's ~10 readings/s of ~70 bytes each, in messages of
+20 items: back-fill is still going out when the next live alarm (every 6 s) falls due."""
 
 pytestmark = pytest.mark.fault
 
@@ -38,10 +41,21 @@ def test_broker_outage_is_back_filled_with_hist(
     sim = plant(
         [
             {"address": "hr:0", "type": "uint32", "value": {"counter": {}}},
-            {"address": "hr:2", "type": "float32", "value": {"const": 10}},
+            # Crosses the level's H = 15 every 6 s: alarms keep falling due.
+            {
+                "address": "hr:2",
+                "type": "float32",
+                "value": {"sine": {"mean": 12, "amplitude": 5, "period": "6s"}},
+            },
         ]
     )
-    config = agent_config(tmp_path, broker.port, [counter_device(sim.port, 0.2)])
+    config = agent_config(
+        tmp_path,
+        broker.port,
+        [counter_device(sim.port, 0.2)],
+        backfill_rate=BACKFILL_RATE,
+        batch={"max_items": 20},
+    )
     agent = spawn("agent", "run", str(config))
     platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")
     time.sleep(1)
@@ -50,7 +64,7 @@ def test_broker_outage_is_back_filled_with_hist(
     time.sleep(OUTAGE_S)
     broker.start()
     up_at = time.time()
-    platform.wait_for(drained_since(up_at), 30, "state with backlog 0 after the outage")
+    platform.wait_for(drained_since(up_at), 90, "state with backlog 0 after the outage")
     messages = platform.messages
 
     assert_no_seq_gap(messages)
@@ -65,6 +79,14 @@ def test_broker_outage_is_back_filled_with_hist(
     ]
     assert during, "no reading sampled during the outage arrived"
     assert all(hist for _, hist in during), "readings sampled while down must carry hist: true"
+    hist_seqs = [m.body["seq"] for m in envelopes(messages) if m.kind == "rt" and m.body["hist"]]
+    assert hist_seqs == sorted(hist_seqs), "back-fill goes out oldest first"
+    live_alarms = [
+        m.body["seq"] for m in envelopes(messages) if m.kind == "alarm" and not m.body["hist"]
+    ]
+    assert any(seq < max(hist_seqs) for seq in live_alarms), (
+        "a live alarm raised while back-fill drained must go ahead of the rest of the back-fill"
+    )
     platform.wait_for(
         lambda ms: any(
             m.kind == "rt" and not m.body["hist"] and m.body["items"][0]["ts"] / 1000 > up_at + 1

@@ -1,6 +1,6 @@
 """kill -9 under load: nothing committed is lost, no seq gap, every copy of a seq identical.
 
-Knobs (environment): EDGE_AGENT_TEST_KILLS (default 6) cycles of SIGKILL and
+Knobs (environment): EDGE_AGENT_TEST_KILLS (default 20) cycles of SIGKILL and
 restart; lower it for a quick local run.
 """
 
@@ -25,7 +25,7 @@ from delivery import (
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
 
-KILLS = int(os.environ.get("EDGE_AGENT_TEST_KILLS", "6"))
+KILLS = int(os.environ.get("EDGE_AGENT_TEST_KILLS", "20"))
 POLL_S = 0.2
 COMMIT_S = 0.25
 
