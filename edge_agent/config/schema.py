@@ -6,9 +6,10 @@ Every field has a description written for the technician who edits the YAML;
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, NamedTuple, Self
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -37,11 +38,127 @@ class Gateway(Strict):
     )
 
 
-class Mqtt(Strict):
-    """The MQTT broker of the provincial platform and how to stay connected to it."""
+class Broker(Strict):
+    """One MQTT broker of the platform."""
 
-    host: str = Field(description="Broker host name or address.")
-    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    host: str = Field(min_length=1, description="Broker host name or address.")
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Broker TCP port; default 8883 with TLS, 1883 with plain TCP.",
+    )
+
+
+class Address(NamedTuple):
+    """A broker with its port decided."""
+
+    host: str
+    port: int
+
+
+CredentialPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description=(
+            "A file path. A relative path is taken inside $CREDENTIALS_DIRECTORY "
+            "(systemd LoadCredential=); the agent refuses to connect when that is not set."
+        ),
+    ),
+]
+
+
+class Tls(Strict):
+    """TLS to the broker: TLS 1.2 or newer, the server certificate always verified."""
+
+    ca_file: CredentialPath | None = Field(
+        None,
+        description=(
+            "PEM file of the CA certificates the broker's certificate must chain to; "
+            "when not set, the system's CA store."
+        ),
+    )
+    cert_file: CredentialPath | None = Field(
+        None,
+        description=(
+            "PEM file of this gateway's client certificate, when the province issues one; "
+            "it may also hold the private key."
+        ),
+    )
+    key_file: CredentialPath | None = Field(
+        None, description="PEM file of the client certificate's private key, if not in cert_file."
+    )
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> Self:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set but cert_file is not: give the client certificate")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1); names are not resolved."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Mqtt(Strict):
+    """The MQTT brokers of the provincial platform and how to stay connected to them."""
+
+    host: str | None = Field(
+        None,
+        min_length=1,
+        description="Broker host name or address, for a single broker; or use brokers.",
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the single broker named by host; default 8883 with TLS, 1883 without.",
+    )
+    brokers: list[Broker] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Brokers tried in this order: a failed connect moves on to the next at once; "
+            "after a whole round fails the agent waits (reconnect_min to reconnect_max). "
+            "Use instead of host and port."
+        ),
+    )
+    transport: Literal["tls", "tcp"] | None = Field(
+        None,
+        description=(
+            "tls (TLS 1.2+, server certificate verified) or tcp (plain, unencrypted). "
+            "Default tls, except tcp when every broker is on this machine (localhost, "
+            "127.0.0.0/8, ::1) and no tls section is given. tcp to any other host is refused "
+            "unless insecure_plaintext is true."
+        ),
+    )
+    tls: Tls | None = Field(
+        None,
+        description=(
+            "TLS settings (CA file, client certificate); without it, TLS uses the system's "
+            "CA store and no client certificate."
+        ),
+    )
+    insecure_plaintext: bool = Field(
+        False,
+        description=(
+            "Allow transport: tcp to a broker that is not on this machine. Readings and the "
+            "password then cross the network unencrypted: for test rigs only."
+        ),
+    )
+    username_file: CredentialPath | None = Field(
+        None, description="File holding the MQTT user name (its first line is used)."
+    )
+    password_file: CredentialPath | None = Field(
+        None, description="File holding the MQTT password (its first line is used)."
+    )
     protocol: Literal["5", "3.1.1"] = Field(
         "5", description="MQTT protocol version; 3.1.1 only for brokers that lack 5."
     )
@@ -50,12 +167,73 @@ class Mqtt(Strict):
         pattern=r"^[^#+]+$",
         description="Topic prefix; topics are {prefix}/{enterprise}/{gateway}/{rt,alarm,state}.",
     )
-    keepalive: Duration = Field(30.0, description="MQTT keep-alive interval.")
-    connect_timeout: Duration = Field(10.0, description="Time allowed for TCP connect and CONNACK.")
-    reconnect_min: Duration = Field(1.0, description="First reconnect delay after a failure.")
+    keepalive: Duration = Field(
+        30.0,
+        le=65535.0,
+        description=(
+            "MQTT keep-alive interval. A silent broker is detected within one keep-alive "
+            "while messages await their PUBACK, within two when idle."
+        ),
+    )
+    connect_timeout: Duration = Field(
+        10.0, description="Time allowed for the TCP connect, the TLS handshake and the CONNACK."
+    )
+    reconnect_min: Duration = Field(
+        1.0,
+        description=(
+            "Longest first reconnect delay after a failed round or a dropped connection "
+            "(each delay is drawn between half and all of its nominal value)."
+        ),
+    )
     reconnect_max: Duration = Field(
         60.0, description="Longest reconnect delay; delays double from reconnect_min, with jitter."
     )
+
+    @model_validator(mode="after")
+    def _connection(self) -> Self:
+        if (self.host is None) == (self.brokers is None):
+            raise ValueError(
+                "give either host (and port) for one broker, or brokers for a list; not both"
+                if self.host is not None
+                else "missing required key 'host'"  # brokers, the other way, is in the docs
+            )
+        if self.port is not None and self.host is None:
+            raise ValueError("port goes with host; with brokers, give each broker its port")
+        if self.password_file is not None and self.username_file is None:
+            raise ValueError("password_file is set but username_file is not: MQTT needs both")
+        self._check_transport()
+        return self
+
+    def _check_transport(self) -> None:
+        if self.transport == "tcp" and self.tls is not None:
+            raise ValueError("transport is tcp but a tls section is given: remove one of them")
+        if self.insecure_plaintext and self.transport != "tcp":
+            raise ValueError(
+                "insecure_plaintext: true only goes with transport: tcp; "
+                "remove it to keep TLS (the default)"
+            )
+        remote = [b.host for b in self._listed() if not is_loopback(b.host)]
+        if not self.uses_tls and remote and not self.insecure_plaintext:
+            raise ValueError(
+                f"plain TCP to {', '.join(remote)}, which is not this machine, would send "
+                "readings and the MQTT password unencrypted: remove transport: tcp to use TLS, "
+                "or set insecure_plaintext: true on a test rig"
+            )
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections use TLS: see the description of `transport`."""
+        if self.transport is not None:
+            return self.transport == "tls"
+        return self.tls is not None or not all(is_loopback(b.host) for b in self._listed())
+
+    def endpoints(self) -> list[Address]:
+        """The brokers in the order they are tried, each with its port filled in."""
+        default_port = 8883 if self.uses_tls else 1883
+        return [Address(b.host, b.port or default_port) for b in self._listed()]
+
+    def _listed(self) -> list[Broker]:
+        return self.brokers or [Broker(host=self.host or "", port=self.port)]
 
 
 class Batch(Strict):

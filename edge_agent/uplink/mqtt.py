@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,11 +22,21 @@ from typing import Any
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.backoff import Backoff
+from edge_agent.config.schema import Address
 from edge_agent.config.schema import Uplink as UplinkConfig
 from edge_agent.store import Store, StoredMessage
+from edge_agent.uplink.brokers import TAKEOVER_EVIDENCE, ReconnectPolicy
 from edge_agent.uplink.envelope import Identity, envelope, offline_payload, state_payload
-from edge_agent.uplink.session import ConnectFailed, Endpoint, NotConnected, Session, Will
+from edge_agent.uplink.ratelimit import ByteRate
+from edge_agent.uplink.session import (
+    ConnectFailed,
+    CredentialsUnusable,
+    Endpoint,
+    NotConnected,
+    Session,
+    TlsFiles,
+    Will,
+)
 
 log = structlog.get_logger(component="uplink")
 
@@ -56,6 +67,7 @@ class _Flight:
 
     by_mid: dict[int, int] = field(default_factory=dict)
     seqs: set[int] = field(default_factory=set)
+    hist_seqs: set[int] = field(default_factory=set)
     state_mids: set[int] = field(default_factory=set)
 
 
@@ -80,6 +92,7 @@ class Uplink:
         self._flight = _Flight()
         self._refused_until: dict[int, float] = {}
         self._backlog_reported = 0
+        self._backfill_rate = ByteRate(config.backfill_rate) if config.backfill_rate else None
         self.stats = UplinkStats()
 
     # -- called by the runtime -----------------------------------------------
@@ -94,27 +107,55 @@ class Uplink:
         self._wake.set()
 
     async def run(self) -> None:
-        """Connect, serve, reconnect with jittered backoff, until `stop()`."""
+        """Connect, serve, reconnect with jittered backoff, until `stop()`.
+
+        The brokers are tried in turn and a takeover of the client id backs off
+        long: the policy is `brokers.ReconnectPolicy`. Every log line of a
+        connection names its broker.
+        """
         mqtt = self._config.mqtt
-        backoff = Backoff(mqtt.reconnect_min, mqtt.reconnect_max)
+        brokers = mqtt.endpoints()
+        reconnect = ReconnectPolicy(len(brokers), mqtt.reconnect_min, mqtt.reconnect_max)
         try:
             while not self._stopping.is_set():
-                session = Session(self._endpoint(), self._will(), self._on_ack)
-                try:
-                    receive_maximum = await session.connect()
-                except ConnectFailed as exc:
-                    log.warning(
-                        "mqtt_connect_failed", reason=str(exc), host=mqtt.host, port=mqtt.port
-                    )
-                else:
-                    backoff.reset()
+                broker = brokers[reconnect.broker]
+                session = Session(self._endpoint(broker), self._will(), self._on_ack)
+                with structlog.contextvars.bound_contextvars(broker=f"{broker.host}:{broker.port}"):
                     try:
-                        await self._serve(session, receive_maximum)
-                    finally:
-                        self.stats.connected = False
-                        await session.disconnect()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff.next())
+                        receive_maximum = await session.connect()
+                    except ConnectFailed as exc:
+                        # A credential file an operator must fix is an error; a broker away is not.
+                        warn = log.error if isinstance(exc, CredentialsUnusable) else log.warning
+                        warn("mqtt_connect_failed", reason=str(exc))
+                        delay = reconnect.connect_failed()
+                    else:
+                        up_since = time.monotonic()
+                        try:
+                            await self._serve(session, receive_maximum)
+                        finally:
+                            self.stats.connected = False
+                            await session.disconnect()
+                        up_for = time.monotonic() - up_since
+                        delay, takeover = reconnect.connection_ended(
+                            up_for, session.taken_over, session.ended_by_broker
+                        )
+                        if takeover is not None:
+                            log.error(
+                                "mqtt_client_id_taken_over",
+                                gateway=self._identity.gateway,
+                                evidence=TAKEOVER_EVIDENCE[takeover],
+                                takeovers=reconnect.takeovers,
+                                retry_in=round(delay, 1),
+                                hint=(
+                                    f"another client connected with client id "
+                                    f"{self._identity.gateway!r}: check for a cloned gateway "
+                                    "(two gateways configured with the same gateway.code); "
+                                    "backing off instead of taking the id back"
+                                ),
+                            )
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
             self._finished.set()
 
@@ -148,8 +189,15 @@ class Uplink:
                 self._fill_window(session, window)
             except NotConnected:
                 break
+            except Exception:
+                # Never stop forwarding for good: drop this connection and start afresh
+                # from the store, which holds everything not yet acknowledged.
+                log.exception("uplink_failed")
+                break
             self._wake.clear()
             wait = min(self._config.batch.linger, max(next_state - time.monotonic(), 0.0))
+            if self._backfill_rate is not None:
+                wait = min(wait, max(self._backfill_rate.wait_s(), 0.01))
             await _wait_any(self._wake, session.closed, wait)
         if self._stopping.is_set():
             await self._say_offline(session)
@@ -169,33 +217,63 @@ class Uplink:
                 await asyncio.sleep(0.05)
 
     def _fill_window(self, session: Session, window: int) -> None:
+        """Top the window up: resends first (oldest seq first), then newly packed messages."""
         free = window - len(self._flight.seqs)
         if free <= 0:
             return
-        skip = self._flight.seqs | self._refused_seqs()
-        batch = self._config.batch
-        for message in self._store.unsent(skip, free):
-            self._send(session, message)
-            free -= 1
-        while free > 0:
-            packed = self._store.pack_next(now_ms(), int(batch.linger * 1000))
+        outgoing: list[StoredMessage] = []
+        backfill_slots = self._backfill_slots(window)
+        for message in self._store.unsent(self._flight.seqs | self._refused_seqs(), free):
+            if message.hist and backfill_slots <= 0:
+                break  # keep resends in seq order; live and alarms are packed below
+            backfill_slots -= message.hist
+            outgoing.append(message)
+        linger_ms = int(self._config.batch.linger * 1000)
+        while len(outgoing) < free:
+            packed = self._store.pack_next(now_ms(), linger_ms, backfill=backfill_slots > 0)
             if packed is None:
                 break
-            self._send(session, packed)
-            free -= 1
+            backfill_slots -= packed.hist
+            outgoing.append(packed)
+        self._store.guard_published()
+        for message in outgoing:
+            self._send(session, message)
         if self._backlog_reported and not self._flight.seqs and not self._refused_until:
             self._state_due = True  # the back-log drained: say so at once
 
+    def _backfill_slots(self, window: int) -> int:
+        """How many back-fill messages may be added now.
+
+        Back-fill holds at most half the window, so live readings and alarms
+        always find a free slot, and none while the `backfill_rate` is spent.
+        """
+        if self._backfill_rate is not None and not self._backfill_rate.allows():
+            return 0
+        return max(window // 2, 1) - len(self._flight.hist_seqs)
+
     def _send(self, session: Session, message: StoredMessage) -> None:
         payload = envelope(self._identity, message, now_ms())
+        if self._config.batch.gzip:
+            payload = gzip.compress(payload, compresslevel=5, mtime=0)
         mid = session.publish(self._identity.topic(message.topic), payload)
         self._flight.by_mid[mid] = message.seq
         self._flight.seqs.add(message.seq)
+        if message.hist:
+            self._flight.hist_seqs.add(message.seq)
+            if self._backfill_rate is not None:
+                self._backfill_rate.spend(len(payload))
         self.stats.published += 1
 
     def _publish_state(self, session: Session) -> None:
         backlog = self._store.backlog(in_flight=len(self._flight.seqs))
-        payload = state_payload(self._identity, now_ms(), self._version, backlog, self._devices())
+        payload = state_payload(
+            self._identity,
+            ts_ms=now_ms(),
+            version=self._version,
+            backlog=backlog,
+            devices=self._devices(),
+            losses=self._store.losses(),
+        )
         mid = session.publish(self._identity.topic("state"), payload, retain=True)
         self._flight.state_mids.add(mid)
         self._backlog_reported = backlog.messages
@@ -210,6 +288,7 @@ class Uplink:
         if seq is None:
             return
         self._flight.seqs.discard(seq)
+        self._flight.hist_seqs.discard(seq)
         if reason is not None and reason.is_failure:
             self.stats.refused += 1
             self._refused_until[seq] = time.monotonic() + REFUSED_RETRY_S
@@ -225,15 +304,19 @@ class Uplink:
             del self._refused_until[seq]
         return set(self._refused_until)
 
-    def _endpoint(self) -> Endpoint:
+    def _endpoint(self, broker: Address) -> Endpoint:
         mqtt = self._config.mqtt
+        tls = TlsFiles(**mqtt.tls.model_dump()) if mqtt.tls else TlsFiles()
         return Endpoint(
-            host=mqtt.host,
-            port=mqtt.port,
+            host=broker.host,
+            port=broker.port,
             client_id=self._identity.gateway,
             mqtt5=mqtt.protocol == "5",
             keepalive_s=max(int(mqtt.keepalive), 1),
             connect_timeout_s=mqtt.connect_timeout,
+            tls=tls if mqtt.uses_tls else None,
+            username_file=mqtt.username_file,
+            password_file=mqtt.password_file,
         )
 
     def _will(self) -> Will:

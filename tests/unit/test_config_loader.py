@@ -117,8 +117,9 @@ def test_keys_are_taken_as_written_not_as_yaml_booleans(tmp_path: Path) -> None:
     """`on:` is the key 'on' (YAML 1.1 would read true), so the message can name it."""
     text = edited("    poll: 500ms\n", "    on: 500ms\n")
     assert problems(tmp_path, text) == [
-        "13:5: devices[0].on: unknown key 'on'; the keys allowed here are name, driver, host, "
-        "port, unit, poll, timeout, byte_order, max_registers, max_bits, tags"
+        "13:5: devices[0].on: unknown key 'on'; the keys allowed here are name, driver, "
+        "transport, host, port, serial, unit, poll, timeout, byte_order, address_base, "
+        "max_registers, max_bits, max_gap, reconnect_min, reconnect_max, tags"
     ]
 
 
@@ -129,7 +130,7 @@ def test_a_misspelt_type_points_at_the_value_and_lists_the_choices(tmp_path: Pat
     """The allowed values in plain words, and the likely one."""
     assert problems(tmp_path, edited("type: float32", "type: flaot32")) == [
         "18:15: devices[0].tags[0].type: 'flaot32' is not one of bool, int16, uint16, int32, "
-        "uint32, int64, uint64, float32, float64; did you mean 'float32'?"
+        "uint32, int64, uint64, float32, float64, string; did you mean 'float32'?"
     ]
 
 
@@ -214,7 +215,7 @@ def test_a_duplicate_device_name_is_reported_alongside_other_errors(tmp_path: Pa
         "24:11: devices[1].name: device name 'plc-1' is already used at line 10 "
         "(devices[0].name); each device name must be unique",
         "37:15: devices[1].tags[1].type: 'boool' is not one of bool, int16, uint16, int32, "
-        "uint32, int64, uint64, float32, float64; did you mean 'bool'?",
+        "uint32, int64, uint64, float32, float64, string; did you mean 'bool'?",
     ]
 
 

@@ -1,0 +1,156 @@
+"""Which broker to try next, and how long to wait first: pure policy, no I/O, no clock.
+
+The uplink reports each outcome (a failed connect, or a connection that ended
+after so many seconds, taken over or not) and gets back the delay before its
+next attempt; `broker` says which one to try.
+
+Rules:
+- The brokers are tried in the configured order. A failed connect moves on to
+  the next broker at once; only when a whole round has failed does the uplink
+  wait, with the round backoff. Every round starts again at the first broker,
+  so a gateway returns to its preferred broker after an outage. There is no
+  fail-back while connected: a connection to a later broker is kept until it ends.
+- After a connection ends, the next round also waits with the round backoff:
+  a broker that accepts and then drops a gateway at once is not hammered.
+- The round backoff is reset only by a connection that stayed up
+  `stable_after_s`, not by a bare CONNACK, for the same reason.
+- A connection ended by the broker because another client took its client id
+  over (MQTT 5 DISCONNECT reason 0x8E) means a second gateway with the same
+  gateway code: retrying at once would knock that one off in turn, and the two
+  would flap forever. It waits with a separate takeover backoff instead
+  (30 s at first, doubling to 10 min), which is reset only by a connection
+  that stayed up longer than the clone would wait (twice its cap).
+- Some brokers just close the old connection without saying why (Mosquitto
+  before 2.0.15; every MQTT 3.1.1 broker). So `SUSPECT_AFTER` connections in a
+  row that the broker closed before they were stable, with no failed connect
+  between them (a broker that restarts is unreachable for a moment), count as a
+  suspected takeover and get the takeover backoff too. A broker that keeps
+  accepting and dropping a gateway for any other reason deserves no faster retries.
+
+Every delay is jittered: drawn from [d/2, d] while d doubles from its first
+value to its cap ("equal jitter"). Even the first retry is jittered, so a
+fleet of gateways dropped by one broker restart does not return in step.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+TAKEOVER_FIRST_S = 30.0
+"""Shortest wait after a takeover: a clone gets this long before we take the id back."""
+
+TAKEOVER_MAX_S = 600.0
+"""Longest wait after repeated takeovers."""
+
+TAKEOVER_STABLE_S = 2 * TAKEOVER_MAX_S
+"""A connection up this long without a takeover means the clone is gone."""
+
+STABLE_S = 60.0
+"""A connection up this long resets the round backoff."""
+
+SUSPECT_AFTER = 2
+"""Short connections closed by the broker in a row that make a suspected takeover."""
+
+Takeover = Literal["reported", "suspected"]
+"""reported: the broker said so (DISCONNECT 0x8E); suspected: it kept closing us."""
+
+TAKEOVER_EVIDENCE: dict[Takeover, str] = {
+    "reported": "the broker said: session taken over (DISCONNECT 0x8E)",
+    "suspected": (
+        "the broker closed our connections again and again right after accepting them, "
+        "without a reason (brokers before Mosquitto 2.0.15 and MQTT 3.1.1 give none); "
+        "if no clone exists, its log says why"
+    ),
+}
+"""Why a takeover is believed, in words for the log."""
+
+
+class Retry(NamedTuple):
+    """What to do after a connection ended."""
+
+    delay: float
+    takeover: Takeover | None
+
+
+class JitteredBackoff:
+    """Delays in [d/2, d], d doubling from 2 x `first_min` up to `cap`.
+
+    `first_min` is the shortest first delay; `cap` is the longest delay ever.
+    """
+
+    def __init__(self, first_min: float, cap: float, rng: random.Random) -> None:
+        self._first = 2 * first_min
+        self._cap = cap
+        self._nominal = self._first
+        self._rng = rng
+
+    def next(self) -> float:
+        nominal = min(self._nominal, self._cap)
+        self._nominal = min(self._nominal * 2, self._cap)
+        return self._rng.uniform(nominal / 2, nominal)
+
+    def reset(self) -> None:
+        self._nominal = self._first
+
+
+@dataclass
+class ReconnectPolicy:
+    """Broker rotation with a round backoff, and the takeover backoff.
+
+    `reconnect_min` is the shortest delay after a failed round or a dropped
+    connection, `reconnect_max` the longest.
+    """
+
+    brokers: int
+    reconnect_min: float
+    reconnect_max: float
+    rng: random.Random = field(default_factory=random.Random)
+    stable_after_s: float = STABLE_S
+    broker: int = 0
+    """Index of the broker to try next."""
+    takeovers: int = 0
+    """Connections ended by a takeover of our client id, since start."""
+    failed_connects: int = 0
+    """Connect attempts that failed, since start."""
+
+    def __post_init__(self) -> None:
+        if self.brokers < 1:
+            raise ValueError("at least one broker is needed")
+        self._closed_early = 0  # connections in a row the broker closed before they were stable
+        self._rounds = JitteredBackoff(self.reconnect_min / 2, self.reconnect_max, self.rng)
+        self._takeover = JitteredBackoff(TAKEOVER_FIRST_S, TAKEOVER_MAX_S, self.rng)
+
+    def connect_failed(self) -> float:
+        """The attempt on `broker` failed: move on; wait only after a whole round."""
+        self.failed_connects += 1
+        self._closed_early = 0
+        self.broker += 1
+        if self.broker < self.brokers:
+            return 0.0
+        self.broker = 0
+        return self._rounds.next()
+
+    def connection_ended(self, up_for_s: float, taken_over: bool, by_broker: bool) -> Retry:
+        """A connection that was up `up_for_s` seconds ended; the next round starts at broker 0.
+
+        `taken_over`: the broker said so (0x8E); `by_broker`: the broker closed it.
+        """
+        self.broker = 0
+        stable = up_for_s >= self.stable_after_s
+        if stable:
+            self._rounds.reset()
+        if up_for_s >= TAKEOVER_STABLE_S:
+            self._takeover.reset()
+        self._closed_early = self._closed_early + 1 if by_broker and not stable else 0
+        takeover: Takeover | None = None
+        if taken_over:
+            takeover = "reported"
+        elif self._closed_early >= SUSPECT_AFTER:
+            takeover = "suspected"
+        if takeover is None:
+            return Retry(self._rounds.next(), None)
+        self.takeovers += 1
+        self._closed_early = 0
+        return Retry(self._takeover.next(), takeover)
