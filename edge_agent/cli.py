@@ -1,14 +1,19 @@
-"""`edge-agent`: run the agent, check configs, print the schema, simulate a plant, run the demo."""
+"""`edge-agent`: run the agent, check configs, read tags once, print the schema, simulate, demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
 
 EX_OK = 0
 EX_USAGE = 64
@@ -38,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", type=Path)
     check.set_defaults(handler=_check)
 
+    status = commands.add_parser(
+        "status", help="what the store holds and what was lost (works beside a running agent)"
+    )
+    status.add_argument("config", type=Path)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
     schema.set_defaults(handler=_schema)
 
@@ -51,6 +63,21 @@ def _parser() -> argparse.ArgumentParser:
         help="serve DEVICE on PORT instead of the scenario's port (repeatable)",
     )
     simulate.set_defaults(handler=_simulate)
+
+    read = commands.add_parser(
+        "read",
+        help="read every tag once and print a table; exit 1 when any tag is bad",
+    )
+    read.add_argument("config", type=Path)
+    read.add_argument("--device", action="append", default=[], metavar="NAME",
+                      help="read only this device (repeatable)")  # fmt: skip
+    read.add_argument("--raw", action="store_true", help="also show each value before scaling")
+    read.add_argument(
+        "--guess-order",
+        action="store_true",
+        help="try the four byte orders; say which puts each value inside its range",
+    )
+    read.set_defaults(handler=_read)
 
     demo = commands.add_parser(
         "demo", help="run broker, simulated plant and agent on loopback; show what is sent"
@@ -77,7 +104,7 @@ def _check(args: argparse.Namespace) -> int:
     worst = EX_OK
     for path in args.files:
         try:
-            load_config(path)
+            config = load_config(path)
         except ConfigFileMissing as exc:
             print(exc, file=sys.stderr)
             worst = max(worst, EX_NOINPUT)
@@ -87,7 +114,72 @@ def _check(args: argparse.Namespace) -> int:
             worst = max(worst, EX_CONFIG)
         else:
             print(f"{path}: OK")
+            for line in store_outlook(config):
+                print(f"{path}: {line}")
     return worst
+
+
+def store_outlook(config: AgentConfig) -> list[str]:
+    """How long an outage the store holds at the configured rates; warns if under retention."""
+    from edge_agent.config.types import format_size
+    from edge_agent.store.capacity import outage_capacity_s
+
+    rate = sum(len(device.tags) / device.poll for device in config.devices)
+    holds = outage_capacity_s(config.store.max_size, rate)
+    lines = [
+        f"the store (max_size {format_size(config.store.max_size)}) holds about "
+        f"{_days(holds)} of outage at {rate:.1f} readings/s before it thins the oldest"
+    ]
+    if holds < config.store.retention:
+        needed = config.store.max_size * config.store.retention / holds
+        lines.append(
+            f"warning: store.retention is {_days(config.store.retention)}, longer than the "
+            f"store holds; raise store.max_size to about {_round_up_size(needed)} to hold "
+            "it, or accept that a longer outage is thinned"
+        )
+    return lines
+
+
+def _round_up_size(size: float) -> str:
+    """A size a technician would write: 2.3GiB, 640MiB."""
+    gib, mib = 1024**3, 1024**2
+    if size >= gib:
+        return f"{math.ceil(size / gib * 10) / 10:g}GiB"
+    return f"{math.ceil(size / mib)}MiB"
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds / 3600:.1f} hours"
+
+
+def _load(path: Path) -> AgentConfig | int:
+    """The config, or the exit code after printing why it was refused."""
+    from edge_agent.config import load_config
+    from edge_agent.errors import ConfigError, ConfigFileMissing
+
+    try:
+        return load_config(path)
+    except ConfigFileMissing as exc:
+        print(exc, file=sys.stderr)
+        return EX_NOINPUT
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return EX_CONFIG
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edge_agent.status import read_status, render
+
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    try:
+        status = read_status(Path(config.store.path), config.store.max_size)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return EX_NOINPUT
+    print(json.dumps(status.as_json(), indent=2) if args.json else render(status))
+    return EX_OK
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -99,19 +191,13 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from edge_agent import logs
-    from edge_agent.config import load_config
-    from edge_agent.errors import ConfigError, ConfigFileMissing, StoreError
+    from edge_agent.errors import StoreError
     from edge_agent.runtime import Agent
 
     logs.configure(args.log_level)
-    try:
-        config = load_config(args.config)
-    except ConfigFileMissing as exc:
-        print(exc, file=sys.stderr)
-        return EX_NOINPUT
-    except ConfigError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return EX_CONFIG
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
 
     async def serve() -> None:
         stop = _stop_on_signals()
@@ -153,6 +239,28 @@ def _demo(args: argparse.Namespace) -> int:
     from edge_agent.demo.run import run_demo
 
     return run_demo(args.duration, args.outage_at, args.outage_for)
+
+
+def _read(args: argparse.Namespace) -> int:
+    from edge_agent import commission, logs
+    from edge_agent.config import load_config
+    from edge_agent.errors import ConfigError, ConfigFileMissing
+
+    logs.configure("warning")
+    try:
+        config = load_config(args.config)
+    except ConfigFileMissing as exc:
+        print(exc, file=sys.stderr)
+        return EX_NOINPUT
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return EX_CONFIG
+    devices = [d for d in config.devices if not args.device or d.name in args.device]
+    unknown = set(args.device) - {d.name for d in config.devices}
+    if unknown:
+        print(f"no device named {', '.join(sorted(unknown))} in {args.config}", file=sys.stderr)
+        return EX_USAGE
+    return commission.run(devices, sys.stdout, raw=args.raw, guess_order=args.guess_order)
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 
 from edge_agent.demo.broker import Mosquitto, free_port, wait_for_port
@@ -26,6 +27,14 @@ from edge_agent.demo.platform import PlatformSubscriber
 ENTERPRISE = "91370200MA3C00000K"
 GATEWAY = "GW-TEST-01"
 PREFIX = "safety/v1"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A command run in-process (main(["read", ...])) configures structlog onto the
+    captured stderr of its test; later tests must not log into that closed stream."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

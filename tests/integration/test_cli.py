@@ -44,10 +44,13 @@ def test_there_is_at_least_one_config_to_check() -> None:
 def test_check_accepts_every_shipped_config(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`edge-agent check config/X.yaml` prints `X: OK` and exits 0."""
+    """`edge-agent check config/X.yaml` prints `X: OK`, the outage its store holds, and exits 0."""
     assert main(["check", str(config)]) == EX_OK
     captured = capsys.readouterr()
-    assert captured.out == f"{config}: OK\n"
+    ok, outlook, *warnings = captured.out.splitlines()
+    assert ok == f"{config}: OK"
+    assert "of outage at" in outlook
+    assert warnings == [], "a shipped config must hold its own store.retention"
     assert captured.err == ""
 
 
@@ -88,7 +91,7 @@ def test_check_reports_each_of_several_files_and_exits_with_the_worst_code(
     missing = tmp_path / "nowhere.yaml"
     assert main(["check", str(missing), str(good), str(broken), str(other)]) == EX_CONFIG
     captured = capsys.readouterr()
-    assert captured.out == f"{good}: OK\n"
+    assert captured.out.splitlines()[0] == f"{good}: OK"
     err = captured.err.splitlines()
     assert any(str(missing) in e for e in err), captured.err
     for path in (broken, other):
@@ -103,7 +106,7 @@ def test_check_of_a_good_and_a_missing_file_exits_66(
     missing = tmp_path / "nowhere.yaml"
     assert main(["check", str(CONFIGS[0]), str(missing)]) == EX_NOINPUT
     captured = capsys.readouterr()
-    assert captured.out == f"{CONFIGS[0]}: OK\n"
+    assert captured.out.splitlines()[0] == f"{CONFIGS[0]}: OK"
     assert str(missing) in captured.err
 
 
@@ -151,3 +154,20 @@ def test_run_exits_66_when_the_config_file_is_missing(tmp_path: Path) -> None:
     assert done.returncode == EX_NOINPUT, done.stderr
     assert str(missing) in done.stderr
     assert "agent_started" not in done.stdout + done.stderr
+
+
+def test_check_says_how_long_an_outage_the_store_holds_and_warns_when_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """7 readings/s into 8MiB holds about 1.4 days: a 30-day retention gets a warning."""
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text(encoding="utf-8"))
+    config["store"].update(max_size="8MiB", retention="30d")
+    path = tmp_path / "small-store.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    assert main(["check", str(path)]) == EX_OK
+    ok, outlook, warning = capsys.readouterr().out.splitlines()
+    assert ok == f"{path}: OK"
+    assert "holds about" in outlook
+    assert "hours of outage" in outlook or "days of outage" in outlook
+    assert "warning: store.retention is 30.0 days" in warning
+    assert "raise store.max_size to about" in warning
