@@ -28,6 +28,8 @@ class Received:
     """The last topic level: rt, alarm, stat, state or meta."""
     body: dict[str, Any]
     retained: bool
+    gzipped: bool = False
+    """The payload arrived gzip-compressed (it starts with 1f 8b) and was inflated."""
 
 
 class PlatformSubscriber:
@@ -89,10 +91,11 @@ class PlatformSubscriber:
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         payload = msg.payload
-        if payload[:2] == b"\x1f\x8b":
+        gzipped = payload[:2] == b"\x1f\x8b"
+        if gzipped:
             payload = gzip.decompress(payload)
         received = Received(
-            msg.topic, msg.topic.rsplit("/", 1)[-1], json.loads(payload), msg.retain
+            msg.topic, msg.topic.rsplit("/", 1)[-1], json.loads(payload), msg.retain, gzipped
         )
         with self._lock:
             self._messages.append(received)

@@ -80,3 +80,24 @@ def test_the_last_will_says_offline_30_s_after_a_crash(
     assert not offline(platform.messages), "the will must wait out its 30 s delay"
     platform.wait_for(offline, timeout=35, what="the retained offline will")
     assert time.time() - agent.kills[-1] >= 29
+
+
+def test_gzip_payloads_carry_the_same_envelope(
+    tmp_path: Path,
+    broker: Mosquitto,
+    platform: PlatformSubscriber,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> None:
+    """With batch.gzip every envelope is sent compressed (1f 8b) and inflates to the spec's form."""
+    sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
+    device = counter_device(sim.port, 0.2)
+    device["tags"] = device["tags"][:1]
+    config = agent_config(tmp_path, broker.port, [device], batch={"gzip": True})
+    agent = spawn("agent", "run", str(config))
+    platform.wait_for(lambda ms: len([m for m in ms if m.kind == "rt"]) >= 3, 15, "rt messages")
+    assert agent.terminate() == 0
+    rt = [m for m in platform.messages if m.kind == "rt"]
+    assert all(m.gzipped for m in rt)
+    assert {"v", "ent", "gw", "seq", "sent", "hist", "items"} == set(rt[0].body)
+    assert rt[0].body["items"][0]["tag"] == "HZ01.CNT"
