@@ -15,7 +15,7 @@ def build_driver(device: ModbusDevice) -> Driver:
     """The driver for `device`, chosen by its `driver` field; no I/O happens yet."""
     if device.driver == "modbus":
         # Imported here so loading and checking a config never imports pymodbus.
-        from drivers.modbus.driver import ModbusTcpDriver  # noqa: PLC0415
+        from drivers.modbus.driver import ModbusDriver  # noqa: PLC0415
 
-        return ModbusTcpDriver(device)
+        return ModbusDriver(device)
     raise ValueError(f"device {device.name!r}: no driver named {device.driver!r}")

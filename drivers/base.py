@@ -1,8 +1,10 @@
 """The one small interface every protocol driver implements.
 
 A driver owns its connection and its read plan. `read()` returns one Sample per
-configured tag, every time: a device that fails degrades only its own tags to a
-bad quality (q=2 for communication), it never raises for what the device does.
+tag due in this poll: every tag polled at the device's interval, every time,
+plus the tags of a slower poll group when that group's own deadline has come.
+A device that fails degrades only its own tags to a bad quality (q=2 for
+communication); a driver never raises for what the device does.
 The scheduler calls `read()` on its own deadlines, so a driver never sleeps to
 pace itself; it only bounds each I/O by its timeout.
 """
@@ -26,7 +28,7 @@ class Driver(Protocol):
         ...
 
     async def read(self) -> list[Sample]:
-        """Read every tag once; connect (or reconnect, with backoff) as needed."""
+        """Read every tag due once; connect (or reconnect, with backoff) as needed."""
         ...
 
     async def close(self) -> None:

@@ -3,6 +3,15 @@
 The driver decodes with it and the simulator encodes with it, so a byte-order
 mistake cannot hide in a mirror image of itself: the tests pin both directions
 against hand-written register values.
+
+Addresses a technician writes:
+- `hr:0`, `ir:10`, `co:5`, `di:7`: area and 0-based offset;
+- `hr:10.3`: bit 3 (0 = least significant) of holding register 10, a `bool`;
+- `40001`, `30010`, `00006`, `10008` (or six digits, `400001`): Modicon
+  numbers, first digit the area (4 hr, 3 ir, 0 co, 1 di), the rest the
+  register number; `base` says which number is offset 0 (1 by default, the
+  Modicon convention: 40001 -> hr:0; some manuals count from 0: 40000 -> hr:0).
+  `40001.3` is bit 3 of that register.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ AREAS: dict[str, str] = {
 }
 BIT_AREAS = frozenset({"co", "di"})
 
-# type -> (struct format, registers)
+# type -> (struct format, registers); a string's width is its `length`.
 DATA_TYPES: dict[str, tuple[str, int]] = {
     "bool": ("?", 1),
     "int16": (">h", 1),
@@ -33,37 +42,65 @@ DATA_TYPES: dict[str, tuple[str, int]] = {
     "uint64": (">Q", 4),
     "float32": (">f", 2),
     "float64": (">d", 4),
+    "string": ("s", 0),
 }
 
 BYTE_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 
-_ADDRESS = re.compile(r"^(hr|ir|co|di):(\d{1,5})$")
+_ADDRESS = re.compile(r"^(hr|ir|co|di):(\d{1,5})(?:\.(\d{1,2}))?$")
+_MODICON = re.compile(r"^([0134])(\d{4,5})(?:\.(\d{1,2}))?$")
+_MODICON_AREAS: dict[str, Area] = {"0": "co", "1": "di", "3": "ir", "4": "hr"}
 
 
 @dataclass(frozen=True, slots=True)
 class Address:
     area: Area
     offset: int
+    bit: int | None = None
+    """For a bool in a register: which bit, 0 the least significant."""
 
     def __str__(self) -> str:
-        return f"{self.area}:{self.offset}"
+        bit = "" if self.bit is None else f".{self.bit}"
+        return f"{self.area}:{self.offset}{bit}"
 
 
-def parse_address(text: str) -> Address:
+def parse_address(text: str, base: int = 1) -> Address:
+    """`hr:0`, `hr:10.3` or a Modicon number (`40001`, with `base`) -> Address."""
+    text = str(text).strip()
     match = _ADDRESS.match(text)
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not an address: write area:offset with area hr, ir, co or di "
-            "and a 0-based offset, e.g. hr:0 or ir:10"
-        )
-    offset = int(match.group(2))
+    if match is not None:
+        area: Area = match.group(1)  # type: ignore[assignment]  # the regex admits only these four
+        offset = int(match.group(2))
+    else:
+        match = _MODICON.match(text)
+        if match is None:
+            raise ValueError(
+                f"{text!r} is not an address: write area:offset with area hr, ir, co or di "
+                "and a 0-based offset (hr:0, ir:10, co:5, di:7, hr:10.3 for bit 3), "
+                "or a Modicon number such as 40001"
+            )
+        area = _MODICON_AREAS[match.group(1)]
+        offset = int(match.group(2)) - base
+        if offset < 0:
+            raise ValueError(
+                f"{text!r}: with address_base {base} the first {AREAS[area]} is "
+                f"{match.group(1)}{base:0{len(match.group(2))}d}"
+            )
     if offset > 65535:
         raise ValueError(f"{text!r}: offset {offset} is beyond 65535")
-    area: Area = match.group(1)  # type: ignore[assignment]  # the regex admits only these four
-    return Address(area, offset)
+    bit = None if match.group(3) is None else int(match.group(3))
+    if bit is not None:
+        if area in BIT_AREAS:
+            raise ValueError(f"{text!r}: a {AREAS[area]} is a single bit already; drop .{bit}")
+        if bit > 15:
+            raise ValueError(f"{text!r}: a register has bits 0 to 15, not {bit}")
+    return Address(area, offset, bit)
 
 
-def register_count(data_type: str) -> int:
+def register_count(data_type: str, length: int | None = None) -> int:
+    """Registers a value of this type occupies; a string's `length` is its registers."""
+    if data_type == "string":
+        return length or 1
     return DATA_TYPES[data_type][1]
 
 
@@ -81,24 +118,50 @@ def _reorder(data: bytes, byte_order: str) -> bytes:
     raise ValueError(f"unknown byte order {byte_order!r}")
 
 
-def decode(registers: list[int], data_type: str, byte_order: str = "ABCD") -> float | int | bool:
-    """Registers (16-bit each, as read) -> value. A bool register is true when non-zero."""
-    fmt, count = DATA_TYPES[data_type]
-    if len(registers) != count:
+def _string_bytes(data: bytes, byte_order: str) -> bytes:
+    """A string keeps its register order; BADC and DCBA put the low byte of each first."""
+    if byte_order in ("BADC", "DCBA"):
+        return b"".join(data[i : i + 2][::-1] for i in range(0, len(data), 2))
+    return data
+
+
+def decode(
+    registers: list[int], data_type: str, byte_order: str = "ABCD", bit: int | None = None
+) -> float | int | bool | str:
+    """Registers (16-bit each, as read) -> value.
+
+    A bool register is true when non-zero, or when bit `bit` is set. A string
+    is decoded as Latin-1 (every byte a character), trailing NULs and spaces
+    stripped.
+    """
+    count = len(registers) if data_type == "string" else DATA_TYPES[data_type][1]
+    if len(registers) != count or count == 0:
         raise ValueError(f"{data_type} needs {count} registers, got {len(registers)}")
     if data_type == "bool":
-        return registers[0] != 0
+        return registers[0] != 0 if bit is None else bool((registers[0] >> bit) & 1)
     raw = b"".join(r.to_bytes(2, "big") for r in registers)
-    value: float | int = struct.unpack(fmt, _reorder(raw, byte_order))[0]
+    if data_type == "string":
+        return _string_bytes(raw, byte_order).decode("latin-1").rstrip("\x00 ")
+    value: float | int = struct.unpack(DATA_TYPES[data_type][0], _reorder(raw, byte_order))[0]
     return value
 
 
-def encode(value: float | int | bool, data_type: str, byte_order: str = "ABCD") -> list[int]:
+def encode(
+    value: float | int | bool | str,
+    data_type: str,
+    byte_order: str = "ABCD",
+    length: int | None = None,
+) -> list[int]:
     """Value -> registers as a device with this byte order holds them."""
     fmt, _count = DATA_TYPES[data_type]
     if data_type == "bool":
         return [1 if value else 0]
-    if fmt[-1] not in "fd":
-        value = int(value)
-    data = _reorder(struct.pack(fmt, value), byte_order)
+    if data_type == "string":
+        size = 2 * register_count("string", length)
+        data = _string_bytes(str(value).encode("latin-1")[:size].ljust(size, b"\x00"), byte_order)
+    else:
+        if isinstance(value, str):
+            raise TypeError(f"a {data_type} cannot hold the text {value!r}")
+        number: float | int = value if fmt[-1] in "fd" else int(value)
+        data = _reorder(struct.pack(fmt, number), byte_order)
     return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]

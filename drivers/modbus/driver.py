@@ -1,65 +1,62 @@
-"""The Modbus TCP driver: one connection per device, one request in flight on it.
+"""The Modbus driver: one unit id on one link (TCP, RTU over serial, RTU over TCP).
 
 Invariants:
-- Read-only. The only pymodbus calls that reach the device are the four reads
-  in `_READS` (function codes 1-4). No write method is named in this module.
-- `read()` returns one Sample per configured tag, in config order, and never
-  raises for what the device or the network does; a cancelled `read()` still
-  raises CancelledError (after dropping the connection).
-- Qualities: an exception response -> q=2 for that request's tags only; a
-  timeout or transport error -> q=2 for that request and every request after it
-  in this poll, and the connection is closed; a value that cannot be decoded
-  -> q=4 for that tag only; while the link is down -> q=2 for every tag, without
-  touching the network.
-- Reconnects back off: the first retry 0.5 s after a failure, then doubling
-  with jitter up to 30 s. The backoff resets as soon as the device answers
-  anything, an exception response included.
+- Read-only. Every request goes through `Link.request`, which calls only the
+  four reads (function codes 1-4). No write method is named in this package.
+- `read()` returns one Sample per tag due in this poll, in config order: every
+  tag polled at the device's interval, plus the tags of each slower poll group
+  whose own monotonic deadline has come. It never raises for what the device
+  or the network does; a cancelled `read()` still raises CancelledError.
+- Qualities: an exception response -> q=2 for that request's tags only; no
+  answer or a transport error -> q=2 for that request and every request after
+  it in this poll; a value that cannot be decoded -> q=4 for that tag only;
+  an NE43 fault band or a device fault value -> q=3, no value; outside the
+  instrument range -> q=1, value kept; while down or backing off -> q=2 for
+  every due tag, without touching the network.
+- A merged read refused with exception 2 (illegal address) is split at once
+  (first without gap fill, then one request per tag) and re-sent in the same
+  poll; the split is kept, so the missing address costs only the tags that
+  name it from then on.
+- Isolation: a unit that stops answering backs off on its own; the link is
+  dropped only when the transport fails or every unit on it is silent.
 - A sample's ts_ms is the wall clock when its response arrived (or when the
   request failed).
 - Logs state changes only: link up/down, a request refused or answered again,
-  a tag failing or passing decoding. A device that stays down logs once.
-
-pymodbus quirks handled here (3.16): the client reconnects on its own unless
-`reconnect_delay=0`; a request in flight when the socket drops waits out its
-whole timeout, so `trace_connect(False)` is turned into an early failure.
+  a split, a tag failing or passing decoding, a poll group overrun.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import struct
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.modbus.codec import decode
 from drivers.modbus.config import ModbusDevice
-from drivers.modbus.plan import ReadRequest, Slot, plan_reads
+from drivers.modbus.link import SILENCE_ERRORS, TRANSPORT_ERRORS, Link, join_link, leave_link
+from drivers.modbus.plan import ReadRequest, Slot, plan_reads, split
+from drivers.modbus.values import (
+    Raw,
+    RequestDecoder,
+    compile_request,
+    pack_registers,
+    to_sample,
+)
 from edge_agent.backoff import Backoff
-from edge_agent.model import LinkState, Quality, Sample, Value
+from edge_agent.model import LinkState, Quality, Sample
 
-BACKOFF_FIRST = 0.5
-BACKOFF_CAP = 30.0
+__all__ = ["ModbusDriver", "Reading", "Stats", "to_sample"]
 
-_TRANSPORT_ERRORS = (TimeoutError, ModbusIOException, ConnectionException, OSError)
-
-_Read = Callable[..., Awaitable[ModbusPDU]]
-
-
-def _reads(client: AsyncModbusTcpClient) -> dict[int, _Read]:
-    """The only client methods this driver calls that talk to the device."""
-    return {
-        1: client.read_coils,
-        2: client.read_discrete_inputs,
-        3: client.read_holding_registers,
-        4: client.read_input_registers,
-    }
+_Out = list[Sample | None]
+_DECODE_ERRORS = (ValueError, IndexError, struct.error)
 
 
 def _now_ms() -> int:
@@ -67,29 +64,83 @@ def _now_ms() -> int:
 
 
 @dataclass(slots=True)
-class _Connection:
-    client: AsyncModbusTcpClient
-    lost: asyncio.Future[None]
-    """Done once the socket dropped under us (pymodbus' trace_connect(False))."""
+class PollGroup:
+    """Tags read at one interval, and their requests."""
+
+    interval: float
+    plan: list[ReadRequest]
+    next_due: float = 0.0
+    overruns: int = 0
+
+    @property
+    def size(self) -> int:
+        """Tags in the group."""
+        return sum(len(r.slots) for r in self.plan)
 
 
-class ModbusTcpDriver:
-    """Reads every tag of one Modbus TCP device with the fewest requests."""
+@dataclass(slots=True)
+class Stats:
+    polls: int = 0
+    requests: int = 0
+    refused: int = 0
+    failed: int = 0
+    overruns: int = 0
+    values: int = 0
+
+
+@dataclass(slots=True)
+class Reading:
+    """A sample with the raw registers (or bits) it came from, for commissioning."""
+
+    sample: Sample
+    raw: Raw | None = field(default=None)
+
+
+class ModbusDriver:
+    """Reads every tag of one Modbus unit with the fewest requests."""
 
     def __init__(self, device: ModbusDevice, *, backoff: Backoff | None = None) -> None:
         self._device = device
-        self._plan = tuple(
-            plan_reads(device.tags, max_registers=device.max_registers, max_bits=device.max_bits)
-        )
-        self._backoff = backoff or Backoff(BACKOFF_FIRST, BACKOFF_CAP)
+        self._tags = device.tags
+        self._groups = self._make_groups(device)
+        self._always_all = [g.interval for g in self._groups] == [device.poll]
+        self._backoff = backoff or Backoff(device.reconnect_min, device.reconnect_max)
         self._retry_at = 0.0
-        self._conn: _Connection | None = None
+        self._link: Link | None = None
+        with contextlib.suppress(RuntimeError):  # no running loop: join on the first read
+            # Joining now lets the link count every unit on it from the start, so one
+            # silent unit is never taken for a dead link before its siblings polled.
+            self._link = join_link(device)
         self._lock = asyncio.Lock()
-        self._link = LinkState.DOWN
-        self._link_known = False
-        self._refused: dict[int, int] = {}
+        self._state = LinkState.DOWN
+        self._state_known = False
+        self._refused: dict[tuple[int, int, int], int] = {}
         self._undecodable: set[int] = set()
+        self._raw: dict[int, Raw] = {}
+        self._keep_raw = False
+        # id(request) -> (request, its decoder); holding the request keeps its id from
+        # being reused by another request while the entry lives.
+        self._decoders: dict[int, tuple[ReadRequest, RequestDecoder]] = {}
+        self.stats = Stats()
         self._log = structlog.get_logger().bind(device=device.name)
+
+    @staticmethod
+    def _make_groups(device: ModbusDevice) -> list[PollGroup]:
+        by_interval: dict[float, list[int]] = {}
+        for index, tag in enumerate(device.tags):
+            by_interval.setdefault(device.interval_of(tag), []).append(index)
+        groups = []
+        for interval in sorted(by_interval):
+            indices = by_interval[interval]
+            plan = plan_reads(
+                [device.tags[i] for i in indices],
+                max_registers=device.max_registers,
+                max_bits=device.max_bits,
+                max_gap=device.max_gap,
+                indices=indices,
+            )
+            groups.append(PollGroup(interval, plan))
+        return groups
 
     @property
     def name(self) -> str:
@@ -97,197 +148,262 @@ class ModbusTcpDriver:
 
     @property
     def link(self) -> LinkState:
-        return self._link
+        return self._state
 
     @property
     def plan(self) -> tuple[ReadRequest, ...]:
-        """The requests one poll sends while the link is up, in order."""
-        return self._plan
+        """The requests one full poll sends while the link is up, in order."""
+        return tuple(r for g in self._groups for r in g.plan)
+
+    @property
+    def groups(self) -> tuple[PollGroup, ...]:
+        return tuple(self._groups)
 
     async def read(self) -> list[Sample]:
-        async with self._lock:
-            try:
-                return await self._poll()
-            except asyncio.CancelledError:
-                self._drop()
-                raise
+        out = await self._read(force=False)
+        if self._always_all:
+            return out  # type: ignore[return-value]  # every tag is due on every poll
+        return [s for s in out if s is not None]
+
+    async def read_all(self) -> list[Reading]:
+        """Every tag once, whatever its poll group, with its raw registers."""
+        self._keep_raw = True
+        self._raw.clear()
+        try:
+            samples = await self._read(force=True)
+        finally:
+            self._keep_raw = False
+        return [Reading(s, self._raw.get(i)) for i, s in enumerate(samples) if s is not None]
 
     async def close(self) -> None:
-        self._drop()
+        link, self._link = self._link, None
+        if link is not None:
+            leave_link(link, self._device.unit)
 
-    async def _poll(self) -> list[Sample]:
-        conn = await self._connection()
-        if conn is None:
-            return self._all_bad(_now_ms())
-        samples: list[Sample | None] = [None] * len(self._device.tags)
-        for position, request in enumerate(self._plan):
+    async def _read(self, *, force: bool) -> _Out:
+        async with self._lock:
+            due = self._due(time.monotonic(), force)
             try:
-                response = await self._send(conn, request)
-            except Exception as exc:  # the request boundary: nothing the device does escapes
-                self._failed(exc, request)
-                now = _now_ms()
-                for later in self._plan[position:]:
-                    self._fill(samples, later.slots, now, Quality.COMM)
-                break
-            now = _now_ms()
-            self._answered()
-            if response.isError():
-                self._note_refused(request, position, response.exception_code)
-                self._fill(samples, request.slots, now, Quality.COMM)
-            else:
-                self._note_accepted(request, position)
-                for slot in request.slots:
-                    samples[slot.index] = self._decode(slot, response, now)
-        return self._complete(samples)
+                out = await self._poll(due)
+            except asyncio.CancelledError:
+                if self._link is not None and not self._link.shared:
+                    self._link.drop()  # a request may be half done: start clean
+                raise
+            self.stats.polls += 1
+            self.stats.values += sum(g.size for g in due)
+            return out
 
-    async def _connection(self) -> _Connection | None:
-        """The open connection, or a new one; None while down or in a backoff window."""
-        if self._conn is not None and self._conn.client.connected and not self._conn.lost.done():
-            return self._conn
-        if self._conn is not None:
-            self._drop()
+    def _due(self, now: float, force: bool) -> list[PollGroup]:
+        """The device's own group always; a slower group when its deadline has come.
+
+        A slower group's deadlines are its own, on the monotonic clock, half a
+        device poll of tolerance; a missed deadline is skipped and counted.
+        """
+        due = []
+        slack = self._device.poll / 2
+        for group in self._groups:
+            if group.interval == self._device.poll:
+                due.append(group)
+                continue
+            if now < group.next_due - slack:
+                if force:
+                    due.append(group)  # commissioning reads it without moving its deadline
+                continue
+            due.append(group)
+            group.next_due = (group.next_due or now) + group.interval
+            if group.next_due <= now:
+                missed = int((now - group.next_due) // group.interval) + 1
+                group.next_due += missed * group.interval
+                group.overruns += missed
+                self.stats.overruns += missed
+                self._log.warning("poll_overrun", group=f"{group.interval:g}s", missed=missed)
+        return due
+
+    async def _poll(self, due: list[PollGroup]) -> _Out:
+        out: _Out = [None] * len(self._tags)
+        if not due:
+            return out
+        if self._link is None:
+            self._link = join_link(self._device)
+        link = self._link
+        if link.was_lost:
             self._went_down("the device closed the connection")
-        if time.monotonic() < self._retry_at:
-            return None
-        conn = self._new_connection()
-        started = time.monotonic()
-        try:
-            connected = await conn.client.connect()
-        except asyncio.CancelledError:
-            conn.client.close()
-            raise
-        except Exception as exc:  # connect must not raise out of read()
-            connected = False
-            reason = f"connect failed: {exc!r}"
-        else:
-            waited = time.monotonic() - started
-            timed_out = waited >= self._device.timeout
-            reason = "connect timed out" if timed_out else "connect refused or unreachable"
-        if not connected:
-            conn.client.close()
-            self._schedule_retry()
-            self._went_down(reason)
-            return None
-        self._conn = conn
-        return conn
+        up = time.monotonic() >= self._retry_at and await link.open(self._device.timeout)
+        if not up:
+            if link.last_error and not link.connected:
+                self._went_down(link.last_error)
+            now = _now_ms()
+            for group in due:
+                for request in group.plan:
+                    self._fill(out, request.slots, now, Quality.COMM)
+            return out
+        failed = False
+        for group in due:
+            if failed:
+                for request in group.plan:
+                    self._fill(out, request.slots, _now_ms(), Quality.COMM)
+            else:
+                failed = await self._poll_group(link, group, out)
+        return out
 
-    def _new_connection(self) -> _Connection:
-        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _poll_group(self, link: Link, group: PollGroup, out: _Out) -> bool:
+        """Send a group's requests; True if the unit or link failed on the way."""
+        pending = deque(group.plan)
+        kept: list[ReadRequest] = []
+        unit, timeout = self._device.unit, self._device.timeout
+        changed = False
+        while pending:
+            request = pending.popleft()
+            try:
+                self.stats.requests += 1
+                response = await link.request(
+                    request.function_code, request.address, request.count, unit, timeout
+                )
+            except Exception as exc:  # the request boundary: nothing the device does escapes
+                self._failed(link, exc, request)
+                now = _now_ms()
+                for later in (request, *pending):
+                    self._fill(out, later.slots, now, Quality.COMM)
+                kept.extend((request, *pending))
+                group.plan = kept
+                return True
+            now = _now_ms()
+            self._answered(link)
+            if response.isError():
+                code = response.exception_code
+                if code == 2 and len(request.slots) > 1:
+                    parts = split(request)
+                    self._log.warning(
+                        "read_split", request=str(request), parts=[str(p) for p in parts]
+                    )
+                    pending.extendleft(reversed(parts))
+                    changed = True
+                    continue
+                self.stats.refused += 1
+                self._note_refused(request, code)
+                self._fill(out, request.slots, now, Quality.COMM)
+            else:
+                if self._refused:
+                    self._note_accepted(request)
+                self._decode(request, response, now, out)
+            kept.append(request)
+        if changed:
+            group.plan = kept
+            self._decoders.clear()
+        return False
 
-        def on_connect_change(connected: bool) -> None:
-            if not connected and not lost.done():
-                lost.set_result(None)
+    # values
 
-        client = AsyncModbusTcpClient(
-            self._device.host,
-            port=self._device.port,
-            name=self._device.name,
-            timeout=self._device.timeout,
-            retries=0,
-            reconnect_delay=0,  # reconnects are ours, with backoff
-            trace_connect=on_connect_change,
-        )
-        return _Connection(client, lost)
-
-    async def _send(self, conn: _Connection, request: ReadRequest) -> ModbusPDU:
-        read = _reads(conn.client)[request.function_code]
-        call = asyncio.ensure_future(
-            read(request.address, count=request.count, device_id=self._device.unit)
-        )
-        try:
-            await asyncio.wait((call, conn.lost), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not call.done():
-                call.cancel()
-        if not call.done() or call.cancelled():
-            raise ConnectionException("the connection dropped while waiting for the response")
-        return call.result()
-
-    def _decode(self, slot: Slot, response: ModbusPDU, now: int) -> Sample:
-        tag = slot.tag
-        try:
-            value = self._value(slot, response)
-        except (ValueError, IndexError, struct.error) as exc:
-            if slot.index not in self._undecodable:
-                self._undecodable.add(slot.index)
-                self._log.warning("decode_failed", tag=tag.tag, address=tag.address, error=str(exc))
-            return Sample.bad(tag.tag, now, Quality.CONFIG)
-        if slot.index in self._undecodable:
-            self._undecodable.discard(slot.index)
-            self._log.info("decode_recovered", tag=tag.tag)
-        return Sample(tag.tag, now, value, Quality.GOOD)
-
-    def _value(self, slot: Slot, response: ModbusPDU) -> Value:
-        tag = slot.tag
-        if tag.parsed_address.area in ("co", "di"):
-            return bool(response.bits[slot.start])
-        registers = list(response.registers[slot.start : slot.start + slot.count])
-        raw = decode(registers, tag.type, tag.byte_order or self._device.byte_order)
-        if isinstance(raw, float) and not math.isfinite(raw):
-            raise ValueError(f"{tag.type} decodes to {raw}, not a finite number")
-        if tag.scale is None:
-            return raw
-        scaled = float(raw) * tag.scale.multiplier + tag.scale.offset
-        # 15 significant digits drop binary noise: 209 * 0.1 reads 20.9, not 20.900000000000002.
-        return float(f"{scaled:.15g}")
-
-    def _complete(self, samples: list[Sample | None]) -> list[Sample]:
-        """The poll's samples; every tag has one by construction of the plan."""
-        now = _now_ms()
-        return [
-            s if s is not None else Sample.bad(tag.tag, now, Quality.CONFIG)
-            for s, tag in zip(samples, self._device.tags, strict=True)
-        ]
-
-    def _all_bad(self, now: int) -> list[Sample]:
-        return [Sample.bad(tag.tag, now, Quality.COMM) for tag in self._device.tags]
-
-    def _fill(
-        self, samples: list[Sample | None], slots: tuple[Slot, ...], now: int, quality: Quality
-    ) -> None:
-        for slot in slots:
-            samples[slot.index] = Sample.bad(slot.tag.tag, now, quality)
-
-    def _drop(self) -> None:
-        """Close the connection, and fail a request still waiting on it."""
-        conn, self._conn = self._conn, None
-        if conn is None:
+    def _decode(self, request: ReadRequest, response: ModbusPDU, now: int, out: _Out) -> None:
+        if request.is_bits:
+            self._decode_bits(request, response.bits, now, out)
             return
-        if not conn.lost.done():
-            conn.lost.set_result(None)
-        conn.client.close()
+        decoder = self._decoder_for(request)
+        registers = cast(list[int], response.registers)  # pymodbus gives a list
+        be, sw = pack_registers(registers, decoder.swapped)
+        isfinite, good = math.isfinite, Quality.GOOD
+        for batch in decoder.batches:
+            values = batch.unpack(sw if batch.swapped else be)
+            for (index, code, convert, plain), value in zip(batch.entries, values, strict=True):
+                if plain and isfinite(value):
+                    out[index] = Sample(code, now, value, good)
+                    continue
+                try:
+                    out[index] = convert(value, now)
+                except ValueError as exc:
+                    out[index] = Sample.bad(code, now, Quality.CONFIG)
+                    self._note_undecodable(index, exc)
+        for index, single in decoder.singles:
+            try:
+                out[index] = single(registers, be, sw, now)
+            except _DECODE_ERRORS as exc:
+                out[index] = Sample.bad(self._tags[index].tag, now, Quality.CONFIG)
+                self._note_undecodable(index, exc)
+        if self._undecodable:
+            self._note_recovered(request, out)
+        if self._keep_raw:
+            for slot in request.slots:
+                self._raw[slot.index] = [
+                    int(r) for r in registers[slot.start : slot.start + slot.count]
+                ]
 
-    def _schedule_retry(self) -> None:
-        self._retry_at = time.monotonic() + self._backoff.next()
+    def _decode_bits(self, request: ReadRequest, bits: Sequence[bool], now: int, out: _Out) -> None:
+        good = Quality.GOOD
+        for slot in request.slots:
+            out[slot.index] = Sample(slot.tag.tag, now, bool(bits[slot.start]), good)
+        if self._keep_raw:
+            for slot in request.slots:
+                self._raw[slot.index] = [bool(bits[slot.start])]
 
-    def _failed(self, exc: Exception, request: ReadRequest) -> None:
-        """A transport failure (or anything unexpected) during `request`."""
-        self._drop()
-        self._schedule_retry()
-        if isinstance(exc, _TRANSPORT_ERRORS):
+    def _decoder_for(self, request: ReadRequest) -> RequestDecoder:
+        """The compiled decoder of a request, built on first use."""
+        cached = self._decoders.get(id(request))
+        if cached is None:
+            slots = [(slot.index, slot.tag, slot.start) for slot in request.slots]
+            decoder = compile_request(slots, self._device.byte_order)
+            cached = self._decoders[id(request)] = (request, decoder)
+        return cached[1]
+
+    def _note_recovered(self, request: ReadRequest, out: _Out) -> None:
+        for slot in request.slots:
+            sample = out[slot.index]
+            if slot.index in self._undecodable and sample and sample.quality != Quality.CONFIG:
+                self._undecodable.discard(slot.index)
+                self._log.info("decode_recovered", tag=slot.tag.tag)
+
+    def _note_undecodable(self, index: int, exc: Exception) -> None:
+        if index in self._undecodable:
+            return
+        self._undecodable.add(index)
+        tag = self._tags[index]
+        self._log.warning("decode_failed", tag=tag.tag, address=tag.address, error=str(exc))
+
+    def _fill(self, out: _Out, slots: tuple[Slot, ...], now: int, q: Quality) -> None:
+        for slot in slots:
+            out[slot.index] = Sample.bad(slot.tag.tag, now, q)
+
+    # state
+
+    def _failed(self, link: Link, exc: Exception, request: ReadRequest) -> None:
+        self.stats.failed += 1
+        if isinstance(exc, SILENCE_ERRORS):  # TimeoutError before OSError, its base class
+            gave_up = link.silent()
+            self._retry_at = time.monotonic() + self._backoff.next()
+            where = "the link" if gave_up else f"unit {self._device.unit}"
+            self._went_down(f"{type(exc).__name__} on {request}: {exc} ({where} backs off)")
+            return
+        link.fail(f"{type(exc).__name__} on {request}: {exc}")
+        if isinstance(exc, TRANSPORT_ERRORS):
             self._went_down(f"{type(exc).__name__} on {request}: {exc}")
         else:
             self._went_down(f"unexpected {type(exc).__name__} on {request}: {exc}", exc=exc)
 
-    def _answered(self) -> None:
+    def _answered(self, link: Link) -> None:
+        link.answered()
         self._backoff.reset()
-        if self._link is LinkState.UP and self._link_known:
+        self._retry_at = 0.0
+        if self._state is LinkState.UP and self._state_known:
             return
-        self._link, self._link_known = LinkState.UP, True
-        self._log.info("link_up", host=self._device.host, port=self._device.port)
+        self._state, self._state_known = LinkState.UP, True
+        self._log.info("link_up", link=link.label, unit=self._device.unit)
 
     def _went_down(self, reason: str, exc: Exception | None = None) -> None:
-        if self._link is LinkState.DOWN and self._link_known:
+        if self._state is LinkState.DOWN and self._state_known:
             return
-        self._link, self._link_known = LinkState.DOWN, True
+        self._state, self._state_known = LinkState.DOWN, True
         self._log.warning(
-            "link_down", host=self._device.host, port=self._device.port, reason=reason, exc_info=exc
+            "link_down",
+            link=self._device.link_key[1],
+            unit=self._device.unit,
+            reason=reason,
+            exc_info=exc,
         )
 
-    def _note_refused(self, request: ReadRequest, position: int, code: int) -> None:
-        if self._refused.get(position) == code:
+    def _note_refused(self, request: ReadRequest, code: int) -> None:
+        key = (request.function_code, request.address, request.count)
+        if self._refused.get(key) == code:
             return
-        self._refused[position] = code
+        self._refused[key] = code
         self._log.warning(
             "read_refused",
             request=str(request),
@@ -296,6 +412,7 @@ class ModbusTcpDriver:
             tags=[slot.tag.tag for slot in request.slots],
         )
 
-    def _note_accepted(self, request: ReadRequest, position: int) -> None:
-        if self._refused.pop(position, None) is not None:
+    def _note_accepted(self, request: ReadRequest) -> None:
+        key = (request.function_code, request.address, request.count)
+        if self._refused.pop(key, None) is not None:
             self._log.info("read_recovered", request=str(request))

@@ -14,6 +14,8 @@ Invariants (each pinned by tests/unit/test_modbus_plan.py):
   address no tag names may not exist on the device, and a device answers a read
   that touches one with an exception for the whole request.
 - The plan depends on the set of tags, not their order in the config.
+- `split` only ever narrows a request: its parts read no address the request
+  did not, and serve exactly the request's tags.
 """
 
 from __future__ import annotations
@@ -70,24 +72,54 @@ def plan_reads(
     max_registers: int = 125,
     max_bits: int = 2000,
     max_gap: int = 0,
+    indices: Sequence[int] | None = None,
 ) -> list[ReadRequest]:
     """Group `tags` into read requests, in the order hr, ir, co, di and by address.
 
-    Raises ValueError if one tag alone is wider than `max_registers`: such a
-    device config can never be read.
+    `indices` are the tags' positions in the device's list (default: their
+    positions in `tags`). Raises ValueError if one tag alone is wider than
+    `max_registers`: such a device config can never be read.
     """
     if max_gap < 0:
         raise ValueError(f"max_gap must be 0 or more, not {max_gap}")
     spans: dict[Area, list[tuple[int, int, int, ModbusTag]]] = {area: [] for area in _AREA_ORDER}
-    for index, tag in enumerate(tags):
+    for position, tag in enumerate(tags):
+        index = position if indices is None else indices[position]
         address = tag.parsed_address
-        width = 1 if address.area in BIT_AREAS else register_count(tag.type)
+        width = 1 if address.area in BIT_AREAS else register_count(tag.type, tag.length)
         spans[address.area].append((address.offset, width, index, tag))
     requests: list[ReadRequest] = []
     for area in _AREA_ORDER:
         cap = max_bits if area in BIT_AREAS else max_registers
         requests.extend(_merge(area, spans[area], cap, max_gap))
     return requests
+
+
+def split(request: ReadRequest) -> list[ReadRequest]:
+    """A refused request, smaller: first without gap fill, then one request per tag.
+
+    Used when a device answers exception 2 (illegal address) to a merged read:
+    the tags that share addresses stay together, the rest go alone, so the
+    address that does not exist fails only the tags that name it.
+    """
+    slots = request.slots
+    if len(slots) <= 1:
+        return [request]
+    tags = [s.tag for s in slots]
+    indices = [s.index for s in slots]
+    cap = request.count
+    dense = plan_reads(tags, max_registers=max(cap, 1), max_bits=max(cap, 1), indices=indices)
+    if len(dense) > 1:
+        return dense
+    return [
+        _request(
+            request.area,
+            request.address + s.start,
+            request.address + s.start + s.count,
+            [(request.address + s.start, s.count, s.index, s.tag)],
+        )
+        for s in slots
+    ]
 
 
 def _merge(

@@ -15,8 +15,22 @@ and nothing drifts between requests. Example:
         exception_addresses: [hr:100]
 
 A `scale` says how the device stores the value: the register holds
-(value - offset) / multiplier, rounded for integer types, so an agent tag with
-the same scale reads the value back.
+(value - offset) / multiplier (or the raw range point of the value for a
+`raw`/`eng` scale), rounded for integer types, so an agent tag with the same
+scale reads the value back.
+
+A device may instead hold several units (a gateway, an RTU bus), and choose
+its transport; see `Device`:
+
+    devices:
+      - name: gas-bus
+        transport: rtu            # tcp (default), rtu-over-tcp, rtu (a pty pair)
+        units:
+          - {unit: 1, points: [...]}
+          - {unit: 2, points: [...], delay: 150ms}     # answers late
+          - {unit: 3, points: [...], silent: true}     # never answers
+          - {unit: 4, points: [...], silent_addresses: [hr:50]}  # ignores reads of hr:50
+        drop_every: 50            # close every connection on each 50th request
 """
 
 from __future__ import annotations
@@ -24,17 +38,24 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.modbus.codec import BIT_AREAS, DATA_TYPES, Address, encode, parse_address
+from drivers.modbus.codec import (
+    BIT_AREAS,
+    DATA_TYPES,
+    Address,
+    encode,
+    parse_address,
+    register_count,
+)
 from drivers.modbus.config import ByteOrder, DataType, Scale
 from edge_agent.config.types import Duration, parse_duration
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
-Scalar = bool | int | float
+Scalar = bool | int | float | str
 
 Offset = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 """A duration that may be zero (a start time, a hold), in seconds once validated."""
@@ -168,6 +189,7 @@ class Point(_Model):
 
     address: str = Field(description="Area and 0-based offset: hr:N, ir:N, co:N or di:N.")
     type: DataType = "uint16"
+    length: int | None = Field(None, ge=1, le=125, description="Registers of a string.")
     byte_order: ByteOrder = "ABCD"
     value: Value
     scale: Scale | None = None
@@ -176,8 +198,12 @@ class Point(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         address = parse_address(self.address)
+        if address.bit is not None:
+            raise ValueError(f"{self.address}: a simulated point covers whole registers")
         if address.area in BIT_AREAS and self.type != "bool":
             raise ValueError(f"{self.address} is a single bit: its type must be bool")
+        if (self.type == "string") != (self.length is not None):
+            raise ValueError("a string needs length (in registers), and only a string has one")
         if self.scale is not None and self.type == "bool":
             raise ValueError("a bool point cannot be scaled")
         if address.offset + self.width > 65536:
@@ -193,7 +219,7 @@ class Point(_Model):
         """Addresses the point occupies: 1 for a bit, else its register count."""
         if parse_address(self.address).area in BIT_AREAS:
             return 1
-        return DATA_TYPES[self.type][1]
+        return register_count(self.type, self.length)
 
     def words(self, t: float) -> list[int] | list[bool]:
         """What the device holds at time t: registers, or one bit."""
@@ -202,9 +228,11 @@ class Point(_Model):
             return [bool(value)]
         if self.type == "bool":
             return encode(bool(value), "bool")
+        if self.type == "string" or isinstance(value, str):
+            return encode(str(value), "string", self.byte_order, self.length)
         raw: float | int = value
         if self.scale is not None:
-            raw = (value - self.scale.offset) / self.scale.multiplier
+            raw = _unscale(self.scale, float(value))
         if self.type in ("float32", "float64"):
             return encode(float(raw), self.type, self.byte_order)
         # An int stays an int: a uint64 beyond 2**53 must not pass through a float.
@@ -220,34 +248,98 @@ class Point(_Model):
         return min(max(raw, low), low + span - 1)
 
 
-class Device(_Model):
-    """A simulated Modbus TCP device on 127.0.0.1."""
+def _unscale(scale: Scale, value: float) -> float:
+    """What the register holds for an engineering value: the inverse of Scale.apply."""
+    if scale.raw is not None and scale.eng is not None:
+        (r0, r1), (e0, e1) = scale.raw, scale.eng
+        return r0 + (value - e0) * (r1 - r0) / (e1 - e0)
+    multiplier = 1.0 if scale.multiplier is None else scale.multiplier
+    return (value - (scale.offset or 0.0)) / multiplier
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    port: int = Field(0, ge=0, le=65535, description="TCP port; 0 takes any free port.")
-    unit: int = Field(1, ge=0, le=255, description="The unit id the device answers to.")
+
+class Unit(_Model):
+    """One unit id's address space, and how it answers."""
+
+    unit: int = Field(1, ge=0, le=255, description="The unit id it answers to.")
     points: list[Point] = Field(min_length=1)
     exception_addresses: list[str] = Field(
         default_factory=list,
         description="Addresses answered with exception 2 (illegal address), points or not.",
     )
+    delay: Offset = Field(0.0, description="Time taken to answer each request (a slow device).")
+    silent: bool = Field(False, description="Never answers (a dead unit behind a gateway).")
+    silent_addresses: list[str] = Field(
+        default_factory=list,
+        description="A read touching one of these gets no answer at all (a half-answering unit).",
+    )
 
     @model_validator(mode="after")
     def _no_overlap(self) -> Self:
-        for text in self.exception_addresses:
-            parse_address(text)
-        owner: dict[tuple[str, int], str] = {}
-        for point in self.points:
-            address = point.parsed_address
-            for offset in range(address.offset, address.offset + point.width):
-                key = (address.area, offset)
-                if key in owner:
-                    raise ValueError(
-                        f"point {point.address} overlaps point {owner[key]} "
-                        f"at {address.area}:{offset}"
-                    )
-                owner[key] = point.address
+        check_points(self.points, [*self.exception_addresses, *self.silent_addresses])
         return self
+
+
+def check_points(points: list[Point], exception_addresses: list[str]) -> None:
+    """Refuse points that overlap, and exception addresses that do not parse."""
+    for text in exception_addresses:
+        parse_address(text)
+    owner: dict[tuple[str, int], str] = {}
+    for point in points:
+        address = point.parsed_address
+        for offset in range(address.offset, address.offset + point.width):
+            key = (address.area, offset)
+            if key in owner:
+                raise ValueError(
+                    f"point {point.address} overlaps point {owner[key]} at {address.area}:{offset}"
+                )
+            owner[key] = point.address
+
+
+class Device(_Model):
+    """A simulated Modbus device: a TCP server on 127.0.0.1, or an RTU slave on a pty.
+
+    One unit: `unit`, `points`, `exception_addresses`, `delay` at the top. Several
+    units (a gateway, a serial bus): a list in `units`.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    transport: Literal["tcp", "rtu-over-tcp", "rtu"] = Field(
+        "tcp", description="tcp, rtu-over-tcp (RTU frames on TCP) or rtu (a pseudo-terminal)."
+    )
+    port: int = Field(0, ge=0, le=65535, description="TCP port; 0 takes any free port.")
+    unit: int = Field(1, ge=0, le=255, description="The unit id the device answers to.")
+    points: list[Point] | None = Field(None, min_length=1)
+    exception_addresses: list[str] = Field(default_factory=list)
+    delay: Offset = 0.0
+    units: list[Unit] | None = Field(None, min_length=1)
+    drop_every: int | None = Field(
+        None, ge=1, description="Close every connection after this many requests."
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        if (self.points is None) == (self.units is None):
+            raise ValueError("give points (one unit) or units (several), not both")
+        if self.points is not None:
+            check_points(self.points, self.exception_addresses)
+        ids = [u.unit for u in self.all_units]
+        if len(set(ids)) != len(ids):
+            raise ValueError("unit ids must be unique on a device")
+        return self
+
+    @property
+    def all_units(self) -> list[Unit]:
+        if self.units is not None:
+            return self.units
+        single = Unit.model_construct(
+            unit=self.unit,
+            points=self.points or [],
+            exception_addresses=self.exception_addresses,
+            delay=self.delay,
+            silent=False,
+            silent_addresses=[],
+        )
+        return [single]
 
 
 class Scenario(_Model):

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from drivers import build_driver
 from drivers.modbus.config import ModbusDevice
-from drivers.modbus.driver import ModbusTcpDriver
+from drivers.modbus.driver import ModbusDriver
 from drivers.simulator import Scenario, Simulator, load_scenario, run_simulator, start_simulator
 from edge_agent.config.schema import AgentConfig
 from edge_agent.model import LinkState, Quality, Sample
@@ -150,7 +150,7 @@ async def timed(read: Callable[[], Any]) -> tuple[list[Sample], float]:
 
 
 async def read_until(
-    driver: ModbusTcpDriver, done: Callable[[list[Sample]], bool], within: float
+    driver: ModbusDriver, done: Callable[[list[Sample]], bool], within: float
 ) -> list[Sample]:
     """Poll every 50 ms until `done`, as a scheduler would; fail after `within` seconds."""
     deadline = time.monotonic() + within
@@ -174,16 +174,16 @@ async def sim() -> AsyncIterator[Simulator]:
 
 
 @pytest.fixture
-async def closing() -> AsyncIterator[list[ModbusTcpDriver]]:
+async def closing() -> AsyncIterator[list[ModbusDriver]]:
     """Drivers appended here are closed after the test."""
-    drivers: list[ModbusTcpDriver] = []
+    drivers: list[ModbusDriver] = []
     yield drivers
     for driver in drivers:
         await driver.close()
 
 
-def make_driver(closing: list[ModbusTcpDriver], config: ModbusDevice) -> ModbusTcpDriver:
-    driver = ModbusTcpDriver(config)
+def make_driver(closing: list[ModbusDriver], config: ModbusDevice) -> ModbusDriver:
+    driver = ModbusDriver(config)
     closing.append(driver)
     return driver
 
@@ -192,7 +192,7 @@ def make_driver(closing: list[ModbusTcpDriver], config: ModbusDevice) -> ModbusT
 
 
 async def test_merged_reads_decode_every_type_and_byte_order(
-    sim: Simulator, closing: list[ModbusTcpDriver]
+    sim: Simulator, closing: list[ModbusDriver]
 ) -> None:
     """75 holding registers in one read, plus ir, co and di: every value as written."""
     driver = make_driver(closing, device(sim.ports["plc"], all_types_tags()))
@@ -213,7 +213,7 @@ async def test_merged_reads_decode_every_type_and_byte_order(
 
 
 async def test_a_value_that_is_not_a_number_is_a_config_problem_of_that_tag_only(
-    closing: list[ModbusTcpDriver],
+    closing: list[ModbusDriver],
 ) -> None:
     """A float32 holding NaN gives q=4 for its tag, its neighbour in the same read stays good."""
     scenario = Scenario.model_validate(
@@ -243,7 +243,7 @@ async def test_a_value_that_is_not_a_number_is_a_config_problem_of_that_tag_only
 
 
 async def test_each_poll_sends_exactly_the_planned_requests(
-    sim: Simulator, closing: list[ModbusTcpDriver]
+    sim: Simulator, closing: list[ModbusDriver]
 ) -> None:
     """With max_registers 10 the plan has 12 requests for 41 tags; the device sees 12 per poll."""
     driver = make_driver(closing, device(sim.ports["plc"], all_types_tags(), max_registers=10))
@@ -268,7 +268,7 @@ def refusing_scenario() -> Scenario:
 
 
 async def test_an_exception_response_is_q2_for_a_tag_alone_in_its_request(
-    closing: list[ModbusTcpDriver],
+    closing: list[ModbusDriver],
 ) -> None:
     """hr:100 is refused; hr:0 and hr:102 are separate reads and stay good; the link stays up."""
     async with await start_simulator(refusing_scenario()) as simulator:
@@ -291,29 +291,33 @@ async def test_an_exception_response_is_q2_for_a_tag_alone_in_its_request(
     assert (refused[0]["request"], refused[0]["exception_code"]) == ("hr:100+1", 2)
 
 
-async def test_an_exception_response_is_q2_for_every_tag_merged_with_it(
-    closing: list[ModbusTcpDriver],
+async def test_a_refused_merged_read_is_split_so_only_the_missing_address_is_q2(
+    closing: list[ModbusDriver],
 ) -> None:
-    """hr:100 and hr:101 are one read; the device refuses the whole read, so both are q=2.
+    """hr:100 and hr:101 are one read; the device refuses it for hr:100 alone.
 
     Modbus answers a request with data or with one exception code, never per
-    register: a refused address costs every tag merged with it. The driver does
-    not split and retry (yet); the fix is in the config (or max_registers).
+    register. The driver splits the read at once, re-sends the parts in the
+    same poll and keeps the split: hr:101 is good from the first poll on.
     """
     async with await start_simulator(refusing_scenario()) as simulator:
         config = device(simulator.ports["plc"], uint16_tags("hr:0", "hr:100", "hr:101"))
         driver = make_driver(closing, config)
         assert [str(r) for r in driver.plan] == ["hr:0+1", "hr:100+2"]
-        samples = await driver.read()
-    assert qualities(samples) == {
-        "T.hr_0": Quality.GOOD,
-        "T.hr_100": Quality.COMM,
-        "T.hr_101": Quality.COMM,
-    }
+        with capture_logs() as logs:
+            samples = await driver.read()
+        assert [str(r) for r in driver.plan] == ["hr:0+1", "hr:100+1", "hr:101+1"]
+        sent = len(simulator.function_codes("plc"))
+        again = await driver.read()
+        assert len(simulator.function_codes("plc")) - sent == 3
+    expected = {"T.hr_0": Quality.GOOD, "T.hr_100": Quality.COMM, "T.hr_101": Quality.GOOD}
+    assert qualities(samples) == expected
+    assert qualities(again) == expected
+    assert [e["parts"] for e in logs if e["event"] == "read_split"] == [["hr:100+1", "hr:101+1"]]
 
 
 async def test_a_wrong_unit_id_is_q2_and_the_link_stays_up(
-    sim: Simulator, closing: list[ModbusTcpDriver]
+    sim: Simulator, closing: list[ModbusDriver]
 ) -> None:
     """The simulator answers unit 9 with exception 0x0B, as a gateway does."""
     driver = make_driver(closing, device(sim.ports["plc"], uint16_tags("hr:1"), unit=9))
@@ -326,7 +330,7 @@ async def test_a_wrong_unit_id_is_q2_and_the_link_stays_up(
 
 
 async def test_a_stopped_device_is_q2_at_once_and_is_read_again_when_it_returns(
-    sim: Simulator, closing: list[ModbusTcpDriver]
+    sim: Simulator, closing: list[ModbusDriver]
 ) -> None:
     """Stop: every tag q=2 well within the timeout. Start: good again within the backoff."""
     driver = make_driver(closing, device(sim.ports["plc"], all_types_tags()))
@@ -349,7 +353,7 @@ async def test_a_stopped_device_is_q2_at_once_and_is_read_again_when_it_returns(
 
 
 async def test_a_hung_device_times_out_then_backs_off_without_touching_the_network(
-    sim: Simulator, closing: list[ModbusTcpDriver]
+    sim: Simulator, closing: list[ModbusDriver]
 ) -> None:
     """A device that accepts but never answers costs one timeout, then q=2 at once until retry."""
     driver = make_driver(closing, device(sim.ports["plc"], uint16_tags("hr:1", "hr:2")))
@@ -372,7 +376,7 @@ async def test_a_hung_device_times_out_then_backs_off_without_touching_the_netwo
 
 
 async def test_a_dead_device_does_not_delay_a_live_one_polled_concurrently(
-    closing: list[ModbusTcpDriver],
+    closing: list[ModbusDriver],
 ) -> None:
     """gather(dead, live): the live device answers in milliseconds while the dead one times out."""
     point = {"address": "hr:0", "value": {"counter": {}}}
@@ -398,7 +402,7 @@ async def test_a_dead_device_does_not_delay_a_live_one_polled_concurrently(
 
 
 async def test_a_cancelled_read_drops_the_connection_and_the_next_read_reconnects(
-    sim: Simulator, closing: list[ModbusTcpDriver]
+    sim: Simulator, closing: list[ModbusDriver]
 ) -> None:
     """Cancelling a read mid-request raises CancelledError and leaves no stale request behind."""
     driver = make_driver(closing, device(sim.ports["plc"], uint16_tags("hr:1")))
@@ -418,7 +422,7 @@ async def test_a_cancelled_read_drops_the_connection_and_the_next_read_reconnect
 
 
 async def test_the_device_only_ever_receives_read_function_codes(
-    sim: Simulator, closing: list[ModbusTcpDriver]
+    sim: Simulator, closing: list[ModbusDriver]
 ) -> None:
     """A full run (all areas, refusals, an outage, a reconnect) sends codes 1-4 and nothing else."""
     driver = make_driver(closing, device(sim.ports["plc"], all_types_tags(), max_registers=10))
@@ -473,7 +477,7 @@ async def test_build_driver_polls_the_demo_plant_with_the_demo_config() -> None:
 
 @pytest.mark.parametrize("as_object", [False, True], ids=["path", "scenario"])
 async def test_run_simulator_announces_each_device_and_serves_until_cancelled(
-    capsys: pytest.CaptureFixture[str], closing: list[ModbusTcpDriver], as_object: bool
+    capsys: pytest.CaptureFixture[str], closing: list[ModbusDriver], as_object: bool
 ) -> None:
     """One stdout line per device with its real port; the device answers; cancel stops it."""
     path = ROOT / "drivers/simulator/scenarios/demo.yaml"

@@ -88,8 +88,65 @@ def test_parse_address_reads_area_and_offset(text: str, address: Address) -> Non
     assert str(address) == text
 
 
-@pytest.mark.parametrize("text", ["40001", "hr0", "xx:1", "hr:-1", "hr:65536"])
+@pytest.mark.parametrize(
+    "text", ["hr0", "xx:1", "hr:-1", "hr:65536", "20001", "4001", "4000001", "hr:1.x"]
+)
 def test_parse_address_refuses_other_forms(text: str) -> None:
-    """Modicon numbers and out-of-range offsets are refused."""
+    """Unknown areas, short or long Modicon numbers and out-of-range offsets are refused."""
     with pytest.raises(ValueError, match=r"not an address|beyond 65535"):
         parse_address(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "base", "address"),
+    [
+        ("40001", 1, Address("hr", 0)),
+        ("40010", 1, Address("hr", 9)),
+        ("30001", 1, Address("ir", 0)),
+        ("00001", 1, Address("co", 0)),
+        ("10008", 1, Address("di", 7)),
+        ("400001", 1, Address("hr", 0)),
+        ("465536", 1, Address("hr", 65535)),
+        ("40000", 0, Address("hr", 0)),
+        ("40001", 0, Address("hr", 1)),
+        ("40001.3", 1, Address("hr", 0, 3)),
+    ],
+)
+def test_modicon_numbers_count_from_the_stated_base(text: str, base: int, address: Address) -> None:
+    """40001 is hr:0 under the Modicon convention (base 1) and hr:1 under base 0."""
+    assert parse_address(text, base=base) == address
+
+
+def test_a_modicon_number_below_the_base_says_where_the_area_starts() -> None:
+    with pytest.raises(ValueError, match="the first holding register is 40001"):
+        parse_address("40000", base=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("co:1.0", "single bit already"), ("hr:1.16", "bits 0 to 15")],
+)
+def test_a_bit_address_must_name_a_register_bit(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_address(text)
+
+
+@pytest.mark.parametrize(("bit", "expected"), [(0, True), (1, False), (15, True), (14, False)])
+def test_a_bool_can_be_one_bit_of_a_register(bit: int, expected: bool) -> None:
+    assert decode([0x8001], "bool", bit=bit) is expected
+
+
+@pytest.mark.parametrize(
+    ("order", "registers"),
+    [
+        ("ABCD", [0x5441, 0x4E4B, 0x2D31, 0x0000]),  # "TANK-1", NUL padded
+        ("BADC", [0x4154, 0x4B4E, 0x312D, 0x0000]),
+    ],
+)
+def test_a_string_reads_its_registers_and_strips_padding(order: str, registers: list[int]) -> None:
+    assert decode(registers, "string", order) == "TANK-1"
+    assert encode("TANK-1", "string", order, length=4) == registers
+
+
+def test_trailing_spaces_of_a_string_are_stripped() -> None:
+    assert decode([0x4F4B, 0x2020], "string") == "OK"

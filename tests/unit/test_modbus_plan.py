@@ -7,7 +7,7 @@ import random
 import pytest
 
 from drivers.modbus.config import ModbusTag
-from drivers.modbus.plan import ReadRequest, plan_reads
+from drivers.modbus.plan import ReadRequest, plan_reads, split
 
 
 def tag(address: str, data_type: str = "uint16", name: str | None = None) -> ModbusTag:
@@ -134,3 +134,41 @@ def test_a_tag_wider_than_the_cap_is_refused() -> None:
 def test_no_tags_no_requests() -> None:
     """An empty tag list plans nothing."""
     assert plan_reads([]) == []
+
+
+# --- splitting a refused read ---------------------------------------------------------------
+
+
+def test_a_refused_gap_filled_read_splits_first_into_its_dense_parts() -> None:
+    """hr:0-1 and hr:5 were merged across a gap; the gap may be what the device refused."""
+    (merged,) = plan_reads([tag("hr:0"), tag("hr:1"), tag("hr:5")], max_gap=4)
+    parts = split(merged)
+    assert shape(parts) == [("hr", 0, 2, 3), ("hr", 5, 1, 3)]
+    assert [s.index for p in parts for s in p.slots] == [0, 1, 2]
+
+
+def test_a_refused_dense_read_splits_into_one_read_per_tag() -> None:
+    (merged,) = plan_reads([tag("hr:0"), tag("hr:1", "float32"), tag("hr:3")])
+    parts = split(merged)
+    assert shape(parts) == [("hr", 0, 1, 3), ("hr", 1, 2, 3), ("hr", 3, 1, 3)]
+    assert [slots(p) for p in parts] == [[("hr:0", 0, 1)], [("hr:1", 0, 2)], [("hr:3", 0, 1)]]
+
+
+def test_a_single_tag_read_is_not_split_further() -> None:
+    (single,) = plan_reads([tag("hr:7")])
+    assert split(single) == [single]
+
+
+def test_split_parts_read_nothing_the_request_did_not() -> None:
+    rng = random.Random(3)
+    for _ in range(50):
+        offsets = sorted(rng.sample(range(100), 12))
+        tags = [tag(f"hr:{o}", name=f"T{o}") for o in offsets]
+        for request in plan_reads(tags, max_gap=5):
+            parts = split(request)
+            assert sorted(s.index for p in parts for s in p.slots) == sorted(
+                s.index for s in request.slots
+            )
+            for part in parts:
+                assert request.address <= part.address
+                assert part.address + part.count <= request.address + request.count

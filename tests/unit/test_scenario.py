@@ -232,3 +232,75 @@ def test_demo_config_reads_every_demo_point_as_the_device_stores_it() -> None:
         assert (tag.address, tag.type) == (p.address, p.type), tag.tag
         assert (tag.byte_order or device.byte_order) == p.byte_order, tag.tag
         assert tag.scale == p.scale, tag.tag
+
+
+# --- units, transports, strings -------------------------------------------------------------
+
+TANK_FARM_SCENARIO = ROOT / "drivers" / "simulator" / "scenarios" / "tank-farm.yaml"
+
+
+def test_a_device_holds_several_units_with_their_own_behaviour() -> None:
+    scenario = Scenario.model_validate(
+        {
+            "devices": [
+                {
+                    "name": "bus",
+                    "transport": "rtu",
+                    "units": [
+                        {"unit": 1, "points": [{"address": "hr:0", "value": {"const": 1}}]},
+                        {"unit": 2, "delay": "150ms",
+                         "points": [{"address": "hr:0", "value": {"const": 2}}]},
+                        {"unit": 3, "silent": True,
+                         "points": [{"address": "hr:0", "value": {"const": 3}}]},
+                    ],
+                }
+            ]
+        }
+    )  # fmt: skip
+    units = scenario.devices[0].all_units
+    assert [(u.unit, u.delay, u.silent) for u in units] == [
+        (1, 0.0, False),
+        (2, 0.15, False),
+        (3, 0.0, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ({"points": [{"address": "hr:0", "value": {"const": 1}}],
+          "units": [{"points": [{"address": "hr:0", "value": {"const": 1}}]}]}, "not both"),
+        ({}, "not both"),
+        ({"units": [{"unit": 1, "points": [{"address": "hr:0", "value": {"const": 1}}]},
+                    {"unit": 1, "points": [{"address": "hr:0", "value": {"const": 1}}]}]},
+         "unit ids must be unique"),
+        ({"transport": "serial", "points": [{"address": "hr:0", "value": {"const": 1}}]},
+         "transport"),
+    ],
+)  # fmt: skip
+def test_bad_device_forms_are_refused(device: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Scenario.model_validate({"devices": [{"name": "d", **device}]})
+
+
+def test_a_string_point_holds_its_text_in_length_registers() -> None:
+    p = point(address="hr:0", type="string", length=3, value={"const": "TK-1"})
+    assert p.words(0) == [0x544B, 0x2D31, 0x0000]
+    assert decode(p.words(0), "string") == "TK-1"
+
+
+def test_a_raw_range_scaled_point_holds_the_raw_count() -> None:
+    """4-20 mA in µA: 50 %LEL on 4000..20000 is 12000."""
+    p = point(address="ir:0", type="uint16", scale={"raw": [4000, 20000], "eng": [0, 100]},
+              value={"const": 50})  # fmt: skip
+    assert p.words(0) == [12000]
+
+
+def test_the_tank_farm_scenario_serves_every_link_of_the_tank_farm_config() -> None:
+    scenario = load_scenario(TANK_FARM_SCENARIO)
+    config = AgentConfig.model_validate(
+        yaml.safe_load((ROOT / "config" / "tank-farm.yaml").read_text(encoding="utf-8"))
+    )
+    served = {(d.transport, u.unit) for d in scenario.devices for u in d.all_units}
+    wanted = {(d.transport, d.unit) for d in config.devices}
+    assert wanted <= served
