@@ -124,7 +124,7 @@ def store_outlook(config: AgentConfig) -> list[str]:
     from edge_agent.config.types import format_size
     from edge_agent.store.capacity import outage_capacity_s
 
-    rate = sum(len(device.tags) / device.poll for device in config.devices)
+    rate = config.readings_per_second()
     holds = outage_capacity_s(config.store.max_size, rate)
     lines = [
         f"the store (max_size {format_size(config.store.max_size)}) holds about "

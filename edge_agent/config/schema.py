@@ -14,7 +14,7 @@ from typing import Annotated, Literal, NamedTuple, Self
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.modbus.config import ModbusDevice
+from drivers.modbus.config import ModbusDevice, shared_link_problems
 from edge_agent.config.tags import Strict
 from edge_agent.config.types import ByteSize, Duration, EnterpriseCode, GatewayCode
 
@@ -334,6 +334,18 @@ class AgentConfig(Strict):
     uplink: Uplink = Field(description="Where and how the gateway reports.")
     store: Store = Field(description="Where the gateway buffers what is not yet delivered.")
     devices: list[Device] = Field(min_length=1, description="Devices polled by this gateway.")
+
+    @model_validator(mode="after")
+    def _links_agree(self) -> Self:
+        """Devices on one connection (host:port or serial port) must agree on its settings."""
+        problems = shared_link_problems(self.devices)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def readings_per_second(self) -> float:
+        """How many readings the configured polls produce, poll groups included."""
+        return sum(1 / device.interval_of(tag) for device in self.devices for tag in device.tags)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:

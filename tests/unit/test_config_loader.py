@@ -374,3 +374,15 @@ def test_a_directory_raises_config_file_missing(tmp_path: Path) -> None:
     """A directory is not a config file."""
     with pytest.raises(ConfigFileMissing, match="is a directory"):
         load_config(tmp_path)
+
+
+def test_two_devices_with_the_same_unit_on_one_connection_are_refused(tmp_path: Path) -> None:
+    second = (
+        "  - name: plc-2\n"
+        "    driver: modbus\n"
+        "    host: 192.168.0.10\n"
+        "    tags:\n"
+        "      - {tag: PT-101, hazard: HZ01, address: hr:0, type: uint16}\n"
+    )
+    (problem,) = problems(tmp_path, VALID + second)
+    assert "devices plc-1 and plc-2 are both unit 1 on 192.168.0.10:502" in problem
