@@ -243,18 +243,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _read(args: argparse.Namespace) -> int:
     from edge_agent import commission, logs
-    from edge_agent.config import load_config
-    from edge_agent.errors import ConfigError, ConfigFileMissing
 
     logs.configure("warning")
-    try:
-        config = load_config(args.config)
-    except ConfigFileMissing as exc:
-        print(exc, file=sys.stderr)
-        return EX_NOINPUT
-    except ConfigError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return EX_CONFIG
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
     devices = [d for d in config.devices if not args.device or d.name in args.device]
     unknown = set(args.device) - {d.name for d in config.devices}
     if unknown:

@@ -169,22 +169,54 @@ def agent_config(
     return path
 
 
-def counter_device(port: int, poll_s: float) -> dict[str, Any]:
-    """A device with a counter that rises by 1 a second (hr:0) and a level with a limit (hr:2)."""
-    return {
-        "name": "plc-1",
-        "driver": "modbus",
-        "host": "127.0.0.1",
-        "port": port,
-        "poll": f"{int(poll_s * 1000)}ms",
-        "tags": [
-            {"tag": "HZ01.CNT", "hazard": "HZ01", "address": "hr:0", "type": "uint32"},
+def counter_device(port: int, poll_s: float, level: bool = True) -> dict[str, Any]:
+    """A device with a counter that rises by 1 a second (hr:0) and, unless `level` is
+    False, a level with a limit (hr:2)."""
+    tags: list[dict[str, Any]] = [
+        {"tag": "HZ01.CNT", "hazard": "HZ01", "address": "hr:0", "type": "uint32"},
+    ]
+    if level:
+        tags.append(
             {
                 "tag": "HZ01.LT101",
                 "hazard": "HZ01",
                 "address": "hr:2",
                 "type": "float32",
                 "limits": {"H": 15, "deadband": 0.5},
-            },
-        ],
+            }
+        )
+    return {
+        "name": "plc-1",
+        "driver": "modbus",
+        "host": "127.0.0.1",
+        "port": port,
+        "poll": f"{int(poll_s * 1000)}ms",
+        "tags": tags,
+    }
+
+
+def busy_device(
+    plant: Callable[..., Plant], gas: dict[str, Any], limits: dict[str, float]
+) -> dict[str, Any]:
+    """A device that fills a store fast: 100 noisy float32 tags polled every 50 ms
+    (2,000 readings/s), plus a gas detector HZ01.GT201 (hr:300) following `gas`."""
+    points = [
+        {"address": f"hr:{2 * i}", "type": "float32", "value": {"noise": {"mean": 50, "sd": 5}}}
+        for i in range(100)
+    ]
+    points.append({"address": "hr:300", "type": "uint16", "value": gas})
+    sim = plant(points)
+    tags = [
+        {"tag": f"HZ01.T{i:03d}", "hazard": "HZ01", "address": f"hr:{2 * i}", "type": "float32"}
+        for i in range(100)
+    ]
+    gas_tag = {"tag": "HZ01.GT201", "hazard": "HZ01", "address": "hr:300", "type": "uint16"}
+    tags.append({**gas_tag, "limits": limits})
+    return {
+        "name": "plc-1",
+        "driver": "modbus",
+        "host": "127.0.0.1",
+        "port": sim.port,
+        "poll": "50ms",
+        "tags": tags,
     }

@@ -45,8 +45,7 @@ def test_a_black_holed_link_is_detected_within_the_keepalive_and_recovers_withou
     spawn: Callable[..., Process],
 ) -> None:
     sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
-    device = counter_device(sim.port, 0.2)
-    device["tags"] = device["tags"][:1]
+    device = counter_device(sim.port, 0.2, level=False)
     config = agent_config(
         tmp_path,
         link.port,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Plant, Process, agent_config
+from conftest import Plant, Process, agent_config, busy_device
 from delivery import assert_no_seq_gap, drained_since, envelopes
 
 from edge_agent.demo.broker import Mosquitto
@@ -46,39 +46,9 @@ def test_a_full_disk_degrades_and_recovers(  # noqa: PLR0917  (pytest fixtures)
     plant: Callable[..., Plant],
     spawn: Callable[..., Process],
 ) -> None:
-    points = [
-        {"address": f"hr:{2 * i}", "type": "float32", "value": {"noise": {"mean": 50, "sd": 5}}}
-        for i in range(100)
-    ]
-    points.append(  # crosses H = 25 every 4 s, so alarms fall due whatever the disk does
-        {
-            "address": "hr:300",
-            "type": "uint16",
-            "value": {"sine": {"mean": 25, "amplitude": 20, "period": "4s"}},
-        }
-    )
-    sim = plant(points)
-    tags = [
-        {"tag": f"HZ01.T{i:03d}", "hazard": "HZ01", "address": f"hr:{2 * i}", "type": "float32"}
-        for i in range(100)
-    ]
-    tags.append(
-        {
-            "tag": "HZ01.GT201",
-            "hazard": "HZ01",
-            "address": "hr:300",
-            "type": "uint16",
-            "limits": {"H": 25},
-        }
-    )
-    device = {
-        "name": "plc-1",
-        "driver": "modbus",
-        "host": "127.0.0.1",
-        "port": sim.port,
-        "poll": "50ms",
-        "tags": tags,
-    }
+    # The gas detector crosses H = 25 every 4 s, so alarms fall due whatever the disk does.
+    gas = {"sine": {"mean": 25, "amplitude": 20, "period": "4s"}}
+    device = busy_device(plant, gas=gas, limits={"H": 25})
     config = agent_config(
         tmp_path, broker.port, [device], store={"path": str(small_disk / "store.db")}
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Plant, Process, agent_config, counter_device
+from conftest import Plant, Process, agent_config, busy_device, counter_device
 from delivery import assert_copies_identical, assert_no_seq_gap, drained_since, envelopes
 
 from edge_agent.demo.broker import Mosquitto
@@ -23,12 +23,6 @@ from edge_agent.store.capacity import file_bytes
 pytestmark = pytest.mark.fault
 
 COUNTER = [{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}]
-
-
-def one_tag_device(port: int, poll_s: float = 0.2) -> dict[str, Any]:
-    device = counter_device(port, poll_s)
-    device["tags"] = device["tags"][:1]
-    return device
 
 
 def run_agent_once(config: Path) -> subprocess.CompletedProcess[str]:
@@ -54,7 +48,7 @@ def test_a_corrupt_store_is_set_aside_and_the_agent_carries_on(
     spawn: Callable[..., Process],
 ) -> None:
     sim = plant(COUNTER)
-    config = agent_config(tmp_path, broker.port, [one_tag_device(sim.port)])
+    config = agent_config(tmp_path, broker.port, [counter_device(sim.port, 0.2, level=False)])
     agent = spawn("agent", "run", str(config))
     platform.wait_for(lambda ms: len(envelopes(ms)) >= 5, 15, "five messages")
     assert agent.terminate() == 0
@@ -78,7 +72,7 @@ def test_a_corrupt_store_is_set_aside_and_the_agent_carries_on(
 
 
 def test_a_store_from_a_newer_version_is_refused_and_kept(tmp_path: Path) -> None:
-    config = agent_config(tmp_path, 1, [one_tag_device(1)])
+    config = agent_config(tmp_path, 1, [counter_device(1, 0.2, level=False)])
     store = tmp_path / "store.db"
     with sqlite3.connect(store) as db:
         db.execute("CREATE TABLE future (x)")
@@ -97,7 +91,7 @@ def test_a_second_agent_on_the_same_store_is_refused(
     spawn: Callable[..., Process],
 ) -> None:
     sim = plant(COUNTER)
-    config = agent_config(tmp_path, broker.port, [one_tag_device(sim.port)])
+    config = agent_config(tmp_path, broker.port, [counter_device(sim.port, 0.2, level=False)])
     first = spawn("agent", "run", str(config))
     deadline = time.monotonic() + 10
     while "agent_started" not in first.log():
@@ -119,7 +113,7 @@ def test_a_power_loss_rollback_never_reuses_a_seq(
 ) -> None:
     """Imitates a power loss by bringing back an older copy of the store files."""
     sim = plant(COUNTER)
-    config = agent_config(tmp_path, broker.port, [one_tag_device(sim.port)])
+    config = agent_config(tmp_path, broker.port, [counter_device(sim.port, 0.2, level=False)])
     agent = spawn("agent", "run", str(config))
     platform.wait_for(lambda ms: len(envelopes(ms)) >= 3, 15, "first messages")
     agent.kill9()
@@ -153,39 +147,9 @@ def test_the_cap_reached_during_an_outage_thins_readings_and_keeps_alarms(
     plant: Callable[..., Plant],
     spawn: Callable[..., Process],
 ) -> None:
-    points = [
-        {"address": f"hr:{2 * i}", "type": "float32", "value": {"noise": {"mean": 50, "sd": 5}}}
-        for i in range(100)
-    ]
-    points.append(
-        {
-            "address": "hr:300",
-            "type": "uint16",
-            "value": {"step": {"before": 10, "after": 60, "at": "6s"}},
-        }
+    device = busy_device(
+        plant, gas={"step": {"before": 10, "after": 60, "at": "6s"}}, limits={"H": 25, "HH": 50}
     )
-    sim = plant(points)
-    tags = [
-        {"tag": f"HZ01.T{i:03d}", "hazard": "HZ01", "address": f"hr:{2 * i}", "type": "float32"}
-        for i in range(100)
-    ]
-    tags.append(
-        {
-            "tag": "HZ01.GT201",
-            "hazard": "HZ01",
-            "address": "hr:300",
-            "type": "uint16",
-            "limits": {"H": 25, "HH": 50},
-        }
-    )
-    device = {
-        "name": "plc-1",
-        "driver": "modbus",
-        "host": "127.0.0.1",
-        "port": sim.port,
-        "poll": "50ms",
-        "tags": tags,
-    }
     config = agent_config(tmp_path, broker.port, [device], store={"max_size": "1MiB"})
     agent = spawn("agent", "run", str(config))
     platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")

@@ -22,8 +22,7 @@ def test_mqtt_3_1_1_delivers_readings_and_retained_state(
 ) -> None:
     """With protocol 3.1.1 the platform still gets `rt` envelopes and a retained `state`."""
     sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
-    device = counter_device(sim.port, 0.5)
-    device["tags"] = device["tags"][:1]
+    device = counter_device(sim.port, 0.5, level=False)
     config = agent_config(tmp_path, broker.port, [device], mqtt={"protocol": "3.1.1"})
     agent = spawn("agent", "run", str(config))
     platform.wait_for(lambda ms: len([m for m in ms if m.kind == "rt"]) >= 2, 15, "two rt messages")
@@ -43,8 +42,7 @@ def test_a_refused_publish_stays_in_the_store(
     broker.start()
     try:
         sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
-        device = counter_device(sim.port, 0.5)
-        device["tags"] = device["tags"][:1]
+        device = counter_device(sim.port, 0.5, level=False)
         agent = spawn("agent", "run", str(agent_config(tmp_path, broker.port, [device])))
         deadline = time.monotonic() + 15
         while "mqtt_publish_refused" not in agent.log():
@@ -67,8 +65,7 @@ def test_the_last_will_says_offline_30_s_after_a_crash(
 ) -> None:
     """MQTT 5 will delay: no offline flap right after a kill -9, the retained will after 30 s."""
     sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
-    device = counter_device(sim.port, 0.5)
-    device["tags"] = device["tags"][:1]
+    device = counter_device(sim.port, 0.5, level=False)
     agent = spawn("agent", "run", str(agent_config(tmp_path, broker.port, [device])))
     platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")
     agent.kill9()
@@ -91,8 +88,7 @@ def test_gzip_payloads_carry_the_same_envelope(
 ) -> None:
     """With batch.gzip every envelope is sent compressed (1f 8b) and inflates to the spec's form."""
     sim = plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
-    device = counter_device(sim.port, 0.2)
-    device["tags"] = device["tags"][:1]
+    device = counter_device(sim.port, 0.2, level=False)
     config = agent_config(tmp_path, broker.port, [device], batch={"gzip": True})
     agent = spawn("agent", "run", str(config))
     platform.wait_for(lambda ms: len([m for m in ms if m.kind == "rt"]) >= 3, 15, "rt messages")
