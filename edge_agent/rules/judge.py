@@ -6,6 +6,7 @@ import math
 
 from edge_agent.config.tags import Limits
 from edge_agent.model import AlarmEvent, Quality, Reading, Sample
+from edge_agent.rules.fault import FaultJudge
 from edge_agent.rules.limits import LimitJudge
 
 
@@ -16,10 +17,13 @@ class TagRules:
         self.tag = tag
         self.hz = hz
         self._limits = LimitJudge(tag, hz, limits) if limits and limits.items() else None
+        self._fault = FaultJudge(tag, hz)
 
     def judge(self, sample: Sample) -> tuple[Reading, list[AlarmEvent]]:
         sample = _reject_non_finite(sample)
-        events = self._limits.judge(sample) if self._limits else []
+        events = self._fault.judge(sample)
+        if self._limits:
+            events += self._limits.judge(sample)
         return Reading(self.tag, self.hz, sample.ts_ms, sample.value, sample.quality), events
 
 

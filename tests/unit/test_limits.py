@@ -75,3 +75,29 @@ def test_tag_rules_carry_the_hazard_code_and_alarm_fields() -> None:
         25,
         7,
     )
+
+
+def fault_events(qualities: list[Quality]) -> list[tuple[str, str, object, object]]:
+    rules = TagRules("GT201", "HZ01")
+    events = []
+    for ts, quality in enumerate(qualities):
+        value = None if quality.is_bad else 10.0
+        events += rules.judge(Sample("GT201", ts, value, quality))[1]
+    return [(str(e.kind), str(e.state), e.value, e.limit) for e in events]
+
+
+def test_a_sensor_fault_raises_fault_and_a_usable_value_clears_it() -> None:
+    q = Quality
+    assert fault_events([q.GOOD, q.SENSOR, q.SENSOR, q.UNCERTAIN]) == [
+        ("FAULT", "raised", None, None),
+        ("FAULT", "cleared", None, None),
+    ]
+
+
+def test_no_communication_neither_raises_nor_clears_fault() -> None:
+    q = Quality
+    assert fault_events([q.COMM, q.CONFIG]) == []
+    assert fault_events([q.SENSOR, q.COMM, q.CONFIG, q.GOOD]) == [
+        ("FAULT", "raised", None, None),
+        ("FAULT", "cleared", None, None),
+    ]
