@@ -36,13 +36,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
+# The tests also make throw-away TLS certificates with the openssl command.
 mosquitto:
-	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
+	@{ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } && command -v openssl >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then \
-			echo "installing Mosquitto (apt-get install mosquitto)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+			echo "installing Mosquitto and OpenSSL (apt-get install mosquitto openssl)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl; \
 		else \
-			echo "Mosquitto is needed: run 'sudo apt-get install mosquitto' and try again"; exit 1; \
+			echo "Mosquitto and openssl are needed: run 'sudo apt-get install mosquitto openssl' and try again"; exit 1; \
 		fi; }
 
 clean:
