@@ -80,16 +80,18 @@ class Process:
         self.popen.wait()
 
     def terminate(self, timeout: float = 10.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
+        """SIGTERM and wait; returns the exit code (-9 if it had to be killed after `timeout`).
+
+        Never raises, so a fixture's teardown stops every process it started.
+        """
         assert self.popen is not None
         if self.popen.poll() is None:
             self.popen.terminate()
         try:
             return self.popen.wait(timeout)
-        finally:
-            if self.popen.poll() is None:
-                self.popen.kill()
-                self.popen.wait()
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
