@@ -171,6 +171,41 @@ def agent_config(
     return path
 
 
+@dataclass
+class Rig:
+    """The usual rig of an end-to-end test: a private broker, the platform subscriber
+    (subscribed before any agent starts), and starters for simulated devices and processes."""
+
+    tmp_path: Path
+    broker: Mosquitto
+    platform: PlatformSubscriber
+    plant: Callable[..., Plant]
+    spawn: Callable[..., Process]
+
+    def agent_config(
+        self, devices: list[dict[str, Any]], store: dict[str, Any] | None = None, **uplink: Any
+    ) -> Path:
+        """`agent_config` for this rig's directory and broker."""
+        return agent_config(self.tmp_path, self.broker.port, devices, store, **uplink)
+
+    def start_agent(
+        self, devices: list[dict[str, Any]], store: dict[str, Any] | None = None, **uplink: Any
+    ) -> Process:
+        """`edge-agent run` on a config written for this rig."""
+        return self.spawn("agent", "run", str(self.agent_config(devices, store, **uplink)))
+
+
+@pytest.fixture
+def rig(
+    tmp_path: Path,
+    broker: Mosquitto,
+    platform: PlatformSubscriber,
+    plant: Callable[..., Plant],
+    spawn: Callable[..., Process],
+) -> Rig:
+    return Rig(tmp_path, broker, platform, plant, spawn)
+
+
 def counter_device(port: int, poll_s: float, level: bool = True) -> dict[str, Any]:
     """A device with a counter that rises by 1 a second (hr:0) and, unless `level` is
     False, a level with a limit (hr:2)."""

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from conftest import Plant, Process, agent_config, counter_device
+from conftest import Rig, agent_config, counter_device
 from delivery import (
     assert_copies_identical,
     assert_counter_complete,
@@ -19,9 +17,6 @@ from delivery import (
     drained_since,
     envelopes,
 )
-
-from edge_agent.demo.broker import Mosquitto
-from edge_agent.demo.platform import PlatformSubscriber
 
 OUTAGE_S = float(os.environ.get("EDGE_AGENT_TEST_OUTAGE_S", "60"))
 BACKFILL_RATE = f"{int(OUTAGE_S * 70)}B"
@@ -31,14 +26,8 @@ BACKFILL_RATE = f"{int(OUTAGE_S * 70)}B"
 pytestmark = pytest.mark.fault
 
 
-def test_broker_outage_is_back_filled_with_hist(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
-    sim = plant(
+def test_broker_outage_is_back_filled_with_hist(rig: Rig) -> None:
+    sim = rig.plant(
         [
             {"address": "hr:0", "type": "uint32", "value": {"counter": {}}},
             # Crosses the level's H = 15 every 6 s: alarms keep falling due.
@@ -50,22 +39,22 @@ def test_broker_outage_is_back_filled_with_hist(
         ]
     )
     config = agent_config(
-        tmp_path,
-        broker.port,
+        rig.tmp_path,
+        rig.broker.port,
         [counter_device(sim.port, 0.2)],
         backfill_rate=BACKFILL_RATE,
         batch={"max_items": 20},
     )
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")
+    agent = rig.spawn("agent", "run", str(config))
+    rig.platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")
     time.sleep(1)
     down_at = time.time()
-    broker.stop()
+    rig.broker.stop()
     time.sleep(OUTAGE_S)
-    broker.start()
+    rig.broker.start()
     up_at = time.time()
-    platform.wait_for(drained_since(up_at), 90, "state with backlog 0 after the outage")
-    messages = platform.messages
+    rig.platform.wait_for(drained_since(up_at), 90, "state with backlog 0 after the outage")
+    messages = rig.platform.messages
 
     assert_no_seq_gap(messages)
     assert_copies_identical(messages)
@@ -87,7 +76,7 @@ def test_broker_outage_is_back_filled_with_hist(
     assert any(seq < max(hist_seqs) for seq in live_alarms), (
         "a live alarm raised while back-fill drained must go ahead of the rest of the back-fill"
     )
-    platform.wait_for(
+    rig.platform.wait_for(
         lambda ms: any(
             m.kind == "rt" and not m.body["hist"] and m.body["items"][0]["ts"] / 1000 > up_at + 1
             for m in ms

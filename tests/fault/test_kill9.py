@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from conftest import Plant, Process, agent_config, counter_device
+from conftest import Rig, counter_device
 from delivery import (
     Downtime,
     assert_copies_identical,
@@ -22,9 +20,6 @@ from delivery import (
     drained,
 )
 
-from edge_agent.demo.broker import Mosquitto
-from edge_agent.demo.platform import PlatformSubscriber
-
 KILLS = int(os.environ.get("EDGE_AGENT_TEST_KILLS", "20"))
 POLL_S = 0.2
 COMMIT_S = 0.25
@@ -32,14 +27,8 @@ COMMIT_S = 0.25
 pytestmark = pytest.mark.fault
 
 
-def test_kill9_cycles_lose_nothing_committed(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
-    sim = plant(
+def test_kill9_cycles_lose_nothing_committed(rig: Rig) -> None:
+    sim = rig.plant(
         [
             {"address": "hr:0", "type": "uint32", "value": {"counter": {}}},
             {
@@ -49,10 +38,7 @@ def test_kill9_cycles_lose_nothing_committed(
             },
         ]
     )
-    config = agent_config(
-        tmp_path, broker.port, [counter_device(sim.port, POLL_S)], batch={"linger": "300ms"}
-    )
-    agent = spawn("agent", "run", str(config))
+    agent = rig.start_agent([counter_device(sim.port, POLL_S)], batch={"linger": "300ms"})
     rng = random.Random(2)
     downtimes = []
     for _ in range(KILLS):
@@ -63,8 +49,8 @@ def test_kill9_cycles_lose_nothing_committed(
         agent.start()
         downtimes.append(Downtime(killed, time.time()))
     time.sleep(2)
-    platform.wait_for(drained, timeout=30, what="state with backlog 0")
-    messages = platform.messages
+    rig.platform.wait_for(drained, timeout=30, what="state with backlog 0")
+    messages = rig.platform.messages
 
     offline = [m for m in messages if m.kind == "state" and not m.body["online"]]
     assert not offline, "a restart within the will delay must not flap the gateway offline"

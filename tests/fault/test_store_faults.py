@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Plant, Process, agent_config, busy_device, counter_device
+from conftest import Plant, Process, Rig, agent_config, busy_device, counter_device
 from delivery import assert_copies_identical, assert_no_seq_gap, drained_since, envelopes
 
 from edge_agent.demo.broker import Mosquitto
-from edge_agent.demo.platform import PlatformSubscriber, Received
+from edge_agent.demo.platform import Received
 from edge_agent.store.capacity import file_bytes
 
 pytestmark = pytest.mark.fault
@@ -40,35 +40,30 @@ def latest_state(messages: list[Received]) -> dict[str, Any]:
     return [m for m in messages if m.kind == "state" and m.body.get("online")][-1].body
 
 
-def test_a_corrupt_store_is_set_aside_and_the_agent_carries_on(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
-    sim = plant(COUNTER)
-    config = agent_config(tmp_path, broker.port, [counter_device(sim.port, 0.2, level=False)])
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(lambda ms: len(envelopes(ms)) >= 5, 15, "five messages")
+def test_a_corrupt_store_is_set_aside_and_the_agent_carries_on(rig: Rig) -> None:
+    sim = rig.plant(COUNTER)
+    agent = rig.start_agent([counter_device(sim.port, 0.2, level=False)])
+    rig.platform.wait_for(lambda ms: len(envelopes(ms)) >= 5, 15, "five messages")
     assert agent.terminate() == 0
-    before = max(m.body["seq"] for m in envelopes(platform.messages))
-    (tmp_path / "store.db").write_bytes(b"\x00garbage, not SQLite\x00" * 512)
+    before = max(m.body["seq"] for m in envelopes(rig.platform.messages))
+    (rig.tmp_path / "store.db").write_bytes(b"\x00garbage, not SQLite\x00" * 512)
 
     agent.start()
-    platform.wait_for(
+    rig.platform.wait_for(
         lambda ms: any("losses" in m.body for m in ms if m.kind == "state"), 15, "losses"
     )
-    platform.wait_for(
+    rig.platform.wait_for(
         lambda ms: max(m.body["seq"] for m in envelopes(ms)) > before + 3, 15, "new messages"
     )
     assert agent.terminate() == 0
-    assert list(tmp_path.glob("store.db.corrupt-*")), "the damaged file is kept for forensics"
-    state = latest_state(platform.messages)
+    assert list(rig.tmp_path.glob("store.db.corrupt-*")), "the damaged file is kept for forensics"
+    state = latest_state(rig.platform.messages)
     assert state["losses"][0]["reason"].startswith("store set aside")
-    after = sorted(m.body["seq"] for m in envelopes(platform.messages) if m.body["seq"] > before)
+    after = sorted(
+        m.body["seq"] for m in envelopes(rig.platform.messages) if m.body["seq"] > before
+    )
     assert after[0] == before + 1, "numbering continues above everything published"
-    assert_copies_identical(platform.messages)
+    assert_copies_identical(rig.platform.messages)
 
 
 def test_a_store_from_a_newer_version_is_refused_and_kept(tmp_path: Path) -> None:
@@ -104,72 +99,58 @@ def test_a_second_agent_on_the_same_store_is_refused(
     assert first.popen.poll() is None, "the first agent keeps running"
 
 
-def test_a_power_loss_rollback_never_reuses_a_seq(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_a_power_loss_rollback_never_reuses_a_seq(rig: Rig) -> None:
     """Imitates a power loss by bringing back an older copy of the store files."""
-    sim = plant(COUNTER)
-    config = agent_config(tmp_path, broker.port, [counter_device(sim.port, 0.2, level=False)])
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(lambda ms: len(envelopes(ms)) >= 3, 15, "first messages")
+    sim = rig.plant(COUNTER)
+    agent = rig.start_agent([counter_device(sim.port, 0.2, level=False)])
+    rig.platform.wait_for(lambda ms: len(envelopes(ms)) >= 3, 15, "first messages")
     agent.kill9()
-    backup = tmp_path / "backup"
+    backup = rig.tmp_path / "backup"
     backup.mkdir()
-    for file in tmp_path.glob("store.db*"):
+    for file in rig.tmp_path.glob("store.db*"):
         if not file.name.endswith((".seq", ".lock")):
             shutil.copy(file, backup / file.name)
     agent.start()
-    seen = len(envelopes(platform.messages))
-    platform.wait_for(lambda ms: len(envelopes(ms)) >= seen + 10, 20, "later messages")
+    seen = len(envelopes(rig.platform.messages))
+    rig.platform.wait_for(lambda ms: len(envelopes(ms)) >= seen + 10, 20, "later messages")
     agent.kill9()
     for file in backup.iterdir():  # the rollback; the seq mark outside the store stays
-        shutil.copy(file, tmp_path / file.name)
+        shutil.copy(file, rig.tmp_path / file.name)
     restarted = time.time()
     agent.start()
-    platform.wait_for(drained_since(restarted), 20, "drained")
-    published = len(envelopes(platform.messages))
-    platform.wait_for(lambda ms: len(envelopes(ms)) >= published + 3, 15, "new messages")
+    rig.platform.wait_for(drained_since(restarted), 20, "drained")
+    published = len(envelopes(rig.platform.messages))
+    rig.platform.wait_for(lambda ms: len(envelopes(ms)) >= published + 3, 15, "new messages")
     assert agent.terminate() == 0
 
-    assert_copies_identical(platform.messages)  # no seq carries two different contents
-    state = latest_state(platform.messages)
+    assert_copies_identical(rig.platform.messages)  # no seq carries two different contents
+    state = latest_state(rig.platform.messages)
     assert any(entry["reason"].startswith("seq skipped") for entry in state["losses"])
 
 
-def test_the_cap_reached_during_an_outage_thins_readings_and_keeps_alarms(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_the_cap_reached_during_an_outage_thins_readings_and_keeps_alarms(rig: Rig) -> None:
     device = busy_device(
-        plant, gas={"step": {"before": 10, "after": 60, "at": "6s"}}, limits={"H": 25, "HH": 50}
+        rig.plant, gas={"step": {"before": 10, "after": 60, "at": "6s"}}, limits={"H": 25, "HH": 50}
     )
-    config = agent_config(tmp_path, broker.port, [device], store={"max_size": "1MiB"})
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")
-    broker.stop()
+    agent = rig.start_agent([device], store={"max_size": "1MiB"})
+    rig.platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 15, "first readings")
+    rig.broker.stop()
     deadline = time.monotonic() + 40
-    while "thinned" not in _ledger_reasons(tmp_path / "store.db"):
+    while "thinned" not in _ledger_reasons(rig.tmp_path / "store.db"):
         assert time.monotonic() < deadline, "the cap should force thinning"
         time.sleep(0.5)
-    broker.start()
-    platform.wait_for(drained_since(time.time()), 60, "drained after the outage")
+    rig.broker.start()
+    rig.platform.wait_for(drained_since(time.time()), 60, "drained after the outage")
     assert agent.terminate() == 0
 
-    messages = platform.messages
+    messages = rig.platform.messages
     assert_no_seq_gap(messages)
     alarms = [i for m in envelopes(messages) if m.kind == "alarm" for i in m.body["items"]]
     assert {(a["kind"], a["state"]) for a in alarms} >= {("H", "raised"), ("HH", "raised")}
     state = latest_state(messages)
     assert state["losses_total"]["items"] > 0
     assert all(e["reason"] == "store full: thinned back-log" for e in state["losses"])
-    assert file_bytes(tmp_path / "store.db") <= 1024 * 1024, "the cap counts the WAL too"
+    assert file_bytes(rig.tmp_path / "store.db") <= 1024 * 1024, "the cap counts the WAL too"
 
 
 def _ledger_reasons(store: Path) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ENTERPRISE, GATEWAY, PREFIX, Plant, Process, agent_config
+from conftest import ENTERPRISE, GATEWAY, PREFIX, Process, Rig, agent_config
 from delivery import envelopes
 
 from edge_agent import __version__
@@ -96,15 +96,9 @@ def serve_scenario(
     return port
 
 
-def test_readings_reach_the_platform_in_the_exact_envelope_of_the_spec(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_readings_reach_the_platform_in_the_exact_envelope_of_the_spec(rig: Rig) -> None:
     """Topic, envelope keys, identity, consecutive seq from 1, sent, hist and typed item values."""
-    sim = plant(
+    sim = rig.plant(
         [
             {"address": "hr:0", "type": "float32", "value": {"const": 12.5}},
             {"address": "hr:2", "type": "uint16", "value": {"const": 42}},
@@ -116,16 +110,14 @@ def test_readings_reach_the_platform_in_the_exact_envelope_of_the_spec(
         tag("HZ01.FT102", "hr:2", "uint16"),
         tag("HZ01.XV101", "co:0", "bool"),
     ]
-    config = agent_config(
-        tmp_path, broker.port, [device("plc-1", sim.port, tags)], batch={"linger": "200ms"}
-    )
+    config = rig.agent_config([device("plc-1", sim.port, tags)], batch={"linger": "200ms"})
     started_ms = now_ms()
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(
+    agent = rig.spawn("agent", "run", str(config))
+    rig.platform.wait_for(
         lambda ms: len([m for m in ms if m.kind == "rt"]) >= 4, 15, "four rt messages"
     )
     received_ms = now_ms()
-    messages = platform.messages
+    messages = rig.platform.messages
     # Readings sampled before the first MQTT connection waited in the store while the
     # uplink was down, so they may go as back-fill; everything sampled after is live.
     connected_ms = states(messages)[0]["ts"]
@@ -164,29 +156,22 @@ def test_readings_reach_the_platform_in_the_exact_envelope_of_the_spec(
     assert agent.terminate() == 0, agent.log()
 
 
-def test_a_gas_leak_raises_and_clears_h_and_hh_in_order_with_matching_ids(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_a_gas_leak_raises_and_clears_h_and_hh_in_order_with_matching_ids(rig: Rig) -> None:
     """H raised, HH raised, HH cleared, H cleared on `alarm`, ahead of every later reading."""
     leak = {"base": 3, "peak": 60, "start": "1s", "rise": "2s", "hold": "2s", "fall": "2s"}
-    sim = plant([{"address": "hr:0", "type": "uint16", "value": {"leak": leak}}])
+    sim = rig.plant([{"address": "hr:0", "type": "uint16", "value": {"leak": leak}}])
     limits = {"H": 25, "HH": 50, "deadband": 2}
     gas = tag("HZ01.GT201", "hr:0", "uint16", unit="%LEL", limits=limits)
-    config = agent_config(tmp_path, broker.port, [device("plc-1", sim.port, [gas], poll="100ms")])
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(lambda ms: len(alarm_items(ms)) >= 4, 20, "four alarm events")
+    agent = rig.start_agent([device("plc-1", sim.port, [gas], poll="100ms")])
+    rig.platform.wait_for(lambda ms: len(alarm_items(ms)) >= 4, 20, "four alarm events")
     # Readings sampled after the last clear, to prove they were numbered after it.
-    last_ts = alarm_items(platform.messages)[-1][1]["ts"]
-    platform.wait_for(
+    last_ts = alarm_items(rig.platform.messages)[-1][1]["ts"]
+    rig.platform.wait_for(
         lambda ms: any(i["ts"] > last_ts for i in rt_items(ms, "HZ01.GT201")),
         5,
         "a reading sampled after the last alarm",
     )
-    messages = platform.messages
+    messages = rig.platform.messages
 
     alarms = alarm_items(messages)
     assert [(i["kind"], i["state"]) for _, i in alarms] == [
@@ -260,20 +245,11 @@ def assert_stopped_offline(
     assert retained_state(broker.port).body == offline, "the broker keeps an online state"
 
 
-def test_state_is_retained_online_and_says_offline_after_sigterm(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_state_is_retained_online_and_says_offline_after_sigterm(rig: Rig) -> None:
     """A retained online `state` with devices, backlog and version; SIGTERM exits 0 and offline."""
-    sim = plant([{"address": "hr:0", "type": "uint16", "value": {"const": 1}}])
-    config = agent_config(
-        tmp_path, broker.port, [device("plc-1", sim.port, [tag("HZ01.X", "hr:0", "uint16")])]
-    )
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(
+    sim = rig.plant([{"address": "hr:0", "type": "uint16", "value": {"const": 1}}])
+    agent = rig.start_agent([device("plc-1", sim.port, [tag("HZ01.X", "hr:0", "uint16")])])
+    rig.platform.wait_for(
         lambda ms: (
             any(s.get("devices") == {"plc-1": "up"} for s in states(ms))
             and len([m for m in ms if m.kind == "rt"]) >= 2
@@ -281,7 +257,7 @@ def test_state_is_retained_online_and_says_offline_after_sigterm(
         15,
         "state with plc-1 up and two rt messages",
     )
-    state = next(s for s in states(platform.messages) if s.get("devices") == {"plc-1": "up"})
+    state = next(s for s in states(rig.platform.messages) if s.get("devices") == {"plc-1": "up"})
     assert state["online"] is True
     assert (state["v"], state["ent"], state["gw"]) == (1, ENTERPRISE, GATEWAY)
     assert type(state["backlog"]) is int
@@ -291,53 +267,45 @@ def test_state_is_retained_online_and_says_offline_after_sigterm(
     assert type(state["ts"]) is int
 
     # A platform that subscribes later is handed the latest state as a retained message.
-    retained = retained_state(broker.port)
+    retained = retained_state(rig.broker.port)
     assert retained.retained
     assert retained.topic == f"{PREFIX}/{ENTERPRISE}/{GATEWAY}/state"
     assert retained.body["online"] is True
     assert retained.body["devices"] == {"plc-1": "up"}
 
     code, took = sigterm(agent)
-    assert_stopped_offline(broker, platform, agent, code, took)
+    assert_stopped_offline(rig.broker, rig.platform, agent, code, took)
 
 
 def test_no_online_state_follows_the_offline_one_when_a_state_falls_due_while_stopping(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
+    rig: Rig,
 ) -> None:
     """A `state` falling due during the shutdown must not follow, and undo, the offline one."""
-    sim = plant([{"address": "hr:0", "type": "uint16", "value": {"const": 1}}])
+    sim = rig.plant([{"address": "hr:0", "type": "uint16", "value": {"const": 1}}])
     # A state falls due every 20 ms, so one is due while the agent stops; stopping as the
     # first state arrives also catches the "back-log drained" state that follows connect.
     config = agent_config(
-        tmp_path,
-        broker.port,
+        rig.tmp_path,
+        rig.broker.port,
         [device("plc-1", sim.port, [tag("HZ01.X", "hr:0", "uint16")], poll="50ms")],
         state_interval="20ms",
     )
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(lambda ms: bool(states(ms)), 15, "the first state")
+    agent = rig.spawn("agent", "run", str(config))
+    rig.platform.wait_for(lambda ms: bool(states(ms)), 15, "the first state")
     code, took = sigterm(agent)
-    assert_stopped_offline(broker, platform, agent, code, took)
+    assert_stopped_offline(rig.broker, rig.platform, agent, code, took)
 
 
-def test_a_dead_device_reports_bad_quality_while_the_live_one_keeps_its_poll_rate(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_a_dead_device_reports_bad_quality_while_the_live_one_keeps_its_poll_rate(rig: Rig) -> None:
     """Dead device: v null, q 2, `down`; the live device: q 0 at its poll rate, `up`."""
     poll_s = 0.2
-    sim = plant([{"address": "hr:0", "type": "uint16", "value": {"counter": {}}}], device="live")
+    sim = rig.plant(
+        [{"address": "hr:0", "type": "uint16", "value": {"counter": {}}}], device="live"
+    )
     nobody = free_port()  # nothing listens here: every connect is refused
     config = agent_config(
-        tmp_path,
-        broker.port,
+        rig.tmp_path,
+        rig.broker.port,
         [
             device("plc-live", sim.port, [tag("HZ01.LIVE", "hr:0", "uint16")]),
             device(
@@ -347,24 +315,24 @@ def test_a_dead_device_reports_bad_quality_while_the_live_one_keeps_its_poll_rat
             ),
         ],
     )
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(has_rt_of("HZ01.LIVE", "HZ01.DEAD1", "HZ01.DEAD2"), 15, "both devices")
-    first_live = rt_items(platform.messages, "HZ01.LIVE")[0]["ts"]
+    agent = rig.spawn("agent", "run", str(config))
+    rig.platform.wait_for(has_rt_of("HZ01.LIVE", "HZ01.DEAD1", "HZ01.DEAD2"), 15, "both devices")
+    first_live = rt_items(rig.platform.messages, "HZ01.LIVE")[0]["ts"]
     window_start, window_s = first_live + 500, 3.0
     window_end = window_start + int(window_s * 1000)
-    platform.wait_for(
+    rig.platform.wait_for(
         lambda ms: any(i["ts"] > window_end for i in rt_items(ms, "HZ01.LIVE")),
         window_s + 5,
         "live readings past the counting window",
     )
-    platform.wait_for(
+    rig.platform.wait_for(
         lambda ms: any(
             s.get("devices") == {"plc-live": "up", "plc-dead": "down"} for s in states(ms)
         ),
         5,
         "state with plc-live up and plc-dead down",
     )
-    messages = platform.messages
+    messages = rig.platform.messages
 
     dead = [i for i in rt_items(messages) if i["tag"] in ("HZ01.DEAD1", "HZ01.DEAD2")]
     assert dead

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
-from conftest import Plant, Process, agent_config
+from conftest import Rig
 from delivery import envelopes
 
-from edge_agent.demo.broker import Mosquitto
-from edge_agent.demo.platform import PlatformSubscriber, Received
+from edge_agent.demo.platform import Received
 
 
 def fault_alarms(messages: list[Received]) -> list[dict[str, object]]:
@@ -22,15 +18,9 @@ def fault_alarms(messages: list[Received]) -> list[dict[str, object]]:
     ]
 
 
-def test_a_broken_loop_reports_q3_and_raises_and_clears_fault(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_a_broken_loop_reports_q3_and_raises_and_clears_fault(rig: Rig) -> None:
     """Loop current in µA swings 1..23 mA every 6 s: below 3.6 and above 21 mA is a fault."""
-    sim = plant(
+    sim = rig.plant(
         [
             {
                 "address": "ir:0",
@@ -49,22 +39,22 @@ def test_a_broken_loop_reports_q3_and_raises_and_clears_fault(
     }
     device = {"name": "ai-1", "driver": "modbus", "host": "127.0.0.1", "port": sim.port,
               "poll": "200ms", "tags": [tag]}  # fmt: skip
-    agent = spawn("agent", "run", str(agent_config(tmp_path, broker.port, [device])))
-    platform.wait_for(
+    agent = rig.start_agent([device])
+    rig.platform.wait_for(
         lambda ms: len([a for a in fault_alarms(ms) if a["state"] == "cleared"]) >= 2,
         20,
         "two FAULT alarms raised and cleared",
     )
     assert agent.terminate() == 0
 
-    alarms = fault_alarms(platform.messages)
+    alarms = fault_alarms(rig.platform.messages)
     for raised, cleared in zip(alarms[::2], alarms[1::2], strict=False):
         assert (raised["state"], cleared["state"]) == ("raised", "cleared")
         assert raised["id"] == cleared["id"]
         assert raised["v"] is None
         assert "limit" not in raised
     readings = [
-        item for m in envelopes(platform.messages) if m.kind == "rt" for item in m.body["items"]
+        item for m in envelopes(rig.platform.messages) if m.kind == "rt" for item in m.body["items"]
     ]
     assert {item["q"] for item in readings} >= {0, 3}
     assert all(item["v"] is None for item in readings if item["q"] == 3)

@@ -13,11 +13,10 @@ from typing import Any
 
 import yaml
 from agent_log import events, wait_for_event
-from conftest import GATEWAY, Plant, Process, agent_config, counter_device
+from conftest import GATEWAY, Plant, Process, Rig, agent_config, counter_device
 
 from edge_agent.cli import EX_CONFIG, EX_OK
 from edge_agent.demo.broker import Mosquitto, free_port
-from edge_agent.demo.platform import PlatformSubscriber
 from edge_agent.uplink.session import Endpoint, Session, Will
 
 
@@ -41,58 +40,49 @@ def with_mqtt(config: Path, **mqtt: Any) -> Path:
     return config
 
 
-def test_the_agent_falls_over_to_the_second_broker_when_the_first_is_down(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_the_agent_falls_over_to_the_second_broker_when_the_first_is_down(rig: Rig) -> None:
     """The first broker refuses connections: the second is tried at once, without a backoff."""
     down = free_port()
     config = with_mqtt(
-        agent_config(tmp_path, broker.port, [one_counter(plant)]),
+        rig.agent_config([one_counter(rig.plant)]),
         host=None,
         port=None,
-        brokers=[{"host": "127.0.0.1", "port": down}, {"host": "127.0.0.1", "port": broker.port}],
+        brokers=[
+            {"host": "127.0.0.1", "port": down},
+            {"host": "127.0.0.1", "port": rig.broker.port},
+        ],
     )
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 20, "readings via broker 2")
+    agent = rig.spawn("agent", "run", str(config))
+    rig.platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 20, "readings via broker 2")
     failed = events(agent, "mqtt_connect_failed")
     connected = wait_for_event(agent, "mqtt_connected")
     assert failed, agent.log()
     assert failed[0]["broker"] == f"127.0.0.1:{down}"
-    assert connected["broker"] == f"127.0.0.1:{broker.port}"
+    assert connected["broker"] == f"127.0.0.1:{rig.broker.port}"
     assert agent.terminate() == 0, agent.log()
 
 
-def test_the_agent_moves_to_the_next_broker_when_its_broker_goes_away(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_the_agent_moves_to_the_next_broker_when_its_broker_goes_away(rig: Rig) -> None:
     """Connected to the first broker, which stops: readings carry on through the second."""
-    first = Mosquitto(tmp_path / "first-broker")
+    first = Mosquitto(rig.tmp_path / "first-broker")
     first.start()
     try:
         config = with_mqtt(
-            agent_config(tmp_path, broker.port, [one_counter(plant)]),
+            rig.agent_config([one_counter(rig.plant)]),
             host=None,
             port=None,
             brokers=[
                 {"host": "127.0.0.1", "port": first.port},
-                {"host": "127.0.0.1", "port": broker.port},
+                {"host": "127.0.0.1", "port": rig.broker.port},
             ],
         )
-        agent = spawn("agent", "run", str(config))
+        agent = rig.spawn("agent", "run", str(config))
         assert wait_for_event(agent, "mqtt_connected")["broker"] == f"127.0.0.1:{first.port}"
         first.stop()
         stopped_at = time.time()
         second = wait_for_event(agent, "mqtt_connected", count=2)
-        assert second["broker"] == f"127.0.0.1:{broker.port}"
-        platform.wait_for(
+        assert second["broker"] == f"127.0.0.1:{rig.broker.port}"
+        rig.platform.wait_for(
             lambda ms: any(
                 m.kind == "rt" and m.body["items"][0]["ts"] / 1000 > stopped_at for m in ms
             ),

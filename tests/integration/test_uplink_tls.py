@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from agent_log import events, wait_for_event
-from conftest import Plant, Process, agent_config, counter_device
+from conftest import Plant, Process, Rig, agent_config, counter_device
 
 from edge_agent.demo.broker import Mosquitto, Pki, make_password_file, make_test_pki
 from edge_agent.demo.platform import PlatformSubscriber
@@ -41,49 +41,40 @@ def one_counter(plant: Callable[..., Plant]) -> dict[str, Any]:
     return device
 
 
-def test_tls_with_the_provinces_ca_delivers(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_tls_with_the_provinces_ca_delivers(rig: Rig) -> None:
     """The server certificate chains to ca_file and names 127.0.0.1: readings arrive."""
-    pki = broker.pki
+    pki = rig.broker.pki
     assert pki is not None
-    assert broker.tls_port is not None
+    assert rig.broker.tls_port is not None
     config = agent_config(
-        tmp_path, broker.tls_port, [one_counter(plant)], mqtt={"tls": {"ca_file": str(pki.ca)}}
+        rig.tmp_path,
+        rig.broker.tls_port,
+        [one_counter(rig.plant)],
+        mqtt={"tls": {"ca_file": str(pki.ca)}},
     )
-    agent = spawn("agent", "run", str(config))
-    platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 20, "readings over TLS")
+    agent = rig.spawn("agent", "run", str(config))
+    rig.platform.wait_for(lambda ms: any(m.kind == "rt" for m in ms), 20, "readings over TLS")
     assert agent.terminate() == 0, agent.log()
 
 
-def test_an_untrusted_server_certificate_is_refused_and_nothing_is_sent(
-    tmp_path: Path,
-    broker: Mosquitto,
-    platform: PlatformSubscriber,
-    plant: Callable[..., Plant],
-    spawn: Callable[..., Process],
-) -> None:
+def test_an_untrusted_server_certificate_is_refused_and_nothing_is_sent(rig: Rig) -> None:
     """A broker whose certificate does not chain to ca_file never sees a CONNECT."""
-    pki = broker.pki
+    pki = rig.broker.pki
     assert pki is not None
-    assert broker.tls_port is not None
+    assert rig.broker.tls_port is not None
     config = agent_config(
-        tmp_path,
-        broker.tls_port,
-        [one_counter(plant)],
+        rig.tmp_path,
+        rig.broker.tls_port,
+        [one_counter(rig.plant)],
         mqtt={"tls": {"ca_file": str(pki.other_ca)}},
     )
-    agent = spawn("agent", "run", str(config))
+    agent = rig.spawn("agent", "run", str(config))
     failure = wait_for_event(agent, "mqtt_connect_failed")
     assert "not trusted" in failure["reason"], failure
     time.sleep(3)
     assert not events(agent, "mqtt_connected"), agent.log()
-    assert platform.messages == [], "nothing may reach the platform over an untrusted link"
-    assert "as GW-TEST-01" not in broker.log(), "the broker must never see our CONNECT"
+    assert rig.platform.messages == [], "nothing may reach the platform over an untrusted link"
+    assert "as GW-TEST-01" not in rig.broker.log(), "the broker must never see our CONNECT"
     assert agent.terminate() == 0, agent.log()
 
 
