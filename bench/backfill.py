@@ -52,7 +52,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.config.schema import Uplink as UplinkConfig
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.model import Quality, Reading
-from edge_agent.store import BatchLimits, Store, StoredMessage, StoreSettings
+from edge_agent.store import BatchLimits, PackOptions, Store, StoredMessage, StoreSettings
 from edge_agent.uplink import Identity, Uplink
 from edge_agent.uplink.envelope import envelope
 
@@ -235,10 +235,12 @@ class TimedStore(Store):
         self.acks += 1
         super().ack(seq)
 
-    def pack_next(self, now_ms: int, linger_ms: int, backfill: bool = True) -> StoredMessage | None:
+    def pack_next(
+        self, now_ms: int, linger_ms: int, options: PackOptions | None = None
+    ) -> StoredMessage | None:
         start = time.perf_counter()
         try:
-            return super().pack_next(now_ms, linger_ms, backfill)
+            return super().pack_next(now_ms, linger_ms, options)
         finally:
             self.pack_s += time.perf_counter() - start
 
@@ -247,10 +249,10 @@ class TimedStore(Store):
         super().guard_published()
         self.guard_s += time.perf_counter() - start
 
-    def unsent(self, skip: set[int], limit: int) -> list[StoredMessage]:
+    def unsent(self, skip: set[int], limit: int, alarms_first: bool = True) -> list[StoredMessage]:
         start = time.perf_counter()
         try:
-            return super().unsent(skip, limit)
+            return super().unsent(skip, limit, alarms_first)
         finally:
             self.unsent_s += time.perf_counter() - start
 

@@ -73,8 +73,9 @@ def _plausible(value: object, tag: ModbusTag) -> bool:
     """Inside the range, and not a float crumb: a swapped float often decodes to 1e-38."""
     if tag.range is None or not isinstance(value, int | float):
         return False
-    span = tag.range.high - tag.range.low
-    return value == 0 or abs(value) >= span * 1e-6
+    if not tag.range.low <= value <= tag.range.high:
+        return False
+    return value == 0 or abs(value) >= tag.range.span * 1e-6
 
 
 def _orderable(tag: ModbusTag) -> bool:

@@ -91,6 +91,21 @@ class AlarmEvent:
     limit: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class StatItem:
+    """Window statistics of one tag: the `stat` item. `start_ms` is the window start."""
+
+    tag: str
+    hz: str
+    start_ms: int
+    window_s: int
+    min: float | None
+    max: float | None
+    avg: float | None
+    n: int
+    bad: int
+
+
 class LinkState(enum.StrEnum):
     UP = "up"
     DOWN = "down"

@@ -206,6 +206,16 @@ def rig(
     return Rig(tmp_path, broker, platform, plant, spawn)
 
 
+def reporting_every_poll(device: dict[str, Any]) -> dict[str, Any]:
+    """`device` with every tag reported at each poll (report.every = its poll), for tests
+    that count polls; without it, report by exception sends only changes and heartbeats."""
+    tags = [
+        {**tag, "report": {**tag.get("report", {}), "every": tag.get("poll", device["poll"])}}
+        for tag in device["tags"]
+    ]
+    return {**device, "tags": tags}
+
+
 def counter_device(port: int, poll_s: float, level: bool = True) -> dict[str, Any]:
     """A device with a counter that rises by 1 a second (hr:0) and, unless `level` is
     False, a level with a limit (hr:2)."""

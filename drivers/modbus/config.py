@@ -22,7 +22,7 @@ from drivers.modbus.codec import (
     parse_address,
     register_count,
 )
-from edge_agent.config.tags import Strict, TagBase
+from edge_agent.config.tags import DeviceBase, Strict, TagBase
 from edge_agent.config.types import Duration
 
 DataType = Literal[
@@ -111,19 +111,6 @@ class Current(Strict):
         return 4.0 + 16.0 * (raw - self.raw_4ma) / (self.raw_20ma - self.raw_4ma)
 
 
-class Range(Strict):
-    """The instrument's measuring range (量程): a value outside it is kept with q=1."""
-
-    low: float = Field(description="Lowest value the instrument measures.")
-    high: float = Field(description="Highest value the instrument measures.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
-
-
 class ModbusTag(TagBase):
     address: AddressText = Field(
         description=(
@@ -152,25 +139,11 @@ class ModbusTag(TagBase):
         None,
         description="The value is a 4-20 mA loop in raw counts; needs range; NE43 fault bands.",
     )
-    range: Range | None = Field(
-        None,
-        description=(
-            "Instrument range: a value outside it is kept with q=1 (uncertain). With current, "
-            "4 mA reads range.low and 20 mA range.high."
-        ),
-    )
     fault_values: list[int] = Field(
         default_factory=list,
         description=(
             "Raw values the device writes to report a fault of its own (e.g. 65535): "
             "such a reading is q=3 with no value."
-        ),
-    )
-    poll: Duration | None = Field(
-        None,
-        description=(
-            "Poll this tag at its own interval (a poll group), at least the device's poll. "
-            "Defaults to the device's poll."
         ),
     )
     _base: int = PrivateAttr(1)
@@ -241,10 +214,9 @@ class SerialLine(Strict):
         return 3.5 * 11 / self.baudrate  # Modbus RTU characters are 11 bits on the wire
 
 
-class ModbusDevice(Strict):
+class ModbusDevice(DeviceBase):
     """One Modbus unit (PLC, I/O module, gas controller) polled at a fixed interval."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Device name, unique.")
     driver: Literal["modbus"] = Field(description="Selects the Modbus driver.")
     transport: Transport = Field(
         "tcp",
@@ -257,7 +229,6 @@ class ModbusDevice(Strict):
     port: int = Field(502, ge=1, le=65535, description="TCP port (tcp and rtu-over-tcp).")
     serial: SerialLine | None = Field(None, description="The serial line (rtu only).")
     unit: int = Field(1, ge=0, le=255, description="Modbus unit id (slave address).")
-    poll: Duration = Field(1.0, description="Poll interval, e.g. 1s or 500ms.")
     timeout: Duration = Field(1.0, description="Time allowed for one request or connect.")
     byte_order: ByteOrder = Field(
         "ABCD", description="Default byte order of multi-register values."
@@ -323,14 +294,6 @@ class ModbusDevice(Strict):
                 f"{self.max_registers}: a value is never split across two reads; "
                 f"raise max_registers to at least {width}"
             )
-        if tag.poll is not None and tag.poll < self.poll:
-            raise ValueError(
-                f"tag {tag.tag}: poll {tag.poll:g}s is faster than the device's poll "
-                f"{self.poll:g}s; a poll group can only be slower"
-            )
-
-    def interval_of(self, tag: ModbusTag) -> float:
-        return self.poll if tag.poll is None else tag.poll
 
     @property
     def link_key(self) -> tuple[str, str]:
@@ -375,7 +338,6 @@ __all__ = [
     "Current",
     "ModbusDevice",
     "ModbusTag",
-    "Range",
     "Scale",
     "SerialLine",
     "shared_link_problems",

@@ -1,4 +1,4 @@
-"""Raw registers -> a tag's Sample: decoding, device fault values, 4-20 mA, scaling, range.
+"""Raw registers -> a tag's Sample: decoding, device fault values, 4-20 mA, scaling.
 
 Two paths, one meaning:
 - `to_sample` decodes one tag from its own registers; commissioning and the
@@ -11,9 +11,9 @@ Two paths, one meaning:
   tests/unit/test_modbus_values.py checks both paths agree on every type and
   byte order.
 
-Qualities: NE43 fault band or a device fault value -> q=3, no value; outside
-the instrument range -> q=1, value kept; a float that is NaN or infinite
-raises ValueError (the driver makes it q=4).
+Qualities: NE43 fault band or a device fault value -> q=3, no value; a float
+that is NaN or infinite raises ValueError (the driver makes it q=4). The
+instrument range is judged by the rules stage, the same for every driver.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def to_sample(tag: ModbusTag, raw: Raw, default_order: str, now: int) -> Sample:
 
 
 def engineering(tag: ModbusTag, raw: float, now: int) -> Sample:
-    """A decoded number -> the tag's sample: fault values, 4-20 mA or scale, then range."""
+    """A decoded number -> the tag's sample: fault values, then 4-20 mA or scale."""
     return numeric_converter(tag)(raw, now)
 
 
@@ -58,9 +58,9 @@ def numeric_converter(tag: ModbusTag) -> Callable[[float, int], Sample]:
     """The tag's number -> sample function, with its settings bound once."""
     code, data_type = tag.tag, tag.type
     faults = frozenset(tag.fault_values)
-    current, scale, limits = tag.current, tag.scale, tag.range
+    current, scale, span = tag.current, tag.scale, tag.range
     isfinite = math.isfinite
-    low, high = (limits.low, limits.high) if limits is not None else (0.0, 0.0)
+    low, high = (span.low, span.high) if span is not None else (0.0, 0.0)
     if current is not None:
         r4, span_raw = current.raw_4ma, current.raw_20ma - current.raw_4ma
         fault_low, fault_high = current.fault_low, current.fault_high
@@ -79,8 +79,6 @@ def numeric_converter(tag: ModbusTag) -> Callable[[float, int], Sample]:
             result = tidy(low + (high - low) * (milliamps - 4.0) / 16.0)
         elif linear is not None:
             result = tidy(linear(float(raw)))
-        if limits is not None and not low <= result <= high:
-            return Sample(code, now, result, Quality.UNCERTAIN)
         return Sample(code, now, result, _GOOD)
 
     return convert
@@ -122,7 +120,7 @@ def compile_slot(tag: ModbusTag, default_order: str, start: int) -> tuple[SlotDe
     unpack = struct.Struct(("<" if order in ("DCBA", "CDAB") else ">") + fmt).unpack_from
     swapped = order in ("BADC", "CDAB")
     offset = 2 * start
-    plain = not (tag.scale or tag.current or tag.range or tag.fault_values)
+    plain = not (tag.scale or tag.current or tag.fault_values)
     is_float = fmt in "fd"
     if plain and not is_float:
         if swapped:
@@ -154,7 +152,7 @@ class Batch:
 
     `entries` are (tag index, tag code, converter, plain): a plain value with a
     finite number becomes a good sample directly, anything else goes through
-    the converter (faults, scaling, range, refusal of NaN).
+    the converter (faults, scaling, refusal of NaN).
     """
 
     unpack: Callable[[bytes], tuple[float, ...]]
@@ -203,7 +201,7 @@ def compile_request(
                 continue
             fmt += f"{2 * start - cursor}x{code}" if 2 * start > cursor else code
             cursor = 2 * start + struct.calcsize("<" + code)
-            plain = not (tag.scale or tag.current or tag.range or tag.fault_values)
+            plain = not (tag.scale or tag.current or tag.fault_values)
             entries.append((index, tag.tag, numeric_converter(tag), plain))
         if entries:
             swapped_any |= swapped

@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from edge_agent.config.schema import AgentConfig, DataPath, find_duplicates
+from edge_agent.config.schema import LOCATED, AgentConfig, DataPath, find_duplicates
 from edge_agent.config.types import format_duration, format_size, parse_duration, parse_size
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
@@ -351,6 +351,8 @@ def _place(details: ErrorDetails, data: object, source: SourceMap) -> _Error:
     path = _data_path(details["loc"], data)
     if details["type"] == "union_tag_invalid":
         path = _data_path((*path, _unquote(details.get("ctx", {})["discriminator"])), data)
+    elif details["type"] == LOCATED:
+        path = _data_path((*path, *details.get("ctx", {})["path"]), data)
     return _Error(details, path, data, source)
 
 

@@ -15,7 +15,8 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from drivers.modbus.config import ModbusDevice, shared_link_problems
-from edge_agent.config.tags import Strict
+from edge_agent.config.service import Metrics
+from edge_agent.config.tags import Strict, TagBase
 from edge_agent.config.types import ByteSize, Duration, EnterpriseCode, GatewayCode
 
 Device = Annotated[ModbusDevice, Field(discriminator="driver")]
@@ -35,6 +36,39 @@ class Gateway(Strict):
         description=(
             "Enterprise 统一社会信用代码 (GB 32100), 18 characters with its check character."
         )
+    )
+    site: Site = Field(
+        "chemical",
+        description=(
+            "What kind of site this is; sets how often a quiet tag still reports "
+            "(report.every): chemical (hazardous chemicals, 60s), mine (underground non-coal "
+            "mine, 20s), tailings (tailings pond, 60s)."
+        ),
+    )
+
+    @property
+    def report_every(self) -> float:
+        """The longest the platform allows between two reports of a tag at this site."""
+        return REPORT_EVERY[self.site]
+
+
+Site = Literal["chemical", "mine", "tailings"]
+REPORT_EVERY: dict[str, float] = {"chemical": 60.0, "mine": 20.0, "tailings": 60.0}
+"""Longest interval between two reports of a point, by site (spec: Items on `rt`)."""
+
+
+class Stats(Strict):
+    """Window statistics (min/max/avg per tag) on the `stat` topic."""
+
+    enabled: bool = Field(True, description="Send window statistics.")
+    window: Duration = Field(
+        300.0,
+        ge=10.0,
+        le=86400.0,
+        description=(
+            "Window length, aligned to the wall clock (300s windows start at :00, :05, ...); "
+            "mines require 5-minute statistics."
+        ),
     )
 
 
@@ -287,6 +321,14 @@ class Uplink(Strict):
             "unlimited when not set. Live readings and alarms are never held by it."
         ),
     )
+    alarm_priority: bool = Field(
+        True,
+        description=(
+            "Alarms go out ahead of back-fill and readings, and the bytes queued towards the "
+            "broker are bounded so an alarm never waits behind them. Only tests switch this "
+            "off, to show what it is worth."
+        ),
+    )
 
 
 class Store(Strict):
@@ -333,15 +375,42 @@ class AgentConfig(Strict):
     gateway: Gateway = Field(description="Who this gateway is.")
     uplink: Uplink = Field(description="Where and how the gateway reports.")
     store: Store = Field(description="Where the gateway buffers what is not yet delivered.")
+    stats: Stats = Field(
+        default_factory=Stats,  # type: ignore[arg-type]  # every field has a default
+        description="Window statistics on the stat topic.",
+    )
     devices: list[Device] = Field(min_length=1, description="Devices polled by this gateway.")
+    metrics: Metrics = Field(
+        default_factory=Metrics,  # type: ignore[arg-type]  # every field has a default
+        description="The agent's own /metrics, /healthz and /status over HTTP.",
+    )
 
     @model_validator(mode="after")
     def _links_agree(self) -> Self:
         """Devices on one connection (host:port or serial port) must agree on its settings."""
-        problems = shared_link_problems(self.devices)
+        problems = shared_link_problems(d for d in self.devices if isinstance(d, ModbusDevice))
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _polls_meet_report_interval(self) -> Self:
+        """A tag read less often than it must report could never meet its rate."""
+        for i, device in enumerate(self.devices):
+            for j, tag in enumerate(device.tags):
+                every = self.report_every(tag)
+                if device.interval_of(tag) > every:
+                    raise located_error(
+                        ("devices", i, "tags", j),
+                        f"tag {tag.tag} is read every {device.interval_of(tag):g}s but must "
+                        f"report at least every {every:g}s (the site's rate, or its "
+                        "report.every): poll it faster, or give it a longer report.every",
+                    )
+        return self
+
+    def report_every(self, tag: TagBase) -> float:
+        """The tag's heartbeat: its report.every, or its site's required rate."""
+        return tag.report.every or self.gateway.report_every
 
     def readings_per_second(self) -> float:
         """How many readings the configured polls produce, poll groups included."""
@@ -364,6 +433,15 @@ class AgentConfig(Strict):
                 "duplicate_name", "{summary}", {"summary": "; ".join(map(str, duplicates))}
             )
         return self
+
+
+LOCATED = "located"
+"""The error type of a check across sections that knows which part of the data it is about."""
+
+
+def located_error(path: DataPath, message: str) -> PydanticCustomError:
+    """An error the config loader reports at `path` rather than at the validator's model."""
+    return PydanticCustomError(LOCATED, "{summary}", {"summary": message, "path": path})
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,13 @@ Duration = Annotated[
 ]
 """A positive duration, in seconds once validated."""
 
+Delay = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(ge=0, json_schema_extra=_text_schema(_DURATION.pattern, format_duration)),
+]
+"""A duration that may be 0s (no delay), in seconds once validated."""
+
 ByteSize = Annotated[
     int,
     BeforeValidator(parse_size),

@@ -1,35 +1,113 @@
-"""Everything the rules stage does to the samples of one tag."""
+"""Everything the rules stage does to the samples of one tag.
+
+In order: a value that is not a finite number becomes q=4; a value outside
+the instrument range is q=1 within the range's tolerance and a sensor fault
+(q=3, no value) beyond it; then FAULT, the limits, STUCK and ROC are judged,
+the window statistics fed, and report by exception decides whether the
+reading is sent.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-from edge_agent.config.tags import Limits
-from edge_agent.model import AlarmEvent, Quality, Reading, Sample
-from edge_agent.rules.fault import FaultJudge
+from edge_agent.config.tags import Range, TagBase
+from edge_agent.model import AlarmEvent, AlarmKind, Quality, Reading, Sample, StatItem
+from edge_agent.rules.alarms import AlarmBook, new_alarm_id
+from edge_agent.rules.fault import judge_fault
 from edge_agent.rules.limits import LimitJudge
+from edge_agent.rules.motion import RocJudge, StuckJudge
+from edge_agent.rules.report import ReportFilter
+from edge_agent.rules.stats import WindowStats
+
+_ALWAYS = frozenset({AlarmKind.FAULT, AlarmKind.COMM})
 
 
 class TagRules:
-    """The rules of one tag and their state: sample in, reading and alarm events out."""
+    """The rules of one tag and their state: sample in, reading (if reported) and events out."""
 
-    def __init__(self, tag: str, hz: str, limits: Limits | None = None) -> None:
-        self.tag = tag
-        self.hz = hz
-        self._limits = LimitJudge(tag, hz, limits) if limits and limits.items() else None
-        self._fault = FaultJudge(tag, hz)
+    def __init__(
+        self,
+        tag: TagBase,
+        *,
+        every_s: float,
+        poll_s: float,
+        stats_window_s: int | None = None,
+        new_id: Callable[[], str] = new_alarm_id,
+    ) -> None:
+        self.tag = tag.tag
+        self.hz = tag.hazard
+        self.alarms = AlarmBook(tag.tag, tag.hazard, new_id)
+        self._range = tag.range
+        limits = tag.limits
+        self._limits = LimitJudge(self.alarms, limits) if limits and limits.items() else None
+        self._stuck = StuckJudge(self.alarms, tag.stuck) if tag.stuck else None
+        self._roc = RocJudge(self.alarms, tag.roc) if tag.roc else None
+        self._report = ReportFilter(tag.report_deadband, every_s, poll_s)
+        self._stats = WindowStats(tag.tag, tag.hazard, stats_window_s) if stats_window_s else None
+        self.kinds = (
+            _ALWAYS
+            | (self._limits.kinds if self._limits else frozenset())
+            | ({AlarmKind.STUCK} if self._stuck else set())
+            | ({AlarmKind.ROC} if self._roc else set())
+        )
+        """The alarm kinds this tag can raise."""
 
-    def judge(self, sample: Sample) -> tuple[Reading, list[AlarmEvent]]:
-        sample = _reject_non_finite(sample)
-        events = self._fault.judge(sample)
-        if self._limits:
-            events += self._limits.judge(sample)
-        return Reading(self.tag, self.hz, sample.ts_ms, sample.value, sample.quality), events
+    def judge(self, sample: Sample) -> tuple[Reading | None, list[AlarmEvent]]:
+        sample = _plausible(_finite(sample), self._range)
+        ts, value, quality = sample.ts_ms, sample.value, sample.quality
+        events = judge_fault(self.alarms, sample)
+        if quality.is_bad:
+            if self._stuck:
+                self._stuck.interrupt()
+            if self._stats:
+                self._stats.add_bad(ts)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if self._limits:
+                events += self._limits.judge(sample, value)
+            if self._stuck:
+                events += self._stuck.judge(ts, value)
+            if self._roc:
+                events += self._roc.judge(ts, value)
+            if self._stats:
+                self._stats.add_value(ts, value)
+        if self._report.due(ts, value, quality, bool(events)):
+            return Reading(self.tag, self.hz, ts, value, quality), events
+        return None, events
+
+    def close_stats(self, before_ms: int) -> list[StatItem]:
+        """The statistics of the windows that ended by `before_ms`."""
+        return self._stats.close(before_ms) if self._stats else []
+
+    def restore(self, raised: AlarmEvent) -> bool:
+        """Take back an alarm active at the last stop; False if this tag can no longer raise it."""
+        if raised.kind not in self.kinds:
+            return False
+        self.alarms.restore(raised)
+        return True
 
 
-def _reject_non_finite(sample: Sample) -> Sample:
+def _finite(sample: Sample) -> Sample:
     """NaN and infinities are not values: the platform gets null with q=4 (decoding failed)."""
     value = sample.value
     if isinstance(value, float) and not math.isfinite(value):
         return Sample.bad(sample.tag, sample.ts_ms, Quality.CONFIG)
     return sample
+
+
+def _plausible(sample: Sample, span: Range | None) -> Sample:
+    """Outside the range: q=1 within its tolerance, a sensor fault (q=3) beyond it."""
+    value = sample.value
+    if (
+        span is None
+        or sample.quality.is_bad
+        or not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or span.low <= value <= span.high
+    ):
+        return sample
+    slack = span.span * span.tolerance / 100
+    if span.low - slack <= value <= span.high + slack:
+        return sample._replace(quality=Quality.UNCERTAIN)
+    return Sample.bad(sample.tag, sample.ts_ms, Quality.SENSOR)

@@ -1,31 +1,33 @@
-"""Process limit alarms (HH, H, L, LL) of one tag, with hysteresis.
+"""Process limit alarms (HH, H, L, LL) of one tag, with hysteresis and delays.
 
-A high limit is raised when a good value reaches it (value >= limit) and
-cleared when a good value falls below limit - deadband; a low limit mirrors
-that. Each limit is its own alarm: a value that jumps from normal past HH
-raises H and then HH, each with its own `id`, and they clear in turn.
+A high limit is reached when a good value is at or above it, and recovered
+when a good value is below limit - deadband; a low limit mirrors that. With an
+`on_delay`, the limit must be reached by every good value for that long
+before the alarm is raised; with an `off_delay`, recovered for that long
+before it clears. Delays are judged at sample times, so they resolve to the
+poll interval.
+
+Each limit is its own alarm: a value that jumps from normal past HH raises H
+and then HH, each with its own `id`, and they clear in turn (HH first). The
+platform then sees the first-level alarm even when the second came at once.
 
 Bad samples (q >= 2) and values that are not numbers never raise or clear a
-limit alarm: an alarm active when its tag goes bad stays active until a good
-value clears it, so a dead sensor cannot silence an alarm.
+limit alarm, and do not restart a delay: an alarm active when its tag goes
+bad stays active until a good value clears it, so a dead sensor cannot
+silence an alarm.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.config.tags import Limits
-from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Sample
+from edge_agent.model import AlarmEvent, AlarmKind, Sample
+from edge_agent.rules.alarms import AlarmBook
 
 _HIGH = frozenset({AlarmKind.H, AlarmKind.HH})
 # Raise in rising severity, clear in falling severity.
 _ORDER = (AlarmKind.H, AlarmKind.HH, AlarmKind.L, AlarmKind.LL)
-
-
-def new_alarm_id() -> str:
-    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,52 +45,45 @@ class _Limit:
 
 
 class LimitJudge:
-    """The limit alarm state of one tag."""
+    """The limit alarms of one tag, kept in its alarm book."""
 
-    def __init__(
-        self, tag: str, hz: str, limits: Limits, new_id: Callable[[], str] = new_alarm_id
-    ) -> None:
-        self._tag = tag
-        self._hz = hz
+    def __init__(self, book: AlarmBook, limits: Limits) -> None:
+        self._book = book
         self._deadband = limits.deadband
+        self._on_delay_ms = limits.on_delay * 1000
+        self._off_delay_ms = limits.off_delay * 1000
         by_kind = dict(limits.items())
         self._limits = [_Limit(k, by_kind[k]) for k in _ORDER if k in by_kind]
-        self._new_id = new_id
-        self._active: dict[AlarmKind, str] = {}
+        # Since when each limit has been reached (inactive) or recovered (active).
+        self._since: dict[AlarmKind, int] = {}
 
     @property
-    def active(self) -> dict[AlarmKind, str]:
-        """Active alarms of this tag: kind -> occurrence id."""
-        return dict(self._active)
+    def kinds(self) -> frozenset[AlarmKind]:
+        return frozenset(lim.kind for lim in self._limits)
 
-    def judge(self, sample: Sample) -> list[AlarmEvent]:
-        value = sample.value
-        if sample.quality.is_bad or isinstance(value, bool) or not isinstance(value, int | float):
-            return []
-        raised = [
-            self._event(lim, AlarmState.RAISED, sample, self._new_id())
-            for lim in self._limits
-            if lim.kind not in self._active and lim.reached(value)
-        ]
-        cleared = [
-            self._event(lim, AlarmState.CLEARED, sample, self._active[lim.kind])
-            for lim in reversed(self._limits)
-            if lim.kind in self._active and lim.recovered(value, self._deadband)
-        ]
-        for event in raised:
-            self._active[event.kind] = event.id
-        for event in cleared:
-            del self._active[event.kind]
+    def judge(self, sample: Sample, value: float) -> list[AlarmEvent]:
+        """Judge a good or uncertain numeric sample whose value is `value`."""
+        ts = sample.ts_ms
+        cleared: list[AlarmEvent] = []
+        raised: list[AlarmEvent] = []
+        for lim in reversed(self._limits):
+            if self._book.is_active(lim.kind) and self._held(
+                lim.kind, lim.recovered(value, self._deadband), ts, self._off_delay_ms
+            ):
+                cleared += self._book.clear(lim.kind, ts, value)
+        for lim in self._limits:
+            if not self._book.is_active(lim.kind) and self._held(
+                lim.kind, lim.reached(value), ts, self._on_delay_ms
+            ):
+                raised += self._book.raise_(lim.kind, ts, value, lim.value)
         return cleared + raised
 
-    def _event(self, lim: _Limit, state: AlarmState, sample: Sample, alarm_id: str) -> AlarmEvent:
-        return AlarmEvent(
-            id=alarm_id,
-            tag=self._tag,
-            hz=self._hz,
-            ts_ms=sample.ts_ms,
-            kind=lim.kind,
-            state=state,
-            value=sample.value,
-            limit=lim.value,
-        )
+    def _held(self, kind: AlarmKind, condition: bool, ts: int, delay_ms: float) -> bool:
+        """Whether `condition` has held at every sample for `delay_ms` (then forget it)."""
+        if not condition:
+            self._since.pop(kind, None)
+            return False
+        if ts - self._since.setdefault(kind, ts) >= delay_ms:
+            del self._since[kind]
+            return True
+        return False

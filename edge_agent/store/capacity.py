@@ -116,11 +116,15 @@ def _delete_readings(db: sqlite3.Connection, victims: str, args: tuple[int, ...]
 
 
 def drop_oldest_event_or_message(db: sqlite3.Connection) -> Loss | None:
-    """When no reading is left: the oldest waiting event, else the oldest unsent message."""
-    row = db.execute("SELECT id, ts FROM event ORDER BY id LIMIT 1").fetchone()
+    """When no reading is left: the oldest waiting event (statistics before alarms), else
+    the oldest unsent message."""
+    row = db.execute(
+        "SELECT id, ts, topic FROM event ORDER BY topic = 'alarm', id LIMIT 1"
+    ).fetchone()
     if row is not None:
         db.execute("DELETE FROM event WHERE id = ?", (row[0],))
-        loss = Loss("store full: dropped an alarm event", 1, row[1], row[1])
+        what = "an alarm event" if row[2] == "alarm" else "a statistics item"
+        loss = Loss(f"store full: dropped {what}", 1, row[1], row[1])
     else:
         row = db.execute("SELECT seq, oldest FROM message ORDER BY seq LIMIT 1").fetchone()
         if row is None:
@@ -134,7 +138,7 @@ def drop_oldest_event_or_message(db: sqlite3.Connection) -> Loss | None:
 def drop_expired(db: sqlite3.Connection, before_ms: int) -> list[Loss]:
     """Drop waiting readings and events sampled before `before_ms` (the retention)."""
     losses = []
-    for table, what in (("reading", "readings"), ("event", "alarm events")):
+    for table, what in (("reading", "readings"), ("event", "alarm events and statistics")):
         items, first, last = db.execute(
             f"SELECT count(*), min(ts), max(ts) FROM {table} WHERE ts < ?", (before_ms,)
         ).fetchone()

@@ -33,11 +33,11 @@ from edge_agent.errors import StoreError
 
 log = structlog.get_logger(component="store")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Do not reorder or retype these columns without raising SCHEMA_VERSION and
-# writing a migration: stores outlive agent versions.
-_DDL = """
+# writing a migration (_MIGRATIONS): stores outlive agent versions.
+_DDL_V1 = """
 CREATE TABLE tag (id INTEGER PRIMARY KEY, tag TEXT NOT NULL UNIQUE, hz TEXT NOT NULL);
 CREATE TABLE reading (id INTEGER PRIMARY KEY AUTOINCREMENT, tag_id INTEGER NOT NULL,
                       ts INTEGER NOT NULL, v, q INTEGER NOT NULL);
@@ -51,6 +51,13 @@ CREATE TABLE loss (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
                    seq_first INTEGER, seq_last INTEGER);
 INSERT INTO counter VALUES ('next_seq', 1), ('clean', 1);
 """
+_MIGRATIONS: Final = {
+    # v2: alarms active at the last stop, so they are neither raised again nor lost.
+    2: """
+CREATE TABLE active_alarm (id TEXT PRIMARY KEY, tag TEXT NOT NULL, kind TEXT NOT NULL,
+                           item TEXT NOT NULL);
+""",
+}
 
 Synchronous = Literal["normal", "full"]
 
@@ -125,14 +132,17 @@ def _open_checked(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        if version == 0:
-            db.executescript(f"BEGIN; {_DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        if version < SCHEMA_VERSION:
+            steps = [_DDL_V1] if version == 0 else []
+            steps += [_MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
+            ddl = "".join(steps)
+            db.executescript(f"BEGIN; {ddl} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         (clean,) = db.execute("SELECT value FROM counter WHERE name = 'clean'").fetchone()
         if not clean:
             result = db.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
                 raise _Corrupt(f"quick_check: {result}")
-        for table in ("tag", "reading", "event", "message", "loss"):
+        for table in ("tag", "reading", "event", "message", "loss", "active_alarm"):
             db.execute(f"SELECT * FROM {table} ORDER BY rowid DESC LIMIT 1").fetchall()
         db.execute("UPDATE counter SET value = 0 WHERE name = 'clean'")
     except sqlite3.DatabaseError as exc:

@@ -9,7 +9,7 @@ Invariants
    committed before it is first handed to MQTT, so every copy of a `seq`
    carries the same items and the same `hist`, and a `seq` is never reused.
 3. Back-fill leaves oldest first: unacknowledged messages go again in `seq`
-   order before anything new is packed.
+   order (alarm messages ahead of the rest) before anything new is packed.
 4. Waiting readings are never loaded whole into memory: packing reads one
    message's worth by primary-key range.
 
@@ -26,11 +26,14 @@ Row layout (schema in database.py)
   when the table drains empty, because the live/back-fill boundary is an id.
 - `reading(id, tag_id, ts, v, q)`: waiting readings. `v` keeps its SQLite type
   (REAL, INTEGER, TEXT or NULL); bit 4 of `q` marks a boolean stored as 0/1.
-- `event(id, topic, ts, item)`: waiting alarm items as JSON text.
+- `event(id, topic, ts, item)`: waiting `alarm` and `stat` items as JSON text.
 - `message(seq, topic, hist, oldest, items)`: packed messages awaiting PUBACK;
   `items` is the JSON array exactly as published.
 - `counter(name, value)`: `next_seq`, and `clean` (1 after a clean close).
 - `loss(...)`: the loss ledger (ledger.py).
+- `active_alarm(id, tag, kind, item)`: every alarm raised and not yet cleared,
+  as its `raised` item; written in the same transaction as the event, so
+  after a crash the active alarms and the events sent agree.
 """
 
 from __future__ import annotations
@@ -42,12 +45,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 
 from edge_agent.errors import StoreError
-from edge_agent.model import AlarmEvent, Quality, Reading, Value
+from edge_agent.model import (
+    AlarmEvent,
+    AlarmKind,
+    AlarmState,
+    Quality,
+    Reading,
+    StatItem,
+    Value,
+)
 from edge_agent.store import capacity, ledger
 from edge_agent.store.database import (
     StoreLock,
@@ -86,6 +97,21 @@ class StoredMessage:
 class BatchLimits:
     max_items: int
     max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackOptions:
+    """What `pack_next` may pack now."""
+
+    backfill: bool = True
+    """Back-fill readings may be packed (the uplink's back-fill share and rate allow)."""
+    bulk: bool = True
+    """Anything but alarms may be packed (the uplink's byte budget allows)."""
+    priority: bool = True
+    """Alarms first. Without it (a switch for tests, to show what priority is worth)
+    back-fill readings go first, then alarms: first in, first out."""
+    max_bytes: int | None = None
+    """Largest readings message, below the configured one (the uplink's pace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +158,8 @@ class Store:
         # full disk can fail only the flush, never the poll that adds a reading.
         self._readings: list[tuple[str, str, int, Value, int]] = []
         self._events: list[tuple[str, int, str]] = []
+        self._raised: list[tuple[str, str, str, str]] = []  # active_alarm rows to add
+        self._cleared: list[str] = []  # active_alarm ids to drop
         self._acks: list[int] = []
         self._pending_losses: list[Loss] = []
         self._packed_max = 0
@@ -215,7 +243,32 @@ class Store:
 
     def add_alarm(self, event: AlarmEvent) -> None:
         """Buffer an alarm event; the caller flushes at once (alarms never wait)."""
-        self._events.append(("alarm", event.ts_ms, json.dumps(_alarm_item(event), allow_nan=False)))
+        item = json.dumps(_alarm_item(event), allow_nan=False)
+        self._events.append(("alarm", event.ts_ms, item))
+        if event.state is AlarmState.RAISED:
+            self._raised.append((event.id, event.tag, str(event.kind), item))
+        else:
+            self._cleared.append(event.id)
+
+    def add_stat(self, stat: StatItem) -> None:
+        """Buffer the statistics of one tag's window; durable after the next `flush()`."""
+        item = {
+            "tag": stat.tag,
+            "hz": stat.hz,
+            "ts": stat.start_ms,
+            "win": stat.window_s,
+            "min": stat.min,
+            "max": stat.max,
+            "avg": stat.avg,
+            "n": stat.n,
+            "bad": stat.bad,
+        }
+        self._events.append(("stat", stat.start_ms, json.dumps(item, allow_nan=False)))
+
+    def active_alarms(self) -> list[AlarmEvent]:
+        """The `raised` events of the alarms active when the agent last stopped."""
+        rows = self._db.execute("SELECT item FROM active_alarm ORDER BY rowid").fetchall()
+        return [_alarm_event(json.loads(item)) for (item,) in rows]
 
     def ack(self, seq: int) -> None:
         """The message `seq` was delivered; it is dropped at the next `flush()`."""
@@ -223,7 +276,7 @@ class Store:
 
     @property
     def unflushed(self) -> int:
-        return len(self._readings) + len(self._events) + len(self._acks)
+        return len(self._readings) + len(self._events) + len(self._acks) + len(self._cleared)
 
     def flush(self) -> None:
         """Commit everything buffered in one transaction.
@@ -248,6 +301,8 @@ class Store:
                 log.warning("store_writable_again", path=str(self._settings.path))
             del self._readings[: len(chunk)]
             self._events.clear()
+            self._raised.clear()
+            self._cleared.clear()
             self._acks.clear()
             self._pending_losses.clear()
 
@@ -283,6 +338,11 @@ class Store:
             ((ids[tag], ts, v, q) for tag, _, ts, v, q in readings),
         )
         self._db.executemany("INSERT INTO event (topic, ts, item) VALUES (?, ?, ?)", self._events)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO active_alarm (id, tag, kind, item) VALUES (?, ?, ?, ?)",
+            self._raised,
+        )
+        self._db.executemany("DELETE FROM active_alarm WHERE id = ?", ((i,) for i in self._cleared))
         self._db.executemany("DELETE FROM message WHERE seq = ?", ((s,) for s in self._acks))
         for loss in self._pending_losses:
             ledger.record(self._db, loss)
@@ -366,28 +426,31 @@ class Store:
         self._live_reading_id = self._next_id("reading")
         self._live_event_id = self._next_id("event")
 
-    def unsent(self, skip: set[int], limit: int) -> list[StoredMessage]:
-        """Packed messages not in `skip` (those in flight), oldest `seq` first."""
+    def unsent(self, skip: set[int], limit: int, alarms_first: bool = True) -> list[StoredMessage]:
+        """Packed messages not in `skip` (those in flight), alarms then the oldest `seq` first."""
         skip = skip | set(self._acks)  # acknowledged, deleted at the next flush
+        order = "topic != 'alarm', seq" if alarms_first else "seq"
         rows = self._db.execute(
-            "SELECT seq, topic, hist, oldest, items FROM message ORDER BY seq LIMIT ?",
+            f"SELECT seq, topic, hist, oldest, items FROM message ORDER BY {order} LIMIT ?",
             (len(skip) + limit,),
         ).fetchall()
         unsent = [StoredMessage(s, t, bool(h), o, i) for s, t, h, o, i in rows if s not in skip]
         return unsent[:limit]
 
-    def pack_next(self, now_ms: int, linger_ms: int, backfill: bool = True) -> StoredMessage | None:
+    def pack_next(
+        self, now_ms: int, linger_ms: int, options: PackOptions | None = None
+    ) -> StoredMessage | None:
         """Give the next message its `seq`, or None when nothing is due (or no room is left).
 
         Priority: alarm events (live or back-fill), then live readings once the
-        oldest has lingered `linger_ms` or a message is full, then back-fill
-        readings if `backfill` allows. Before publishing what this returns,
-        call `guard_published()`.
+        oldest has lingered `linger_ms` or a message is full, then statistics,
+        then back-fill readings; `options` narrows that down. Before
+        publishing what this returns, call `guard_published()`.
         """
         self.flush()
         for _ in range(FULL_RETRIES):
             try:
-                message = self._pack(now_ms, linger_ms, backfill)
+                message = self._pack(now_ms, linger_ms, options or PackOptions())
             except sqlite3.OperationalError as exc:
                 # At the cap: thin, then choose the items afresh, so no item can be
                 # both packed and declared as thinned.
@@ -401,14 +464,34 @@ class Store:
             return message
         return None
 
-    def _pack(self, now_ms: int, linger_ms: int, backfill: bool) -> StoredMessage | None:
-        if self._has_rows("event", ""):
-            return self._pack_events()
-        if self._live_due(now_ms, linger_ms):
-            return self._pack_readings(f"id >= {self._live_reading_id}", hist=False)
-        if backfill and self._has_rows("reading", f"id < {self._live_reading_id}"):
-            return self._pack_readings(f"id < {self._live_reading_id}", hist=True)
-        return None
+    def _pack(self, now_ms: int, linger_ms: int, options: PackOptions) -> StoredMessage | None:
+        max_bytes = options.max_bytes or self._limits.max_bytes
+        back_fill = f"id < {self._live_reading_id}"
+        live = f"id >= {self._live_reading_id}"
+        bulk = options.bulk
+        steps: tuple[tuple[Callable[[], bool], Callable[[], StoredMessage]], ...] = (
+            (
+                lambda: not options.priority and self._has_rows("reading", back_fill),
+                partial(self._pack_readings, back_fill, True, max_bytes),
+            ),
+            (
+                lambda: self._has_rows("event", "topic = 'alarm'"),
+                partial(self._pack_events, "alarm"),
+            ),
+            (
+                lambda: bulk and self._live_due(now_ms, linger_ms),
+                partial(self._pack_readings, live, False, max_bytes),
+            ),
+            (
+                lambda: bulk and self._has_rows("event", "topic = 'stat'"),
+                partial(self._pack_events, "stat"),
+            ),
+            (
+                lambda: bulk and options.backfill and self._has_rows("reading", back_fill),
+                partial(self._pack_readings, back_fill, True, max_bytes),
+            ),
+        )
+        return next((pack() for due, pack in steps if due()), None)
 
     def backlog(self, in_flight: int) -> Backlog:
         """Messages waiting because of an outage: packed but not in flight, plus back-fill."""
@@ -433,43 +516,44 @@ class Store:
             )
             if row is not None and row[0] is not None
         ]
-        to_pack = -(-readings // self._limits.max_items) + (1 if events else 0)
+        to_pack = -(-readings // self._limits.max_items) + (1 if events else 0)  # about
         waiting = max(packed - in_flight, 0) + to_pack
         return Backlog(waiting, min(oldest) if waiting and oldest else None)
 
     # -- internals ---------------------------------------------------------
 
-    def _pack_events(self) -> StoredMessage:
-        """Back-fill events first; a message never mixes back-fill and live, so `hist` is true."""
-        hist = self._has_rows("event", f"id < {self._live_event_id}")
+    def _pack_events(self, topic: str) -> StoredMessage:
+        """Events of one topic, back-fill first: a message never mixes back-fill and live."""
+        of_topic = f"topic = '{topic}'"
+        hist = self._has_rows("event", f"{of_topic} AND id < {self._live_event_id}")
         where = f"id < {self._live_event_id}" if hist else f"id >= {self._live_event_id}"
         rows = self._db.execute(
-            f"SELECT id, ts, item FROM event WHERE {where} ORDER BY id LIMIT ?",
+            f"SELECT id, ts, item FROM event WHERE {of_topic} AND {where} ORDER BY id LIMIT ?",
             (self._limits.max_items,),
         ).fetchall()
         items = _fit([item for _, _, item in rows], self._limits.max_bytes)
         taken = rows[: len(items)]
         return self._commit_message(
             "event",
-            (taken[0][0], taken[-1][0]),
-            topic="alarm",
+            [row[0] for row in taken],
+            topic=topic,
             hist=hist,
             oldest_ms=min(ts for _, ts, _ in taken),
             items=items,
         )
 
-    def _pack_readings(self, where: str, hist: bool) -> StoredMessage:
+    def _pack_readings(self, where: str, hist: bool, max_bytes: int) -> StoredMessage:
         rows = self._db.execute(
             "SELECT reading.id, tag.tag, tag.hz, reading.ts, reading.v, reading.q "
             f"FROM reading JOIN tag ON tag.id = reading.tag_id WHERE reading.{where} "
             "ORDER BY reading.id LIMIT ?",
             (self._limits.max_items,),
         ).fetchall()
-        items = _fit([_reading_item_json(*row[1:]) for row in rows], self._limits.max_bytes)
+        items = _fit([_reading_item_json(*row[1:]) for row in rows], max_bytes)
         taken = rows[: len(items)]
         return self._commit_message(
             "reading",
-            (taken[0][0], taken[-1][0]),
+            range(taken[0][0], taken[-1][0] + 1),
             topic="rt",
             hist=hist,
             oldest_ms=min(row[3] for row in taken),
@@ -479,20 +563,25 @@ class Store:
     def _commit_message(
         self,
         table: str,
-        id_range: tuple[int, int],
+        ids: range | list[int],
         *,
         topic: str,
         hist: bool,
         oldest_ms: int,
         items: list[str],
     ) -> StoredMessage:
-        """Move the rows `id_range` of `table` into a new message with the next `seq`."""
+        """Move the rows `ids` of `table` into a new message with the next `seq`."""
         items_json = "[" + ",".join(items) + "]"
         with self._transaction():
             (seq,) = self._db.execute(
                 "UPDATE counter SET value = value + 1 WHERE name = 'next_seq' RETURNING value - 1"
             ).fetchone()
-            self._db.execute(f"DELETE FROM {table} WHERE id BETWEEN ? AND ?", id_range)
+            if isinstance(ids, range):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE id BETWEEN ? AND ?", (ids.start, ids.stop - 1)
+                )
+            else:
+                self._db.executemany(f"DELETE FROM {table} WHERE id = ?", ((i,) for i in ids))
             self._db.execute(
                 "INSERT INTO message (seq, topic, hist, oldest, items) VALUES (?, ?, ?, ?, ?)",
                 (seq, topic, int(hist), oldest_ms, items_json),
@@ -565,6 +654,20 @@ def _reading_item_json(tag: str, hz: str, ts: int, value: Value, flags: int) -> 
     quality = Quality(flags & ~_BOOL_FLAG)
     return json.dumps(
         {"tag": tag, "hz": hz, "ts": ts, "v": value, "q": int(quality)}, allow_nan=False
+    )
+
+
+def _alarm_event(item: dict[str, Any]) -> AlarmEvent:
+    """The event back from its item (`_alarm_item`)."""
+    return AlarmEvent(
+        id=item["id"],
+        tag=item["tag"],
+        hz=item["hz"],
+        ts_ms=item["ts"],
+        kind=AlarmKind(item["kind"]),
+        state=AlarmState(item["state"]),
+        value=item["v"],
+        limit=item.get("limit"),
     )
 
 

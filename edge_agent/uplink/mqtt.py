@@ -2,8 +2,12 @@
 
 The loop per connection: mark the store live (what waits now is back-fill),
 publish `state`, then keep a bounded window of messages in flight: resends
-from the store first (oldest `seq` first), then newly packed messages
-(alarms, due live readings, back-fill). A message is acknowledged in the store
+from the store first (alarms, then the oldest `seq`), then newly packed
+messages (alarms, due live readings, statistics, back-fill). Alarms have
+priority all the way to the broker: one slot of the window is kept for them,
+and the bytes of everything else in flight are bounded by what the link
+drains in half a second (pace.py), so an alarm never queues behind a
+back-log already handed to paho. A message is acknowledged in the store
 only on a PUBACK with a success reason code; a refusal keeps it and retries it
 after `REFUSED_RETRY_S`. On any disconnect the session is dropped with
 whatever paho held, and the next connection starts again from the store.
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import gzip
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +29,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config.schema import Address
 from edge_agent.config.schema import Uplink as UplinkConfig
-from edge_agent.store import Store, StoredMessage
+from edge_agent.store import PackOptions, Store, StoredMessage
 from edge_agent.uplink.brokers import TAKEOVER_EVIDENCE, ReconnectPolicy
 from edge_agent.uplink.envelope import Identity, envelope, offline_payload, state_payload
+from edge_agent.uplink.pace import LinkPace
 from edge_agent.uplink.ratelimit import ByteRate
 from edge_agent.uplink.session import (
     ConnectFailed,
@@ -52,6 +58,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+ALARM_LATENCIES_KEPT = 10_000
+
+
 @dataclass
 class UplinkStats:
     connected: bool = False
@@ -59,6 +68,8 @@ class UplinkStats:
     published: int = 0
     acked: int = 0
     refused: int = 0
+    alarm_latency_ms: deque[int] = field(default_factory=lambda: deque(maxlen=ALARM_LATENCIES_KEPT))
+    """Sample-to-PUBACK time of the latest live alarm messages (their oldest item)."""
 
 
 @dataclass
@@ -69,6 +80,14 @@ class _Flight:
     seqs: set[int] = field(default_factory=set)
     hist_seqs: set[int] = field(default_factory=set)
     state_mids: set[int] = field(default_factory=set)
+    sizes: dict[int, int] = field(default_factory=dict)
+    """Item bytes of each seq in flight: what the pace is measured and bounded in."""
+    live_alarms: dict[int, int] = field(default_factory=dict)
+    """seq -> sample time of live alarm messages in flight, for their latency."""
+
+    @property
+    def bulk_bytes(self) -> int:
+        return sum(size for seq, size in self.sizes.items() if seq not in self.live_alarms)
 
 
 class Uplink:
@@ -93,6 +112,7 @@ class Uplink:
         self._refused_until: dict[int, float] = {}
         self._backlog_reported = 0
         self._backfill_rate = ByteRate(config.backfill_rate) if config.backfill_rate else None
+        self._pace = LinkPace()
         self.stats = UplinkStats()
 
     # -- called by the runtime -----------------------------------------------
@@ -217,23 +237,51 @@ class Uplink:
                 await asyncio.sleep(0.05)
 
     def _fill_window(self, session: Session, window: int) -> None:
-        """Top the window up: resends first (oldest seq first), then newly packed messages."""
-        free = window - len(self._flight.seqs)
-        if free <= 0:
+        """Top the window up: resends first (alarms, then oldest seq), then newly packed messages.
+
+        With alarm priority, readings and statistics leave one slot free for
+        an alarm and stay within the pace's byte budget; alarms only need a
+        free slot. Without it, messages go first in, first out.
+        """
+        if len(self._flight.seqs) >= window:
             return
+        priority = self._config.alarm_priority
+        budget = _Budget(
+            slots=window - len(self._flight.seqs),
+            bulk_slots=window - len(self._flight.seqs) - (1 if priority and window > 1 else 0),
+            backfill_slots=self._backfill_slots(window),
+            bulk_bytes=(
+                self._pace.inflight_budget(time.monotonic()) - self._flight.bulk_bytes
+                if priority
+                else None
+            ),
+        )
         outgoing: list[StoredMessage] = []
-        backfill_slots = self._backfill_slots(window)
-        for message in self._store.unsent(self._flight.seqs | self._refused_seqs(), free):
-            if message.hist and backfill_slots <= 0:
-                break  # keep resends in seq order; live and alarms are packed below
-            backfill_slots -= message.hist
+        skip = self._flight.seqs | self._refused_seqs()
+        for message in self._store.unsent(skip, budget.slots, alarms_first=priority):
+            if not budget.take(message):
+                break  # keep resends in order; new alarms are packed below
             outgoing.append(message)
         linger_ms = int(self._config.batch.linger * 1000)
-        while len(outgoing) < free:
-            packed = self._store.pack_next(now_ms(), linger_ms, backfill=backfill_slots > 0)
+        max_bytes = (
+            self._pace.message_budget(time.monotonic(), self._config.batch.max_bytes)
+            if priority
+            else None
+        )
+        while budget.slots > 0:
+            packed = self._store.pack_next(
+                now_ms(),
+                linger_ms,
+                PackOptions(
+                    backfill=budget.backfill_slots > 0,
+                    bulk=budget.bulk_allowed,
+                    priority=priority,
+                    max_bytes=max_bytes,
+                ),
+            )
             if packed is None:
                 break
-            backfill_slots -= packed.hist
+            budget.take(packed, force=True)
             outgoing.append(packed)
         self._store.guard_published()
         for message in outgoing:
@@ -249,15 +297,21 @@ class Uplink:
         """
         if self._backfill_rate is not None and not self._backfill_rate.allows():
             return 0
+        if not self._config.alarm_priority:
+            return window
         return max(window // 2, 1) - len(self._flight.hist_seqs)
 
     def _send(self, session: Session, message: StoredMessage) -> None:
         payload = envelope(self._identity, message, now_ms())
         if self._config.batch.gzip:
             payload = gzip.compress(payload, compresslevel=5, mtime=0)
+        self._pace.sending(time.monotonic(), len(self._flight.seqs))
         mid = session.publish(self._identity.topic(message.topic), payload)
         self._flight.by_mid[mid] = message.seq
         self._flight.seqs.add(message.seq)
+        self._flight.sizes[message.seq] = len(message.items_json)
+        if message.topic == "alarm" and not message.hist:
+            self._flight.live_alarms[message.seq] = message.oldest_ms
         if message.hist:
             self._flight.hist_seqs.add(message.seq)
             if self._backfill_rate is not None:
@@ -289,6 +343,9 @@ class Uplink:
             return
         self._flight.seqs.discard(seq)
         self._flight.hist_seqs.discard(seq)
+        size = self._flight.sizes.pop(seq, 0)
+        sampled = self._flight.live_alarms.pop(seq, None)
+        self._pace.acked(time.monotonic(), size, len(self._flight.seqs))
         if reason is not None and reason.is_failure:
             self.stats.refused += 1
             self._refused_until[seq] = time.monotonic() + REFUSED_RETRY_S
@@ -297,6 +354,8 @@ class Uplink:
         self._refused_until.pop(seq, None)
         self._store.ack(seq)
         self.stats.acked += 1
+        if sampled is not None:
+            self.stats.alarm_latency_ms.append(now_ms() - sampled)
 
     def _refused_seqs(self) -> set[int]:
         now = time.monotonic()
@@ -321,6 +380,37 @@ class Uplink:
 
     def _will(self) -> Will:
         return Will(self._identity.topic("state"), offline_payload(self._identity))
+
+
+@dataclass
+class _Budget:
+    """What one top-up of the window may still add."""
+
+    slots: int
+    bulk_slots: int
+    backfill_slots: int
+    bulk_bytes: int | None
+    """Item bytes readings and statistics may still add; None: no bound (no priority)."""
+
+    @property
+    def bulk_allowed(self) -> bool:
+        return self.bulk_slots > 0 and (self.bulk_bytes is None or self.bulk_bytes > 0)
+
+    def take(self, message: StoredMessage, force: bool = False) -> bool:
+        """Count `message` in if it fits (or `force`: it was packed to fit); False if not."""
+        alarm = message.topic == "alarm"
+        fits = self.slots > 0 and (
+            alarm or (self.bulk_allowed and (self.backfill_slots > 0 or not message.hist))
+        )
+        if not (fits or force):
+            return False
+        self.slots -= 1
+        if not alarm:
+            self.bulk_slots -= 1
+            if self.bulk_bytes is not None:
+                self.bulk_bytes -= len(message.items_json)
+        self.backfill_slots -= message.hist
+        return True
 
 
 async def _wait_any(event: asyncio.Event, closed: asyncio.Future[str], seconds: float) -> None:

@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ENTERPRISE, GATEWAY, PREFIX, Process, Rig, agent_config
+from conftest import (
+    ENTERPRISE,
+    GATEWAY,
+    PREFIX,
+    Process,
+    Rig,
+    agent_config,
+    reporting_every_poll,
+)
 from delivery import envelopes
 
 from edge_agent import __version__
@@ -40,15 +48,18 @@ def tag(name: str, address: str, data_type: str, **extra: Any) -> dict[str, Any]
 
 
 def device(name: str, port: int, tags: list[dict[str, Any]], poll: str = "200ms") -> dict[str, Any]:
-    return {
-        "name": name,
-        "driver": "modbus",
-        "host": "127.0.0.1",
-        "port": port,
-        "poll": poll,
-        "timeout": "500ms",
-        "tags": tags,
-    }
+    """A Modbus device whose tags report at every poll, so the tests can count polls."""
+    return reporting_every_poll(
+        {
+            "name": name,
+            "driver": "modbus",
+            "host": "127.0.0.1",
+            "port": port,
+            "poll": poll,
+            "timeout": "500ms",
+            "tags": tags,
+        }
+    )
 
 
 def rt_items(messages: list[Received], tag_name: str | None = None) -> list[dict[str, Any]]:

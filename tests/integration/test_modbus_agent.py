@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Process, agent_config
+from conftest import Process, agent_config, reporting_every_poll
 
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber, Received
@@ -69,7 +69,7 @@ def test_the_agent_polls_the_whole_tank_farm_over_every_transport(
     spawn: Callable[..., Process],
 ) -> None:
     simulator = spawn("simulator", "simulate", str(SCENARIO))
-    devices = tank_farm_devices(wait_for_simulator(simulator, 3))
+    devices = [reporting_every_poll(d) for d in tank_farm_devices(wait_for_simulator(simulator, 3))]
     tags = {t["tag"] for d in devices for t in d["tags"]}
     config = agent_config(tmp_path, broker.port, devices, batch={"linger": "200ms"})
     agent = spawn("agent", "run", str(config))

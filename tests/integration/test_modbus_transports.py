@@ -197,7 +197,7 @@ async def test_a_slow_device_answers_within_its_timeout_and_delays_no_one_else()
         slow_device = unit_device(simulator, "tcp", 1, typed_tags("S."), timeout="1s")
         fast_device = ModbusDevice.model_validate(
             {
-                **slow_device.model_dump(exclude={"tags", "serial"}),
+                **slow_device.model_dump(exclude={"tags", "serial", "comm_alarm_after"}),
                 "name": "fast",
                 "port": simulator.ports["fast"],
                 "timeout": "1s",

@@ -118,8 +118,8 @@ def test_keys_are_taken_as_written_not_as_yaml_booleans(tmp_path: Path) -> None:
     text = edited("    poll: 500ms\n", "    on: 500ms\n")
     assert problems(tmp_path, text) == [
         "13:5: devices[0].on: unknown key 'on'; the keys allowed here are name, driver, "
-        "transport, host, port, serial, unit, poll, timeout, byte_order, address_base, "
-        "max_registers, max_bits, max_gap, reconnect_min, reconnect_max, tags"
+        "poll, comm_alarm_after, transport, host, port, serial, unit, timeout, byte_order, "
+        "address_base, max_registers, max_bits, max_gap, reconnect_min, reconnect_max, tags"
     ]
 
 
@@ -144,9 +144,10 @@ def test_an_unknown_key_points_at_the_key_and_suggests_the_field(tmp_path: Path)
 
 def test_an_unknown_key_without_a_close_match_lists_the_allowed_keys(tmp_path: Path) -> None:
     """With no likely typo, the technician sees what may be written there."""
-    text = edited("  code: GW-01\n", "  code: GW-01\n  site: north\n")
+    text = edited("  code: GW-01\n", "  code: GW-01\n  region: north\n")
     assert problems(tmp_path, text) == [
-        "3:3: gateway.site: unknown key 'site'; the keys allowed here are code, enterprise"
+        "3:3: gateway.region: unknown key 'region'; the keys allowed here are code, enterprise, "
+        "site"
     ]
 
 

@@ -1,0 +1,72 @@
+"""Window statistics of one tag: min, max, avg, n and bad per wall-clock window.
+
+Windows are aligned to the Unix epoch (a 300 s window starts at :00, :05,
+...), and a sample belongs to the window its own timestamp falls in.
+- `n` counts the samples with a numeric value of quality 0 or 1 (good or
+  uncertain); min, max and avg are taken over those, and are None when n is 0.
+- `bad` counts the samples with quality 2 or more (no value).
+- Booleans and strings have no statistics: a tag that never had a number in a
+  window reports only its `bad` count, if it has one.
+A window is emitted once, when it is closed; a sample that arrives for a
+window already closed is left out of the statistics (its reading is still
+sent), so no window is reported twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.model import StatItem
+
+
+@dataclass(slots=True)
+class _Window:
+    low: float = float("inf")
+    high: float = float("-inf")
+    total: float = 0.0
+    n: int = 0
+    bad: int = 0
+
+
+class WindowStats:
+    def __init__(self, tag: str, hz: str, window_s: int) -> None:
+        self._tag = tag
+        self._hz = hz
+        self._window_s = window_s
+        self._window_ms = window_s * 1000
+        self._open: dict[int, _Window] = {}
+        self._closed_before = 0
+
+    def add_value(self, ts: int, value: float) -> None:
+        window = self._window(ts)
+        if window is not None:
+            window.n += 1
+            window.total += value
+            window.low = min(window.low, value)
+            window.high = max(window.high, value)
+
+    def add_bad(self, ts: int) -> None:
+        window = self._window(ts)
+        if window is not None:
+            window.bad += 1
+
+    def close(self, before_ms: int) -> list[StatItem]:
+        """Emit the windows that end at or before `before_ms`, oldest first."""
+        ended = sorted(s for s in self._open if s + self._window_ms <= before_ms)
+        self._closed_before = max(self._closed_before, before_ms - before_ms % self._window_ms)
+        return [self._item(start, self._open.pop(start)) for start in ended]
+
+    def _window(self, ts: int) -> _Window | None:
+        start = ts - ts % self._window_ms
+        if start < self._closed_before:
+            return None
+        window = self._open.get(start)
+        if window is None:
+            window = self._open[start] = _Window()
+        return window
+
+    def _item(self, start: int, w: _Window) -> StatItem:
+        if w.n == 0:
+            return StatItem(self._tag, self._hz, start, self._window_s, None, None, None, 0, w.bad)
+        avg = float(f"{w.total / w.n:.15g}")  # no binary noise in the average
+        return StatItem(self._tag, self._hz, start, self._window_s, w.low, w.high, avg, w.n, w.bad)
