@@ -1,0 +1,309 @@
+"""The OPC UA driver: one server endpoint, read by batched polls or by a subscription.
+
+Invariants:
+- Read-only. The driver sends Read, TranslateBrowsePaths, GetEndpoints and the
+  session and subscription services; it never sends Write or Call (a test
+  greps this package for them).
+- `read()` never raises for what the server or the network does (a cancelled
+  `read()` still raises CancelledError). Every connect is bounded by
+  `connect_timeout`, every request by `timeout`.
+- Poll mode: `read()` returns one sample per due tag (every tag at the device's
+  poll, a poll group's tags when its deadline comes), read in batches of at most
+  the server's MaxNodesPerRead.
+- Subscribe mode: `read()` returns every data change received since the last
+  call, in arrival order (a spike between two polls is not lost), then, for each
+  tag that did not change, its latest value again, stamped now: the live
+  subscription vouches that it is still current, so the rules stage sees every
+  tag at every poll and can send its heartbeat. A tag with no value yet (just
+  subscribed) is left out until its first notification.
+- Qualities: from each value's StatusCode (drivers/opcua/quality.py); a node
+  that cannot be resolved, or whose value cannot be carried (an array without
+  index, a type mismatch) -> q=4, logged once per tag and reason; while the link
+  is down or backing off -> q=2 for every due tag, without touching the network.
+- A failed request, a dropped connection or a stale subscription that cannot
+  be made again ends the session: link DOWN, retry after a backoff delay
+  (reconnect_min doubling to reconnect_max, with jitter), reset by the first
+  good read. A new session re-resolves every tag and re-creates the subscription.
+- Logs state changes only: link up/down, a tag failing or recovering, a stale
+  subscription, dropped notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import structlog
+from asyncua import ua
+
+from drivers.opcua.config import OpcuaDevice
+from drivers.opcua.quality import quality_of, status_name
+from drivers.opcua.security import Untrusted
+from drivers.opcua.session import CredentialError, Session, close_client, open_session
+from drivers.opcua.subscriber import Subscribed, subscribe
+from drivers.opcua.values import to_sample
+from edge_agent.backoff import Backoff
+from edge_agent.model import LinkState, Quality, Sample
+
+__all__ = ["OpcuaDriver"]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LinkLost(Exception):
+    """The session cannot be used any more; the message says why."""
+
+
+@dataclass(slots=True)
+class PollGroup:
+    """Tags read at one interval; their read requests are made at each connect."""
+
+    interval: float
+    indices: list[int]
+    next_due: float = 0.0
+    requests: list[tuple[list[int], ua.ReadParameters]] | None = None
+
+
+class OpcuaDriver:
+    """Reads every tag of one OPC UA server; see the module docstring."""
+
+    def __init__(self, device: OpcuaDevice, *, backoff: Backoff | None = None) -> None:
+        self._device = device
+        self._tags = device.tags
+        self._backoff = backoff or Backoff(device.reconnect_min, device.reconnect_max)
+        self._retry_at = 0.0
+        self._session: Session | None = None
+        self._subscribed: Subscribed | None = None
+        self._last: dict[int, Sample] = {}
+        self._groups = _groups(device)
+        self._problems: dict[int, str] = {}
+        self._state = LinkState.DOWN
+        self._state_known = False
+        self._lock = asyncio.Lock()
+        self._log = structlog.get_logger().bind(device=device.name)
+
+    @property
+    def name(self) -> str:
+        return self._device.name
+
+    @property
+    def link(self) -> LinkState:
+        return self._state
+
+    async def read(self) -> list[Sample]:
+        async with self._lock:
+            due = self._due(time.monotonic())
+            session = await self._session_or_none()
+            if session is None:
+                return self._all_bad(due, Quality.COMM)
+            try:
+                if self._device.mode == "poll":
+                    samples = await self._poll(session, due)
+                else:
+                    samples = await self._collect(session)
+            except asyncio.CancelledError:
+                await self._drop("the read was cancelled")
+                raise
+            except Exception as exc:  # the request boundary: nothing the server does escapes
+                await self._drop(_describe(exc), exc=None if _expected(exc) else exc)
+                return self._all_bad(due, Quality.COMM)
+            self._backoff.reset()
+            return samples
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop(None)
+
+    # connection
+
+    async def _session_or_none(self) -> Session | None:
+        if self._session is not None:
+            return self._session
+        if time.monotonic() < self._retry_at:
+            return None
+        try:
+            session = await open_session(self._device, self._log)
+        except Exception as exc:  # connect boundary: the reason is logged, the tags go q=2
+            self._went_down(_describe(exc), exc=None if _expected(exc) else exc)
+            self._retry_at = time.monotonic() + self._backoff.next()
+            return None
+        self._session = session
+        for index, reason in session.refused.items():
+            self._note_problem(index, reason)
+        if self._device.mode == "subscribe":
+            try:
+                async with asyncio.timeout(self._device.connect_timeout):
+                    await self._subscribe(session)
+            except Exception as exc:
+                await self._drop(f"cannot subscribe: {_describe(exc)}")
+                return None
+        else:
+            self._plan(session)
+        self._came_up()
+        return session
+
+    async def _drop(self, reason: str | None, exc: Exception | None = None) -> None:
+        """End the session; with a reason the link went down and a retry is scheduled."""
+        session, self._session, self._subscribed = self._session, None, None
+        self._last.clear()
+        for group in self._groups:
+            group.requests = None
+        if reason is not None:
+            self._went_down(reason, exc=exc)
+            self._retry_at = time.monotonic() + self._backoff.next()
+        if session is not None:
+            await close_client(session.client, self._device.timeout)
+
+    # poll mode
+
+    def _due(self, now: float) -> list[PollGroup]:
+        """The device's own group always; a slower group when its deadline has come."""
+        due = []
+        slack = self._device.poll / 2
+        for group in self._groups:
+            if group.interval != self._device.poll and now < group.next_due - slack:
+                continue
+            due.append(group)
+            group.next_due = max(group.next_due + group.interval, now + group.interval - slack)
+        return due
+
+    def _plan(self, session: Session) -> None:
+        size = session.max_nodes_per_read
+        for group in self._groups:
+            readable = [i for i in group.indices if session.nodes[i] is not None]
+            group.requests = []
+            for start in range(0, len(readable), size):
+                indices = readable[start : start + size]
+                params = ua.ReadParameters()
+                params.MaxAge = 0
+                params.TimestampsToReturn = ua.TimestampsToReturn.Source
+                for index in indices:
+                    item = ua.ReadValueId()
+                    item.NodeId = session.nodes[index]
+                    item.AttributeId = ua.AttributeIds.Value
+                    params.NodesToRead.append(item)
+                group.requests.append((indices, params))
+
+    async def _poll(self, session: Session, due: list[PollGroup]) -> list[Sample]:
+        out: list[Sample | None] = [None] * len(self._tags)
+        uaclient, timeout = session.client.uaclient, self._device.timeout
+        for group in due:
+            for indices, params in group.requests or ():
+                async with asyncio.timeout(timeout):
+                    values = await uaclient.read(params)
+                now = _now_ms()
+                for index, value in zip(indices, values, strict=True):
+                    out[index] = self._judge(index, value, now)
+            now = _now_ms()
+            for index in group.indices:
+                if index in session.refused:
+                    out[index] = Sample.bad(self._tags[index].tag, now, Quality.CONFIG)
+        return [s for s in out if s is not None]
+
+    # subscribe mode
+
+    async def _subscribe(self, session: Session) -> None:
+        self._subscribed = subscribed = await subscribe(session.client, self._device, session.nodes)
+        for index, code in subscribed.refused.items():
+            self._note_problem(index, f"monitored item refused: {status_name(code)}")
+
+    async def _collect(self, session: Session) -> list[Sample]:
+        if not session.alive:
+            raise LinkLost("the connection to the server was lost")
+        subscribed = self._subscribed
+        assert subscribed is not None  # made with the session
+        stale = subscribed.stale()
+        if stale is not None:
+            self._log.warning("subscription_stale", reason=stale)
+            self._last.clear()
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                async with asyncio.timeout(self._device.timeout):
+                    await subscribed.feed.delete()
+            async with asyncio.timeout(self._device.connect_timeout):
+                await self._subscribe(session)
+            self._log.info("subscription_made_again")
+            return self._all_bad(self._groups, Quality.COMM)
+        feed = subscribed.feed
+        changes = feed.take()
+        if feed.dropped:
+            self._log.warning("notifications_dropped", count=feed.dropped)
+            feed.dropped = 0
+        samples, changed = [], set()
+        for index, value, arrived in changes:
+            sample = self._judge(index, value, arrived)
+            samples.append(sample)
+            self._last[index] = sample
+            changed.add(index)
+        now = _now_ms()
+        for index, tag in enumerate(self._tags):
+            if index in changed:
+                continue
+            if index in session.refused:
+                samples.append(Sample.bad(tag.tag, now, Quality.CONFIG))
+            elif index in subscribed.refused:
+                samples.append(Sample.bad(tag.tag, now, quality_of(subscribed.refused[index])))
+            elif (last := self._last.get(index)) is not None:
+                samples.append(last._replace(ts_ms=now))
+        return samples
+
+    # values and state
+
+    def _judge(self, index: int, value: ua.DataValue, now: int) -> Sample:
+        sample, problem = to_sample(self._tags[index], value, now)
+        if problem is not None:
+            self._note_problem(index, problem)
+        elif index in self._problems:
+            del self._problems[index]
+            self._log.info("tag_recovered", tag=self._tags[index].tag)
+        return sample
+
+    def _note_problem(self, index: int, reason: str) -> None:
+        if self._problems.get(index) == reason:
+            return
+        self._problems[index] = reason
+        tag = self._tags[index]
+        self._log.warning("tag_bad", tag=tag.tag, node=tag.where, reason=reason)
+
+    def _all_bad(self, groups: list[PollGroup], quality: Quality) -> list[Sample]:
+        now = _now_ms()
+        return [Sample.bad(self._tags[i].tag, now, quality) for g in groups for i in g.indices]
+
+    def _came_up(self) -> None:
+        if self._state is LinkState.UP and self._state_known:
+            return
+        self._state, self._state_known = LinkState.UP, True
+        self._log.info("link_up", endpoint=self._device.endpoint, mode=self._device.mode)
+
+    def _went_down(self, reason: str, exc: Exception | None = None) -> None:
+        if self._state is LinkState.DOWN and self._state_known:
+            return
+        self._state, self._state_known = LinkState.DOWN, True
+        self._log.warning("link_down", endpoint=self._device.endpoint, reason=reason, exc_info=exc)
+
+
+def _groups(device: OpcuaDevice) -> list[PollGroup]:
+    by_interval: dict[float, list[int]] = {}
+    for index, tag in enumerate(device.tags):
+        by_interval.setdefault(device.interval_of(tag), []).append(index)
+    return [PollGroup(interval, indices) for interval, indices in sorted(by_interval.items())]
+
+
+def _expected(exc: Exception) -> bool:
+    """What a server or network does (no traceback needed), as opposed to a bug of ours."""
+    return isinstance(
+        exc, OSError | TimeoutError | LinkLost | Untrusted | CredentialError | ua.UaError
+    )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ua.UaStatusCodeError):
+        return f"the server answered {status_name(exc.code)}"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,184 @@
+"""One connection to the server: connect (bounded), resolve every tag's node, read the limits.
+
+A `Session` is made whole or not at all: `open_session` either returns one
+whose client is connected, with each tag resolved to a NodeId (or refused,
+with the reason), or raises and leaves nothing behind. A fresh asyncua Client
+is made for every connect, so nothing of a lost connection (its publish loop,
+its subscriptions) lives on into the next; asyncua's own auto-reconnect is not
+used: the driver reconnects on its own backoff (edge_agent/backoff.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from asyncua import Client, ua
+from asyncua.client.ua_client import UaClientState
+from structlog.typing import FilteringBoundLogger
+
+from drivers.opcua.address import BrowseElement, parse_browse_path
+from drivers.opcua.config import OpcuaDevice
+from drivers.opcua.quality import status_name
+from drivers.opcua.security import secure
+from edge_agent.logs import register_secret
+
+# asyncua logs every publish at INFO and every failed request with a traceback; the
+# driver logs each link change once, naming the device, so asyncua's lines are noise.
+logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+
+CLIENT_NAME = "edge-agent"
+FALLBACK_MAX_NODES_PER_READ = 1000
+"""Used when the server does not say (0 or no OperationLimits node)."""
+
+
+class CredentialError(Exception):
+    """A user name or password file cannot be used; the message says why."""
+
+
+@dataclass(slots=True)
+class Session:
+    client: Client
+    nodes: list[ua.NodeId | None]
+    """Each tag's NodeId, by tag index; None where it could not be resolved."""
+    refused: dict[int, str] = field(default_factory=dict)
+    """Tag index -> why its node could not be resolved (those tags are q=4)."""
+    max_nodes_per_read: int = FALLBACK_MAX_NODES_PER_READ
+
+    @property
+    def alive(self) -> bool:
+        """False once asyncua saw the connection drop (its watchdog probes the server)."""
+        return self.client.uaclient.state is UaClientState.CONNECTED
+
+
+async def open_session(device: OpcuaDevice, log: FilteringBoundLogger) -> Session:
+    """Connect and resolve, within `connect_timeout`; on any failure nothing is left open."""
+    client = Client(device.endpoint, timeout=device.timeout, watchdog_intervall=device.timeout)
+    client.name = client.description = CLIENT_NAME
+    try:
+        async with asyncio.timeout(device.connect_timeout):
+            return await _open(client, device, log)
+    except BaseException:
+        await close_client(client, device.timeout)
+        raise
+
+
+async def _open(client: Client, device: OpcuaDevice, log: FilteringBoundLogger) -> Session:
+    if device.security.secure:
+        await secure(client, device.security, log)
+    if device.username_file is not None and device.password_file is not None:
+        client.set_user(_secret(device.username_file))
+        client.set_password(_secret(device.password_file))
+    await client.connect()
+    namespaces = await client.get_namespace_array()
+    session = Session(client, [None] * len(device.tags))
+    _resolve_node_ids(device, namespaces, session)
+    await _resolve_browse_paths(device, namespaces, session)
+    session.max_nodes_per_read = min(device.max_nodes_per_read, await _server_limit(client))
+    return session
+
+
+def _secret(configured: str) -> str:
+    # The uplink's rule for credential files (see security.resolve).
+    from edge_agent.uplink.session import read_secret  # noqa: PLC0415
+
+    try:
+        value = read_secret(configured)
+    except Exception as exc:  # the uplink's CredentialsUnusable: unreadable, empty, no directory
+        raise CredentialError(str(exc)) from None
+    register_secret(value)
+    return value
+
+
+def _namespace_index(uri: str | None, namespaces: Sequence[str]) -> int:
+    if uri is None:
+        return 0
+    try:
+        return namespaces.index(uri)
+    except ValueError:
+        raise LookupError(f"the server has no namespace {uri!r}") from None
+
+
+def _resolve_node_ids(device: OpcuaDevice, namespaces: Sequence[str], session: Session) -> None:
+    for index, tag in enumerate(device.tags):
+        address = tag.address
+        if address is None:
+            continue
+        try:
+            ns = address.namespace
+            if not isinstance(ns, int):
+                ns = _namespace_index(ns if ns is not None else device.namespace, namespaces)
+            session.nodes[index] = ua.NodeId.from_string(address.text(ns))
+        except LookupError as exc:
+            session.refused[index] = str(exc)
+
+
+async def _resolve_browse_paths(
+    device: OpcuaDevice, namespaces: Sequence[str], session: Session
+) -> None:
+    paths: list[tuple[int, ua.BrowsePath]] = []
+    for index, tag in enumerate(device.tags):
+        if tag.browse_path is None:
+            continue
+        try:
+            paths.append(
+                (index, _browse_path(parse_browse_path(tag.browse_path), device, namespaces))
+            )
+        except LookupError as exc:
+            session.refused[index] = str(exc)
+    if not paths:
+        return
+    results = await session.client.uaclient.translate_browsepaths_to_nodeids([p for _, p in paths])
+    for (index, _), result in zip(paths, results, strict=True):
+        if result.StatusCode.is_good() and result.Targets:
+            target = result.Targets[0].TargetId
+            session.nodes[index] = ua.NodeId(
+                target.Identifier, target.NamespaceIndex, target.NodeIdType
+            )
+        else:
+            session.refused[index] = (
+                f"browse path /{device.tags[index].browse_path} not found "
+                f"({status_name(result.StatusCode.value)})"
+            )
+
+
+def _browse_path(
+    elements: Sequence[BrowseElement], device: OpcuaDevice, namespaces: Sequence[str]
+) -> ua.BrowsePath:
+    path = ua.BrowsePath()
+    path.StartingNode = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+    path.RelativePath = ua.RelativePath()
+    for element in elements:
+        ns = element.namespace
+        if ns is None:
+            ns = _namespace_index(device.namespace, namespaces)
+        step = ua.RelativePathElement()
+        step.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+        step.IsInverse = False  # asyncua defaults to True: towards the parent
+        step.IncludeSubtypes = True
+        step.TargetName = ua.QualifiedName(element.name, ns)
+        path.RelativePath.Elements.append(step)
+    return path
+
+
+async def _server_limit(client: Client) -> int:
+    """OperationLimits.MaxNodesPerRead; a server that does not say gets the fallback."""
+    node = client.get_node(
+        ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+    )
+    with contextlib.suppress(ua.UaError):
+        limit = await node.read_value()
+        if isinstance(limit, int) and limit > 0:
+            return limit
+    return FALLBACK_MAX_NODES_PER_READ
+
+
+async def close_client(client: Client, within: float) -> None:
+    """Close the session politely within `within` seconds, then the socket whatever happened."""
+    with contextlib.suppress(Exception, asyncio.TimeoutError):
+        async with asyncio.timeout(within):
+            await client.disconnect()
+    client.disconnect_socket()

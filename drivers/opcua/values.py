@@ -1,0 +1,106 @@
+"""One DataValue (from a read or a data-change notification) -> one Sample.
+
+Value mapping (the uplink carries numbers, booleans and strings):
+Boolean -> bool; SByte..UInt64 -> int; Float, Double -> float (NaN and
+infinities are q=4: JSON cannot carry them and no instrument reads them);
+String -> str; DateTime -> ISO 8601 UTC text ("2026-11-29T22:30:00.123Z");
+StatusCode -> its name ("BadSensorFailure"). Any other built-in type, an empty
+value, an array without `index`, an index past the end, or a type other than
+the tag's `type` -> q=4 with no value, and a reason the driver logs once.
+
+The sample's time is the server's source timestamp when it gives one, else
+the time the value arrived.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asyncua import ua
+
+from drivers.opcua.config import OpcuaTag
+from drivers.opcua.quality import quality_of, status_name
+from edge_agent.model import Quality, Sample, Value
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_INTEGERS = frozenset(
+    {
+        ua.VariantType.SByte,
+        ua.VariantType.Byte,
+        ua.VariantType.Int16,
+        ua.VariantType.UInt16,
+        ua.VariantType.Int32,
+        ua.VariantType.UInt32,
+        ua.VariantType.Int64,
+        ua.VariantType.UInt64,
+    }
+)
+
+
+class Refused(Exception):
+    """The value cannot be carried for this tag; the message says why (q=4)."""
+
+
+def epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:  # asyncua hands out aware datetimes; a naive one is UTC
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MS
+
+
+def to_sample(tag: OpcuaTag, data: ua.DataValue, now_ms: int) -> tuple[Sample, str | None]:
+    """The sample, and the reason when its quality is bad (None when good or uncertain)."""
+    code = data.StatusCode.value if data.StatusCode is not None else 0
+    ts = epoch_ms(data.SourceTimestamp) if data.SourceTimestamp is not None else now_ms
+    quality = quality_of(code)
+    if quality.is_bad:
+        return Sample.bad(tag.tag, ts, quality), status_name(code)
+    try:
+        value = _value(tag, data.Value)
+    except Refused as exc:
+        return Sample.bad(tag.tag, ts, Quality.CONFIG), str(exc)
+    return Sample(tag.tag, ts, value, quality), None
+
+
+def _value(tag: OpcuaTag, variant: ua.Variant | None) -> Value:
+    if variant is None or variant.VariantType == ua.VariantType.Null:
+        raise Refused("the node has no value")
+    raw: Any = variant.Value
+    if variant.is_array or isinstance(raw, list):
+        if tag.index is None:
+            raise Refused(
+                f"the node holds an array ({variant.VariantType.name}[{len(raw)}]): "
+                "give the tag an index"
+            )
+        if tag.index >= len(raw):
+            raise Refused(f"index {tag.index} is past the end of the array ({len(raw)} elements)")
+        raw = raw[tag.index]
+    elif tag.index is not None:
+        raise Refused(f"index {tag.index} given, but the node holds a scalar")
+    expected = tag.element_type
+    if expected is not None and variant.VariantType.name != expected:
+        raise Refused(f"type mismatch: the node holds {variant.VariantType.name}, not {expected}")
+    return convert(variant.VariantType, raw)
+
+
+def convert(kind: ua.VariantType, raw: Any) -> Value:
+    """One scalar of a built-in type -> the uplink's value; Refused for what it cannot carry."""
+    if kind == ua.VariantType.Boolean:
+        return bool(raw)
+    if kind in _INTEGERS:
+        return int(raw)
+    if kind in (ua.VariantType.Float, ua.VariantType.Double):
+        number = float(raw)
+        if not math.isfinite(number):
+            raise Refused(f"{kind.name} value {number} is not a finite number")
+        return number
+    if kind == ua.VariantType.String:
+        return str(raw)
+    if kind == ua.VariantType.DateTime:
+        moment: datetime = raw if raw.tzinfo is not None else raw.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if kind == ua.VariantType.StatusCode:
+        return status_name(raw.value if isinstance(raw, ua.StatusCode) else int(raw))
+    raise Refused(f"values of type {kind.name} are not carried: point the tag at a scalar")

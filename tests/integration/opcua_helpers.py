@@ -1,0 +1,58 @@
+"""Small helpers of the OPC UA tests: a device config, and reading until something shows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opcua_sim import NAMESPACE
+
+from drivers.opcua.config import OpcuaDevice
+from drivers.opcua.driver import OpcuaDriver
+from edge_agent.model import Sample
+
+
+def tag(code: str, where: str, **fields: Any) -> dict[str, Any]:
+    """A tag at NodeId `where` (s=... in the plant namespace), or a browse path when it has a /."""
+    key = "browse_path" if "/" in where else "node"
+    return {"tag": code, "hazard": "MINE1", key: where, **fields}
+
+
+def device(endpoint: str, tags: list[dict[str, Any]], **fields: Any) -> OpcuaDevice:
+    return OpcuaDevice.model_validate(
+        {
+            "name": "ua-test",
+            "driver": "opcua",
+            "endpoint": endpoint,
+            "namespace": NAMESPACE,
+            "timeout": "1s",
+            "connect_timeout": "3s",
+            "reconnect_min": "200ms",
+            "reconnect_max": "500ms",
+            "poll": "200ms",
+            "tags": tags,
+            **fields,
+        }
+    )
+
+
+def by_tag(samples: list[Sample]) -> dict[str, Sample]:
+    """The last sample of each tag."""
+    return {s.tag: s for s in samples}
+
+
+async def read_until(
+    driver: OpcuaDriver, done: Callable[[list[Sample]], bool], within: float = 10.0
+) -> list[Sample]:
+    """Read every 200 ms until `done(samples of one read)`; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    seen: list[list[Sample]] = []
+    while time.monotonic() < deadline:
+        samples = await driver.read()
+        if done(samples):
+            return samples
+        seen.append(samples)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not seen within {within}s; last reads: {seen[-3:]}")

@@ -1,0 +1,105 @@
+"""StatusCode -> quality, and DataValue -> Sample, for every carried built-in type."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from asyncua import ua
+
+from drivers.opcua.config import OpcuaTag
+from drivers.opcua.quality import quality_of
+from drivers.opcua.values import to_sample
+from edge_agent.model import Quality
+
+NOW = 1_764_441_155_000
+
+
+@pytest.mark.parametrize(
+    ("code", "quality"),
+    [
+        (ua.StatusCodes.Good, Quality.GOOD),
+        (ua.StatusCodes.GoodLocalOverride, Quality.GOOD),
+        (ua.StatusCodes.Uncertain, Quality.UNCERTAIN),
+        (ua.StatusCodes.UncertainSensorNotAccurate, Quality.UNCERTAIN),
+        (ua.StatusCodes.Bad, Quality.COMM),
+        (ua.StatusCodes.BadCommunicationError, Quality.COMM),
+        (ua.StatusCodes.BadOutOfService, Quality.COMM),
+        (ua.StatusCodes.BadSensorFailure, Quality.SENSOR),
+        (ua.StatusCodes.BadDeviceFailure, Quality.SENSOR),
+        (ua.StatusCodes.BadTypeMismatch, Quality.CONFIG),
+        (ua.StatusCodes.BadNodeIdUnknown, Quality.CONFIG),
+        (ua.StatusCodes.BadSensorFailure | 0x0400, Quality.SENSOR),  # info bits ignored
+    ],
+)
+def test_status_codes_map_to_quality(code: int, quality: Quality) -> None:
+    assert quality_of(code) is quality
+
+
+def tag(**fields: Any) -> OpcuaTag:
+    return OpcuaTag.model_validate({"tag": "M.X", "hazard": "M", "node": "ns=2;s=X", **fields})
+
+
+def value(raw: Any, kind: ua.VariantType, code: int = 0, source: datetime | None = None) -> Any:
+    return ua.DataValue(
+        ua.Variant(raw, kind), StatusCode=ua.StatusCode(code), SourceTimestamp=source
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "expected"),
+    [
+        (True, ua.VariantType.Boolean, True),
+        (-8, ua.VariantType.SByte, -8),
+        (2**64 - 1, ua.VariantType.UInt64, 2**64 - 1),
+        (1.5, ua.VariantType.Float, 1.5),
+        ("RUN", ua.VariantType.String, "RUN"),
+        (datetime(2026, 11, 29, 22, 30, 0, 123000, tzinfo=UTC), ua.VariantType.DateTime,
+         "2026-11-29T22:30:00.123Z"),
+        (ua.StatusCode(ua.StatusCodes.BadSensorFailure), ua.VariantType.StatusCode,
+         "BadSensorFailure"),
+    ],
+)  # fmt: skip
+def test_each_type_becomes_the_uplink_value(raw: Any, kind: ua.VariantType, expected: Any) -> None:
+    sample, problem = to_sample(tag(), value(raw, kind), NOW)
+    assert (sample.value, sample.quality, problem) == (expected, Quality.GOOD, None)
+
+
+def test_the_source_timestamp_is_used_when_present() -> None:
+    source = datetime(2026, 11, 29, 18, 32, 34, 500000, tzinfo=UTC)
+    assert to_sample(tag(), value(1.0, ua.VariantType.Double, source=source), NOW)[0].ts_ms == (
+        1_795_977_154_500
+    )
+    assert to_sample(tag(), value(1.0, ua.VariantType.Double), NOW)[0].ts_ms == NOW
+
+
+@pytest.mark.parametrize(
+    ("fields", "data", "reason"),
+    [
+        ({}, value([1.0, 2.0], ua.VariantType.Double), "give the tag an index"),
+        (
+            {"type": "Double[]", "index": 2},
+            value([1.0, 2.0], ua.VariantType.Double),
+            "past the end",
+        ),
+        ({"type": "Int32"}, value(1.0, ua.VariantType.Double), "type mismatch"),
+        ({}, value(float("nan"), ua.VariantType.Double), "not a finite number"),
+        ({}, value(b"\x01", ua.VariantType.ByteString), "not carried"),
+        ({}, ua.DataValue(ua.Variant(None, ua.VariantType.Null)), "no value"),
+    ],
+)
+def test_what_cannot_be_carried_is_q4_with_a_reason(
+    fields: dict[str, Any], data: Any, reason: str
+) -> None:
+    sample, problem = to_sample(tag(**fields), data, NOW)
+    assert (sample.value, sample.quality) == (None, Quality.CONFIG)
+    assert problem is not None
+    assert reason in problem
+
+
+def test_an_uncertain_value_is_kept_and_a_bad_one_is_not() -> None:
+    uncertain = to_sample(tag(), value(2.5, ua.VariantType.Double, ua.StatusCodes.Uncertain), NOW)
+    assert (uncertain[0].value, uncertain[0].quality) == (2.5, Quality.UNCERTAIN)
+    bad = to_sample(tag(), value(2.5, ua.VariantType.Double, ua.StatusCodes.BadSensorFailure), NOW)
+    assert (bad[0].value, bad[0].quality, bad[1]) == (None, Quality.SENSOR, "BadSensorFailure")
