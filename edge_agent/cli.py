@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check)
 
     status = commands.add_parser(
-        "status", help="what the store holds and what was lost (works beside a running agent)"
+        "status",
+        help=(
+            "devices, tags, alarms, back-log, uplink and losses from the running agent; "
+            "when it is not running, what its store file holds"
+        ),
     )
     status.add_argument("config", type=Path)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -63,6 +67,21 @@ def _parser() -> argparse.ArgumentParser:
         help="serve DEVICE on PORT instead of the scenario's port (repeatable)",
     )
     simulate.set_defaults(handler=_simulate)
+
+    cert = commands.add_parser(
+        "opcua-cert",
+        help="make this gateway's OPC UA client certificate and key (hand the .der to the server)",
+    )
+    cert.add_argument("--cert", type=Path, default=Path("edge-agent-cert.der"),
+                      help="certificate file to write (DER)")  # fmt: skip
+    cert.add_argument("--key", type=Path, default=Path("edge-agent-key.pem"),
+                      help="private key file to write (PEM, mode 0600)")  # fmt: skip
+    cert.add_argument(
+        "--host", default=None, help="host name in the certificate (default: this one)"
+    )
+    cert.add_argument("--uri", default=None, help="application URI (default: urn:edge-agent:HOST)")
+    cert.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
+    cert.set_defaults(handler=_opcua_cert)
 
     read = commands.add_parser(
         "read",
@@ -168,17 +187,38 @@ def _load(path: Path) -> AgentConfig | int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from edge_agent.status import read_status, render
+    """The running agent's account (its /status); when none answers, the store file's."""
+    from edge_agent.status import fetch_running, render_running
 
     config = _load(args.config)
     if isinstance(config, int):
         return config
+    listen = config.metrics.address()
+    running = fetch_running(listen) if config.metrics.enabled else None
+    if running is None:
+        return _status_from_store(config, args.json)
+    print(
+        json.dumps({"running": True, **running}, indent=2) if args.json else render_running(running)
+    )
+    return EX_OK
+
+
+def _status_from_store(config: AgentConfig, as_json: bool) -> int:
+    from edge_agent.status import read_status, render
+
+    why = (
+        f"edge-agent is not running (nothing answers on {config.metrics.listen})"
+        if config.metrics.enabled
+        else "metrics.enabled is false: a running agent cannot be asked"
+    )
+    print(f"{why}; what the store file tells:", file=sys.stderr)
     try:
         status = read_status(Path(config.store.path), config.store.max_size)
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return EX_NOINPUT
-    print(json.dumps(status.as_json(), indent=2) if args.json else render(status))
+    document = {"running": False, **status.as_json()}
+    print(json.dumps(document, indent=2) if as_json else render(status))
     return EX_OK
 
 
@@ -191,17 +231,26 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from edge_agent import logs
+    from edge_agent.clock import ClockWatch, clock_source
     from edge_agent.errors import StoreError
-    from edge_agent.runtime import Agent
+    from edge_agent.runtime import Agent, Supervisor
+    from edge_agent.service.notify import Notifier, watchdog_interval
 
     logs.configure(args.log_level)
     config = _load(args.config)
     if isinstance(config, int):
         return config
+    try:
+        clock = ClockWatch(synced=clock_source())
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    supervisor = Supervisor(Notifier.from_environ(), watchdog_interval())
 
     async def serve() -> None:
         stop = _stop_on_signals()
-        agent = Agent(config)
+        agent = Agent(config, config_path=args.config, clock=clock, supervisor=supervisor)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
         await agent.run(stop)
 
     try:
@@ -209,11 +258,15 @@ def _run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(exc, file=sys.stderr)
         return 1
+    finally:
+        supervisor.notifier.close()
     return EX_OK
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from drivers.simulator import load_scenario, run_simulator
+    from drivers.simulator.opcua_scenario import is_opcua_scenario, load_opcua_scenario
+    from drivers.simulator.opcua_server import run_opcua_simulator
 
     ports: dict[str, int] = {}
     for item in args.port:
@@ -222,16 +275,41 @@ def _simulate(args: argparse.Namespace) -> int:
             print(f"--port {item!r}: write DEVICE=PORT, e.g. plc-tank-farm=5020", file=sys.stderr)
             return EX_USAGE
         ports[name] = int(port)
-    scenario = load_scenario(args.scenario)
+    if is_opcua_scenario(args.scenario):
+        serving = run_opcua_simulator(load_opcua_scenario(args.scenario), ports)
+    else:
+        serving = run_simulator(load_scenario(args.scenario), ports)
 
     async def serve() -> None:
         stop = _stop_on_signals()
-        task = asyncio.create_task(run_simulator(scenario, ports))
+        task = asyncio.create_task(serving)
         await stop.wait()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(serve())
+    return EX_OK
+
+
+def _opcua_cert(args: argparse.Namespace) -> int:
+    import socket
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from drivers.opcua.security import fingerprint, make_client_certificate
+
+    host = args.host or socket.gethostname()
+    try:
+        cert = make_client_certificate(args.cert, args.key, host=host, uri=args.uri, days=args.days)
+    except FileExistsError as exc:
+        print(exc, file=sys.stderr)
+        return EX_USAGE
+    print(f"certificate: {args.cert} (hand this file to the OPC UA server's operator)")
+    print(f"private key: {args.key} (keep it on the gateway; mode 0600)")
+    print(
+        f"subject: {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    )
+    print(f"SHA-256 fingerprint: {fingerprint(cert.public_bytes(Encoding.DER))}")
     return EX_OK
 
 
@@ -253,7 +331,16 @@ def _read(args: argparse.Namespace) -> int:
     if unknown:
         print(f"no device named {', '.join(sorted(unknown))} in {args.config}", file=sys.stderr)
         return EX_USAGE
-    return commission.run(devices, sys.stdout, raw=args.raw, guess_order=args.guess_order)
+    from drivers.modbus.config import ModbusDevice
+
+    # Commissioning tables are Modbus-only so far; an OPC UA device is named, not read.
+    for device in devices:
+        if not isinstance(device, ModbusDevice):
+            print(
+                f"{device.name}: `read` does not read {device.driver} devices yet", file=sys.stderr
+            )
+    modbus = [d for d in devices if isinstance(d, ModbusDevice)]
+    return commission.run(modbus, sys.stdout, raw=args.raw, guess_order=args.guess_order)
 
 
 def _stop_on_signals() -> asyncio.Event:

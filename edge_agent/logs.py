@@ -1,12 +1,48 @@
-"""Log setup: JSON lines for journald and files, a readable console on a terminal."""
+"""Log setup: JSON lines for journald and files, a readable console on a terminal.
+
+Also the two things every log line of a long-running agent needs:
+
+- `Repeats`: a failure that recurs on every poll logs one line when it starts,
+  one when its reason changes, one when it recovers, and in between a summary
+  every `summary_every_s` ("still failing, 3000 times in the last 5 min");
+  its traceback at most once per state change, never once per poll.
+- `redact_secrets`, a structlog processor (configured by `configure`): values
+  of keys that name a secret (password, passwd, secret, token, key material)
+  become "[redacted]", as does every occurrence of a secret registered with
+  `register_secret` (the runtime registers each credential it reads) and any
+  PEM private key or URL password, anywhere in the line, tracebacks included.
+
+Hazard: the registered secrets are process-global state, kept for the life of
+the process (a reload may drop a credential from the config, but its old
+value must stay out of the logs).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Any
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any, Final
 
 import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+
+REDACTED: Final = "[redacted]"
+SUMMARY_EVERY_S: Final = 300.0
+MIN_SECRET_LENGTH: Final = 4
+"""Shorter registered secrets are still redacted under secret keys, but not searched
+for in text: a 2-character password would blank out every number containing it."""
+
+_SECRET_KEY = re.compile(
+    r"(^|_)(pass(word|wd|phrase)?|secret|token|credentials?|psk|(private_|api_)?key)$", re.I
+)
+_SECRET_TEXT = [
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
+    re.compile(r"(?<=://)[^/@\s:]*:[^/@\s]*(?=@)"),  # user:password@ in a URL
+]
+_secrets: set[str] = set()
 
 
 def configure(level: str = "info", stream: Any = None) -> None:
@@ -23,6 +59,7 @@ def configure(level: str = "info", stream: Any = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_secrets,  # after the traceback became text: it is searched too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -32,3 +69,106 @@ def configure(level: str = "info", stream: Any = None) -> None:
     # pymodbus logs every failed connect and timeout itself; the drivers log each
     # link change once, with the device it is about, so its own lines are noise.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def register_secret(value: str) -> None:
+    """Never log `value` (a password, a token read from a credential file)."""
+    if value:
+        _secrets.add(value)
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """The structlog processor: see the module docstring for what is redacted."""
+    return {key: _redact(key, value) for key, value in event.items()}
+
+
+def _redact(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key) and value is not None:
+        return REDACTED
+    return _redact_value(value)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _redact_text(value)
+    if isinstance(value, MutableMapping):
+        return {k: _redact(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_redact_value(item) for item in value]
+    if isinstance(value, BaseException):
+        return _redact_text(f"{type(value).__name__}: {value}")
+    return value
+
+
+def _redact_text(text: str) -> str:
+    for pattern in _SECRET_TEXT:
+        text = pattern.sub(REDACTED, text)
+    # Longest first, so a secret containing a shorter one is replaced whole.
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if len(secret) >= MIN_SECRET_LENGTH:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class Repeats:
+    """Rate-limits one recurring failure (of one device, one broker...) to its state changes.
+
+    Lines, for `Repeats(log, "poll", device="plc-1")`:
+    - `poll_failed reason=...` when failing starts or its reason changes
+      (with the traceback, if `failed` was given an exception);
+    - `poll_still_failing reason=... count=N window_s=300` at most every
+      `summary_every_s` while it goes on; N is the failures in that window;
+    - `poll_recovered failures=N failed_for_s=...` on the first success after.
+    """
+
+    def __init__(
+        self,
+        logger: FilteringBoundLogger,
+        what: str,
+        summary_every_s: float = SUMMARY_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+        **context: Any,
+    ) -> None:
+        self._log = logger.bind(**context)
+        self._what = what
+        self._summary_every_s = summary_every_s
+        self._clock = clock
+        self._reason: str | None = None
+        self._since = self._window_start = 0.0
+        self._total = self._in_window = 0
+
+    @property
+    def failing(self) -> bool:
+        return self._reason is not None
+
+    def failed(self, error: str | BaseException, **context: Any) -> None:
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        now = self._clock()
+        if reason != self._reason:
+            if self._reason is None:
+                self._since, self._total = now, 0
+            self._reason, self._window_start, self._in_window = reason, now, 0
+            traceback = {} if isinstance(error, str) else {"exc_info": error}
+            self._log.warning(f"{self._what}_failed", reason=reason, **traceback, **context)
+        self._total += 1
+        self._in_window += 1
+        if now - self._window_start >= self._summary_every_s:
+            self._log.warning(
+                f"{self._what}_still_failing",
+                reason=reason,
+                count=self._in_window,
+                window_s=round(now - self._window_start),
+                **context,
+            )
+            self._window_start, self._in_window = now, 0
+
+    def recovered(self, **context: Any) -> None:
+        if self._reason is None:
+            return
+        self._log.info(
+            f"{self._what}_recovered",
+            failures=self._total,
+            failed_for_s=round(self._clock() - self._since, 1),
+            **context,
+        )
+        self._reason = None

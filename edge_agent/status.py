@@ -1,19 +1,27 @@
-"""`edge-agent status`: what the store holds and what was lost, read from the store file.
+"""`edge-agent status`: the running agent's own account, or failing that the store file's.
 
-It opens the store read-only and takes no lock, so it works beside a running
-agent (WAL readers never block the writer) and on a stopped gateway alike.
+- `fetch_running(listen)`: the running agent's /status (service/http.py), or
+  None when nothing answers; `render_running` makes it one screen.
+- `read_status(path)`: what the store holds and what was lost, from the file.
+  It opens the store read-only and takes no lock, so it works beside a running
+  agent (WAL readers never block the writer) and on a stopped gateway alike.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_agent.config.service import Listen
 from edge_agent.config.types import format_size
+from edge_agent.service.health import duration
 from edge_agent.store import ledger
 from edge_agent.store.capacity import file_bytes
 from edge_agent.store.hwm import HighWaterMark
@@ -115,9 +123,104 @@ def _loss_line(entry: dict[str, Any]) -> str:
 
 
 def _ago(ts_ms: int) -> str:
-    seconds = max(time.time() - ts_ms / 1000, 0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    return duration(time.time() - ts_ms / 1000)
+
+
+QUERY_TIMEOUT_S = 3.0
+QUALITY_WORDS = {
+    "good": "good",
+    "uncertain": "uncertain",
+    "comm": "no communication",
+    "sensor": "sensor fault",
+    "config": "config error",
+}
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def fetch_running(listen: Listen, timeout: float = QUERY_TIMEOUT_S) -> dict[str, Any] | None:
+    """The running agent's /status document, or None when nothing answers on `listen`."""
+    host = _ANY_ADDRESS.get(listen.host, listen.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{listen.port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            document: dict[str, Any] = json.load(response)
+    except (OSError, ValueError):  # refused, timed out, or not our server
+        return None
+    return document
+
+
+def render_running(document: dict[str, Any]) -> str:
+    """One screen for a technician, from the running agent's /status."""
+    snapshot, health = document["snapshot"], document["health"]
+    lines = [
+        f"edge-agent {snapshot['version']}, up {duration(snapshot['uptime_s'])}: "
+        f"{health['status'].upper()}",
+        *(f"  - {reason}" for reason in health["reasons"]),
+        f"clock      {'synced' if snapshot['clock_synced'] else 'NOT synchronised'}",
+        _devices_line(snapshot["devices"]),
+        "tags       " + _counts(snapshot["tags_by_quality"], QUALITY_WORDS, "no tags"),
+        _alarms_line(snapshot["alarms_active"]),
+        *_store_lines(snapshot),
+        _uplink_line(snapshot["uplink"]),
+    ]
+    return "\n".join(lines)
+
+
+def _devices_line(devices: list[dict[str, Any]]) -> str:
+    down = [d for d in devices if d["link"] != "up"]
+    line = f"devices    {len(devices) - len(down)} up, {len(down)} down"
+    details = [
+        f"{d['name']} down for {duration(d['link_for_s'])} "
+        f"({d['errors']} failed polls, {d['reconnects']} reconnects)"
+        for d in down
+    ]
+    return line + (": " + "; ".join(details) if details else "")
+
+
+def _counts(counts: dict[str, int], words: dict[str, str], empty: str) -> str:
+    parts = [f"{n} {words.get(key, key)}" for key, n in counts.items() if n]
+    return ", ".join(parts) or empty
+
+
+def _alarms_line(active: dict[str, int]) -> str:
+    total = sum(active.values())
+    if not total:
+        return "alarms     none active"
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(active.items()) if n)
+    return f"alarms     {total} active: {kinds}"
+
+
+def _store_lines(snapshot: dict[str, Any]) -> list[str]:
+    store = snapshot["store"]
+    if store["backlog_messages"]:
+        waiting = f"{store['backlog_messages']} messages wait"
+        if store["oldest_ms"] is not None:
+            age = (snapshot["taken_ms"] - store["oldest_ms"]) / 1000
+            waiting += f", oldest sampled {duration(age)} ago"
+    else:
+        waiting = "nothing waits"
+    lines = [
+        f"back-log   {waiting}",
+        f"store      {format_size(store['bytes_on_disk'])} of {format_size(store['max_bytes'])}"
+        + (f"; CANNOT WRITE: {store['write_error']}" if store["write_error"] else ""),
+    ]
+    if store["loss_entries"]:
+        lines.append(
+            f"losses     {store['loss_entries']} entries, {store['lost_items']} readings/events "
+            "since installation"
+        )
+    else:
+        lines.append("losses     none since installation")
+    return lines
+
+
+def _uplink_line(uplink: dict[str, Any]) -> str:
+    since = duration(uplink["state_for_s"])
+    if not uplink["connected"]:
+        state = f"DOWN for {since}"
+    else:
+        state = f"connected to {uplink['broker'] or 'the broker'} for {since}"
+    return (
+        f"uplink     {state}; {uplink['in_flight']} in flight; {uplink['acked']} acked, "
+        f"{uplink['refused']} refused; {uplink['connects']} connects since start"
+    )

@@ -165,6 +165,8 @@ class Store:
         self._packed_max = 0
         self._thinned = 0  # readings thinned since the last log line
         self.disk_full = False
+        self.write_error: str | None = None
+        """Why the last flush could not commit (the disk is full), or None when it did."""
         # Rows below these ids waited while the uplink was down: they are back-fill.
         self._live_reading_id = self._next_id("reading")
         self._live_event_id = self._next_id("event")
@@ -296,6 +298,7 @@ class Store:
             except _Full as exc:
                 self._hold_in_memory(str(exc))
                 return
+            self.write_error = None
             if self.disk_full:
                 self.disk_full = False
                 log.warning("store_writable_again", path=str(self._settings.path))
@@ -366,6 +369,7 @@ class Store:
         return loss is not None
 
     def _hold_in_memory(self, error: str) -> None:
+        self.write_error = error
         if not self.disk_full:
             self.disk_full = True
             log.error("store_full", error=error, path=str(self._settings.path))

@@ -42,8 +42,13 @@ def state_payload(
     backlog: Backlog,
     devices: dict[str, str],
     losses: tuple[list[Loss], Totals],
+    clock: str | None = None,
 ) -> bytes:
-    """The retained `state`; `losses` and `losses_total` appear once anything was lost."""
+    """The retained `state`; `losses` and `losses_total` appear once anything was lost.
+
+    `clock` is "synced" or "unsynced" (clock.ClockStatus.state); None leaves it out,
+    for a caller that does not watch the clock (a benchmark).
+    """
     body: dict[str, object] = {
         "v": 1,
         "ent": identity.enterprise,
@@ -55,6 +60,8 @@ def state_payload(
         "oldest": backlog.oldest_ms,
         "devices": devices,
     }
+    if clock is not None:
+        body["clock"] = clock
     entries, totals = losses
     if totals.entries:
         body["losses"] = [loss.as_json() for loss in entries]

@@ -32,6 +32,7 @@ from edge_agent.config.schema import Uplink as UplinkConfig
 from edge_agent.store import PackOptions, Store, StoredMessage
 from edge_agent.uplink.brokers import TAKEOVER_EVIDENCE, ReconnectPolicy
 from edge_agent.uplink.envelope import Identity, envelope, offline_payload, state_payload
+from edge_agent.uplink.meta import Meta, held_hash
 from edge_agent.uplink.pace import LinkPace
 from edge_agent.uplink.ratelimit import ByteRate
 from edge_agent.uplink.session import (
@@ -50,6 +51,9 @@ REFUSED_RETRY_S = 30.0
 """A message the broker refused (PUBACK >= 0x80) is tried again after this long."""
 
 
+META_WAIT_S = 1.0
+"""How long to wait for the broker's retained `meta` after subscribing to it."""
+
 STOP_TIMEOUT_S = 3.0
 """How long a stop waits for the offline state and the disconnect; SIGTERM must end within 10 s."""
 
@@ -64,12 +68,19 @@ ALARM_LATENCIES_KEPT = 10_000
 @dataclass
 class UplinkStats:
     connected: bool = False
+    since: float = field(default_factory=time.monotonic)
+    """Monotonic time `connected` last changed (or the uplink was made)."""
+    broker: str | None = None
+    """host:port of the broker connected to, or tried last."""
     connects: int = 0
     published: int = 0
     acked: int = 0
     refused: int = 0
     alarm_latency_ms: deque[int] = field(default_factory=lambda: deque(maxlen=ALARM_LATENCIES_KEPT))
     """Sample-to-PUBACK time of the latest live alarm messages (their oldest item)."""
+
+    def mark(self, connected: bool) -> None:
+        self.connected, self.since = connected, time.monotonic()
 
 
 @dataclass
@@ -79,7 +90,7 @@ class _Flight:
     by_mid: dict[int, int] = field(default_factory=dict)
     seqs: set[int] = field(default_factory=set)
     hist_seqs: set[int] = field(default_factory=set)
-    state_mids: set[int] = field(default_factory=set)
+    retained_mids: set[int] = field(default_factory=set)
     sizes: dict[int, int] = field(default_factory=dict)
     """Item bytes of each seq in flight: what the pace is measured and bounded in."""
     live_alarms: dict[int, int] = field(default_factory=dict)
@@ -98,8 +109,13 @@ class Uplink:
         store: Store,
         devices: Callable[[], dict[str, str]],
         version: str,
+        *,
+        meta: Meta | None = None,
+        clock: Callable[[], str] | None = None,
     ) -> None:
         self._config = config
+        self._meta = meta
+        self._clock = clock
         self._identity = identity
         self._store = store
         self._devices = devices
@@ -126,6 +142,11 @@ class Uplink:
         self._state_due = True
         self._wake.set()
 
+    @property
+    def in_flight(self) -> int:
+        """Messages published on this connection and not yet acknowledged."""
+        return len(self._flight.seqs)
+
     async def run(self) -> None:
         """Connect, serve, reconnect with jittered backoff, until `stop()`.
 
@@ -140,6 +161,7 @@ class Uplink:
             while not self._stopping.is_set():
                 broker = brokers[reconnect.broker]
                 session = Session(self._endpoint(broker), self._will(), self._on_ack)
+                self.stats.broker = f"{broker.host}:{broker.port}"
                 with structlog.contextvars.bound_contextvars(broker=f"{broker.host}:{broker.port}"):
                     try:
                         receive_maximum = await session.connect()
@@ -153,7 +175,7 @@ class Uplink:
                         try:
                             await self._serve(session, receive_maximum)
                         finally:
-                            self.stats.connected = False
+                            self.stats.mark(connected=False)
                             await session.disconnect()
                         up_for = time.monotonic() - up_since
                         delay, takeover = reconnect.connection_ended(
@@ -196,10 +218,21 @@ class Uplink:
         self._store.mark_live()
         self._flight = _Flight()
         self._state_due = True
-        self.stats.connected = True
+        self.stats.mark(connected=True)
         self.stats.connects += 1
         window = min(self._config.max_inflight, receive_maximum)
         log.info("mqtt_connected", receive_maximum=receive_maximum, window=window)
+        meta_sync = asyncio.create_task(self._sync_meta(session), name="meta-sync")
+        try:
+            await self._send_loop(session, window)
+        finally:
+            meta_sync.cancel()
+        if self._stopping.is_set():
+            await self._say_offline(session)
+        else:
+            log.warning("mqtt_disconnected", reason=session.closed.result())
+
+    async def _send_loop(self, session: Session, window: int) -> None:
         next_state = 0.0
         while not session.closed.done() and not self._stopping.is_set():
             try:
@@ -219,10 +252,20 @@ class Uplink:
             if self._backfill_rate is not None:
                 wait = min(wait, max(self._backfill_rate.wait_s(), 0.01))
             await _wait_any(self._wake, session.closed, wait)
-        if self._stopping.is_set():
-            await self._say_offline(session)
-        else:
-            log.warning("mqtt_disconnected", reason=session.closed.result())
+
+    async def _sync_meta(self, session: Session) -> None:
+        """Publish `meta` if the broker's retained one says another config (or nothing)."""
+        if self._meta is None:
+            return
+        try:
+            held = held_hash(await session.retained(self._identity.topic("meta"), META_WAIT_S))
+            if held == self._meta.config_hash:
+                return
+            for topic, payload in self._meta.payloads:
+                self._flight.retained_mids.add(session.publish(topic, payload, retain=True))
+        except NotConnected:
+            return  # the next connection checks again
+        log.info("meta_published", config=self._meta.config_hash, replaced=held)
 
     async def _say_offline(self, session: Session) -> None:
         """Publish the retained offline state and give its PUBACK up to a second."""
@@ -230,9 +273,9 @@ class Uplink:
             mid = session.publish(
                 self._identity.topic("state"), offline_payload(self._identity), retain=True
             )
-            self._flight.state_mids.add(mid)
+            self._flight.retained_mids.add(mid)
             for _ in range(20):
-                if mid not in self._flight.state_mids or session.closed.done():
+                if mid not in self._flight.retained_mids or session.closed.done():
                     return
                 await asyncio.sleep(0.05)
 
@@ -327,16 +370,17 @@ class Uplink:
             backlog=backlog,
             devices=self._devices(),
             losses=self._store.losses(),
+            clock=None if self._clock is None else self._clock(),
         )
         mid = session.publish(self._identity.topic("state"), payload, retain=True)
-        self._flight.state_mids.add(mid)
+        self._flight.retained_mids.add(mid)
         self._backlog_reported = backlog.messages
         self._state_due = False
 
     def _on_ack(self, mid: int, reason: ReasonCode | None) -> None:
         self._wake.set()
-        if mid in self._flight.state_mids:
-            self._flight.state_mids.discard(mid)
+        if mid in self._flight.retained_mids:
+            self._flight.retained_mids.discard(mid)
             return
         seq = self._flight.by_mid.pop(mid, None)
         if seq is None:

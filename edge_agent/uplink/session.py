@@ -45,6 +45,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import AgentError
+from edge_agent.logs import register_secret
 
 AckHandler = Callable[[int, ReasonCode | None], None]
 """Called on the event loop with (mid, reason code or None for MQTT 3.1.1) for every PUBACK."""
@@ -201,6 +202,9 @@ class Session:
             self._client.tls_set_context(tls_context(ep.tls))
         if ep.username_file is not None:
             password = None if ep.password_file is None else read_secret(ep.password_file)
+            if password is not None:
+                # Not the user name: it is often the gateway code, which logs must show.
+                register_secret(password)
             self._client.username_pw_set(read_secret(ep.username_file), password)
         self._client.connect(ep.host, ep.port, ep.keepalive_s, **connect_args)
 
@@ -224,6 +228,29 @@ class Session:
             self._waiting_since = time.monotonic()
         self._unacked.add(int(info.mid))
         return int(info.mid)
+
+    async def retained(self, topic: str, wait_s: float) -> bytes | None:
+        """The message the broker retains on `topic`, or None when none came within `wait_s`.
+
+        A broker sends a retained message right after the SUBACK; one that holds
+        none sends nothing, hence the wait.
+        """
+        held: asyncio.Future[bytes] = self._loop.create_future()
+
+        def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+            if not held.done():
+                held.set_result(bytes(message.payload))
+
+        self._client.message_callback_add(topic, on_message)
+        try:
+            self._client.subscribe(topic, qos=1)
+            return await asyncio.wait_for(held, wait_s)
+        except TimeoutError:
+            return None
+        finally:
+            self._client.message_callback_remove(topic)
+            if not self.closed.done():
+                self._client.unsubscribe(topic)
 
     # -- paho on the event loop ------------------------------------------------
 

@@ -156,6 +156,20 @@ def test_run_exits_66_when_the_config_file_is_missing(tmp_path: Path) -> None:
     assert "agent_started" not in done.stdout + done.stderr
 
 
+def test_run_refuses_a_misspelt_clock_setting_with_78(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """EDGE_AGENT_CLOCK=sync is a mistake an operator must see, not a silent default."""
+    data = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text(encoding="utf-8"))
+    data["store"]["path"] = str(tmp_path / "store.db")
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("EDGE_AGENT_CLOCK", "sync")
+    assert main(["run", str(path)]) == EX_CONFIG
+    assert "EDGE_AGENT_CLOCK='sync'" in capsys.readouterr().err
+    assert not (tmp_path / "store.db").exists()
+
+
 def test_check_says_how_long_an_outage_the_store_holds_and_warns_when_short(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

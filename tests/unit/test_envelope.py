@@ -83,3 +83,18 @@ def test_state_carries_the_loss_ledger_once_anything_was_lost() -> None:
         {"reason": "seq skipped: power loss", "seq": [1400, 1999]},
     ]
     assert body["losses_total"] == {"entries": 2, "items": 512}
+
+
+def test_state_says_whether_the_clock_is_synchronised() -> None:
+    body = json.loads(
+        state_payload(
+            IDENTITY,
+            ts_ms=5,
+            version="0.1.0",
+            backlog=Backlog(0, None),
+            devices={},
+            losses=([], Totals(0, 0)),
+            clock="unsynced",
+        )
+    )
+    assert body["clock"] == "unsynced"

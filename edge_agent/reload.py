@@ -1,0 +1,109 @@
+"""What a SIGHUP reload keeps, rebuilds and refuses, decided before anything is touched.
+
+The runtime applies a `ReloadPlan` (docs/operations.md tells operators):
+
+- A device whose config is equal keeps its driver and its connection; a
+  changed or added one gets a new driver; a removed one is closed.
+- A tag whose rules are built from equal inputs (`RulesSpec`: its config, its
+  poll and report intervals, the statistics window) keeps its rules and their
+  state: active alarms, report by exception, the open statistics window.
+  Other tags get new rules; their active alarms are taken back from the store
+  as at a start (kept when the new rules can raise them, cleared otherwise).
+- The uplink is restarted (offline state, reconnect, `meta` published) when
+  `uplink`, `gateway` or what `meta` tells the platform changed; the
+  metrics server when `metrics` changed; statistics when `stats` changed.
+- `store.commit_interval` applies at once. Any other `store` change refuses
+  the whole reload: the store is the agent's only durable state, and it is
+  reopened only by a restart, never under a running pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from edge_agent.config.schema import AgentConfig
+from edge_agent.config.tags import TagBase
+from edge_agent.rules import TagRules
+from edge_agent.uplink import Identity
+from edge_agent.uplink.meta import build_meta
+
+
+class RulesSpec(NamedTuple):
+    """Everything a tag's rules are built from: equal specs, interchangeable rules."""
+
+    tag: TagBase
+    every_s: float
+    poll_s: float
+    stats_window_s: int | None
+
+    def build(self) -> TagRules:
+        return TagRules(
+            self.tag,
+            every_s=self.every_s,
+            poll_s=self.poll_s,
+            stats_window_s=self.stats_window_s,
+        )
+
+
+def rule_specs(config: AgentConfig) -> dict[str, RulesSpec]:
+    """Tag name -> the spec of its rules."""
+    window = int(config.stats.window) if config.stats.enabled else None
+    return {
+        tag.tag: RulesSpec(tag, config.report_every(tag), device.interval_of(tag), window)
+        for device in config.devices
+        for tag in device.tags
+    }
+
+
+def identity_of(config: AgentConfig) -> Identity:
+    return Identity(config.uplink.mqtt.topic_prefix, config.gateway.enterprise, config.gateway.code)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    refused: str | None
+    """Why the new config cannot be applied without a restart; None: it can."""
+    kept_devices: frozenset[str]
+    kept_tags: frozenset[str]
+    restart_uplink: bool
+    restart_metrics: bool
+    restart_stats: bool
+
+
+def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
+    old_devices = {device.name: device for device in old.devices}
+    old_specs, new_specs = rule_specs(old), rule_specs(new)
+    return ReloadPlan(
+        refused=_store_change(old, new),
+        kept_devices=frozenset(
+            device.name for device in new.devices if old_devices.get(device.name) == device
+        ),
+        kept_tags=frozenset(tag for tag, spec in new_specs.items() if old_specs.get(tag) == spec),
+        restart_uplink=(
+            old.uplink != new.uplink
+            or old.gateway != new.gateway
+            or _meta_hash(old) != _meta_hash(new)
+        ),
+        restart_metrics=old.metrics != new.metrics,
+        restart_stats=old.stats != new.stats,
+    )
+
+
+def _store_change(old: AgentConfig, new: AgentConfig) -> str | None:
+    """The store settings that changed, but commit_interval (applied at once)."""
+    changed = [
+        name
+        for name in type(old.store).model_fields
+        if name != "commit_interval" and getattr(old.store, name) != getattr(new.store, name)
+    ]
+    if not changed:
+        return None
+    return (
+        f"store.{', store.'.join(changed)} changed: the store is reopened only by a restart "
+        "(systemctl restart edge-agent); the running config stays in force"
+    )
+
+
+def _meta_hash(config: AgentConfig) -> str:
+    return build_meta(identity_of(config), config, 0).config_hash
