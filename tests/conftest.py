@@ -8,6 +8,7 @@ agent runs as `python -m edge_agent run` so it can be killed with SIGKILL.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,8 +22,10 @@ import pytest
 import structlog
 import yaml
 
+from edge_agent.clock import CLOCK_ENV
 from edge_agent.demo.broker import Mosquitto, free_port, wait_for_port
 from edge_agent.demo.platform import PlatformSubscriber
+from edge_agent.demo.proxy import Proxy
 
 ENTERPRISE = "91370200MA3C00000K"
 GATEWAY = "GW-TEST-01"
@@ -62,6 +65,8 @@ class Process:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     kills: list[float] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """Set for the child on top of this one's environment."""
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -70,7 +75,9 @@ class Process:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # The clock is taken as synchronised unless a test says otherwise: readings
+            # would carry q=1 on a machine whose NTP state is unsynced (edge_agent/clock.py).
+            env={**os.environ, CLOCK_ENV: "synced", "PYTHONUNBUFFERED": "1", **self.env},
         )
 
     def kill9(self) -> None:
@@ -102,8 +109,8 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     """Start `edge-agent ARGS...` processes; all are stopped at the end of the test."""
     started: list[Process] = []
 
-    def start(name: str, *args: str) -> Process:
-        process = Process(list(args), tmp_path / f"{name}.log")
+    def start(name: str, *args: str, env: dict[str, str] | None = None) -> Process:
+        process = Process(list(args), tmp_path / f"{name}.log", env=env or {})
         process.start()
         started.append(process)
         return process
@@ -145,12 +152,16 @@ def agent_config(
     broker_port: int,
     devices: list[dict[str, Any]],
     store: dict[str, Any] | None = None,
+    *,
+    metrics: dict[str, Any] | None = None,
     **uplink: Any,
 ) -> Path:
     """Write an agent config for the test rig and return its path.
 
     `store` is merged into the store section; `uplink` keys override the
     uplink section, and a `mqtt` dict is merged into the loopback broker settings.
+    The metrics server listens on a free port unless `metrics` says otherwise, so
+    agents of tests run in parallel do not contend for 9108.
     """
     config = {
         "gateway": {"code": GATEWAY, "enterprise": ENTERPRISE},
@@ -165,6 +176,7 @@ def agent_config(
         },
         "store": {"path": str(tmp_path / "store.db"), **(store or {})},
         "devices": devices,
+        "metrics": metrics or {"listen": f"127.0.0.1:{free_port()}"},
     }
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -204,6 +216,27 @@ def rig(
     spawn: Callable[..., Process],
 ) -> Rig:
     return Rig(tmp_path, broker, platform, plant, spawn)
+
+
+@pytest.fixture
+def link(broker: Mosquitto) -> Iterator[Proxy]:
+    """A TCP proxy between the agent and the broker, to black-hole or slow the link."""
+    with Proxy(broker.port) as proxy:
+        yield proxy
+
+
+ANNOUNCED = re.compile(r"simulating (\S+) on (\S+) unit")
+
+
+def wait_for_simulator(process: Process, devices: int, within: float = 10.0) -> dict[str, str]:
+    """Device name -> where it listens (host:port or a pty path), from its start-up lines."""
+    deadline = time.monotonic() + within
+    while True:
+        found = dict(ANNOUNCED.findall(process.log()))
+        if len(found) == devices:
+            return found
+        assert time.monotonic() < deadline, process.log()
+        time.sleep(0.05)
 
 
 def reporting_every_poll(device: dict[str, Any]) -> dict[str, Any]:

@@ -255,10 +255,6 @@ class ModbusDevice(DeviceBase):
             "refused for an address that does not exist is split and the hole remembered."
         ),
     )
-    reconnect_min: Duration = Field(0.5, description="First retry after a failure.")
-    reconnect_max: Duration = Field(
-        30.0, description="Longest wait between retries; waits double with jitter up to it."
-    )
     tags: list[ModbusTag] = Field(min_length=1, description="The points read from this device.")
 
     @model_validator(mode="after")
@@ -273,8 +269,6 @@ class ModbusDevice(DeviceBase):
                 raise ValueError(f"transport {self.transport} needs host")
             if self.serial is not None:
                 raise ValueError(f"transport {self.transport} has no serial line: remove serial")
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must be at least reconnect_min")
         for tag in self.tags:
             # A private attribute: the device's base, so tag.parsed_address is the real offset.
             tag._base = self.address_base

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -59,6 +59,8 @@ Scalar = bool | int | float | str
 
 Offset = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 """A duration that may be zero (a start time, a hold), in seconds once validated."""
+
+M = TypeVar("M", bound=BaseModel)
 
 NOISE_STEP = 0.1
 """Seconds one noise sample holds: requests within one step see the same value."""
@@ -156,6 +158,37 @@ class Counter(_Model):
         return math.floor(t)
 
 
+class _Episode(_Model):
+    """A fault of `value` from `start` for `length`, again every `every` if given."""
+
+    value: Value
+    start: Offset
+    length: Duration
+    every: Duration | None = None
+
+    def _into(self, t: float) -> float | None:
+        """Seconds into the episode at t, or None outside it."""
+        u = t % self.every if self.every is not None else t
+        return u - self.start if self.start <= u < self.start + self.length else None
+
+
+class Frozen(_Episode):
+    """A stuck sensor: during the episode `value` stays at what it was when it began."""
+
+    def at(self, t: float) -> Scalar:
+        into = self._into(t)
+        return self.value.at(t if into is None else t - into)
+
+
+class Broken(_Episode):
+    """A broken sensor: during the episode the register reads `reads` (e.g. 0 µA: a cut wire)."""
+
+    reads: float
+
+    def at(self, t: float) -> Scalar:
+        return self.value.at(t) if self._into(t) is None else self.reads
+
+
 class Value(_Model):
     """Exactly one of the value functions."""
 
@@ -166,6 +199,8 @@ class Value(_Model):
     step: Step | None = None
     leak: Leak | None = None
     counter: Counter | None = None
+    frozen: Frozen | None = None
+    broken: Broken | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -180,8 +215,20 @@ class Value(_Model):
     def at(self, t: float) -> Scalar:
         if self.const is not None:
             return self.const
-        functions = (self.ramp, self.sine, self.noise, self.step, self.leak, self.counter)
+        functions = (
+            self.ramp,
+            self.sine,
+            self.noise,
+            self.step,
+            self.leak,
+            self.counter,
+            self.frozen,
+            self.broken,
+        )
         return next(f for f in functions if f is not None).at(t)
+
+
+_Episode.model_rebuild()
 
 
 class Point(_Model):
@@ -358,13 +405,18 @@ class Scenario(_Model):
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file."""
+    return load_model(path, Scenario)
+
+
+def load_model(path: str | Path, model: type[M]) -> M:
+    """Read a scenario YAML file into `model` (the Modbus or the OPC UA scenario)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileMissing(f"{path}: cannot read the scenario: {exc.strerror}") from None
     try:
-        return Scenario.model_validate(yaml.safe_load(text))
+        return model.model_validate(yaml.safe_load(text))
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
     except ValidationError as exc:

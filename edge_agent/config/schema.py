@@ -15,11 +15,12 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from drivers.modbus.config import ModbusDevice, shared_link_problems
+from drivers.opcua.config import OpcuaDevice
 from edge_agent.config.service import Metrics
 from edge_agent.config.tags import Strict, TagBase
 from edge_agent.config.types import ByteSize, Duration, EnterpriseCode, GatewayCode
 
-Device = Annotated[ModbusDevice, Field(discriminator="driver")]
+Device = Annotated[ModbusDevice | OpcuaDevice, Field(discriminator="driver")]
 
 
 DataPath = tuple[str | int, ...]

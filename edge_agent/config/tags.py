@@ -239,12 +239,18 @@ class DeviceBase(Strict):
             "long; cleared when it answers again."
         ),
     )
+    reconnect_min: Duration = Field(0.5, description="First retry after a failure.")
+    reconnect_max: Duration = Field(
+        30.0, description="Longest wait between retries; waits double with jitter up to it."
+    )
     if TYPE_CHECKING:
         # Each driver's model declares its own list of tags, last, where a reader looks for it.
         tags: Sequence[TagBase]
 
     @model_validator(mode="after")
-    def _poll_groups_slower(self) -> Self:
+    def _consistent_timing(self) -> Self:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be at least reconnect_min")
         for tag in self.tags:
             if tag.poll is not None and tag.poll < self.poll:
                 raise ValueError(

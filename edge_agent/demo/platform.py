@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 class Received:
     topic: str
     kind: str
-    """The last topic level: rt, alarm, stat, state or meta."""
+    """The topic after the gateway: rt, alarm, stat, state, meta or meta/N."""
     body: dict[str, Any]
     retained: bool
     gzipped: bool = False
@@ -95,7 +95,11 @@ class PlatformSubscriber:
         if gzipped:
             payload = gzip.decompress(payload)
         received = Received(
-            msg.topic, msg.topic.rsplit("/", 1)[-1], json.loads(payload), msg.retain, gzipped
+            msg.topic,
+            msg.topic.removeprefix(self._prefix + "/").split("/", 2)[-1],
+            json.loads(payload),
+            msg.retain,
+            gzipped,
         )
         with self._lock:
             self._messages.append(received)

@@ -13,7 +13,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ from agent_log import at, events, wait_for_event
 from conftest import Plant, Process, agent_config, counter_device
 from delivery import assert_copies_identical, assert_counter_complete, assert_no_seq_gap, drained
 
-from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
 from edge_agent.demo.proxy import Proxy
 
@@ -29,12 +28,6 @@ BLACKHOLE_S = float(os.environ.get("EDGE_AGENT_TEST_BLACKHOLE_S", "6"))
 KEEPALIVE_S = 2
 
 pytestmark = pytest.mark.fault
-
-
-@pytest.fixture
-def link(broker: Mosquitto) -> Iterator[Proxy]:
-    with Proxy(broker.port) as proxy:
-        yield proxy
 
 
 def test_a_black_holed_link_is_detected_within_the_keepalive_and_recovers_without_a_gap(

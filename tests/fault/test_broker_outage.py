@@ -1,6 +1,6 @@
 """Broker down and back: back-fill with hist: true, no seq gap, no reading lost.
 
-Knob (environment): EDGE_AGENT_TEST_OUTAGE_S (default 8) seconds of outage.
+Knob (environment): EDGE_AGENT_TEST_OUTAGE_S (default 60) seconds of outage.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import random
 import time
 
 import pytest
-from conftest import Rig, counter_device
+from conftest import Rig, counter_device, reporting_every_poll
 from delivery import (
     Downtime,
     assert_copies_identical,
@@ -38,7 +38,9 @@ def test_kill9_cycles_lose_nothing_committed(rig: Rig) -> None:
             },
         ]
     )
-    agent = rig.start_agent([counter_device(sim.port, POLL_S)], batch={"linger": "300ms"})
+    # Every poll reported: the check below reads holes in sampling, not report by exception.
+    device = reporting_every_poll(counter_device(sim.port, POLL_S))
+    agent = rig.start_agent([device], batch={"linger": "300ms"})
     rng = random.Random(2)
     downtimes = []
     for _ in range(KILLS):

@@ -8,15 +8,13 @@ the links pointed at it; the platform subscriber checks what arrives.
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import Process, agent_config, reporting_every_poll
+from conftest import Process, agent_config, reporting_every_poll, wait_for_simulator
 
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber, Received
@@ -26,18 +24,6 @@ pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "drivers" / "simulator" / "scenarios" / "tank-farm.yaml"
 CONFIG = ROOT / "config" / "tank-farm.yaml"
-ANNOUNCED = re.compile(r"simulating (\S+) on (\S+) unit")
-
-
-def wait_for_simulator(process: Process, devices: int, within: float = 10.0) -> dict[str, str]:
-    """Device name -> where it listens (host:port or a pty path), from its start-up lines."""
-    deadline = time.monotonic() + within
-    while True:
-        found = dict(ANNOUNCED.findall(process.log()))
-        if len(found) == devices:
-            return found
-        assert time.monotonic() < deadline, process.log()
-        time.sleep(0.05)
 
 
 def tank_farm_devices(where: dict[str, str]) -> list[dict[str, Any]]:

@@ -452,7 +452,7 @@ async def test_the_function_code_log_does_catch_a_write(sim: Simulator) -> None:
 
 
 async def test_build_driver_polls_the_demo_plant_with_the_demo_config() -> None:
-    """config/demo.yaml against drivers/simulator/scenarios/demo.yaml: 3 reads, 7 good values."""
+    """config/demo.yaml against drivers/simulator/scenarios/demo.yaml: 3 reads, 9 good values."""
     scenario = load_scenario(ROOT / "drivers/simulator/scenarios/demo.yaml")
     raw = yaml.safe_load((ROOT / "config/demo.yaml").read_text(encoding="utf-8"))
     async with await start_simulator(scenario, {"plc-tank-farm": 0}) as simulator:

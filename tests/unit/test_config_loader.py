@@ -118,8 +118,8 @@ def test_keys_are_taken_as_written_not_as_yaml_booleans(tmp_path: Path) -> None:
     text = edited("    poll: 500ms\n", "    on: 500ms\n")
     assert problems(tmp_path, text) == [
         "13:5: devices[0].on: unknown key 'on'; the keys allowed here are name, driver, "
-        "poll, comm_alarm_after, transport, host, port, serial, unit, timeout, byte_order, "
-        "address_base, max_registers, max_bits, max_gap, reconnect_min, reconnect_max, tags"
+        "poll, comm_alarm_after, reconnect_min, reconnect_max, transport, host, port, serial, "
+        "unit, timeout, byte_order, address_base, max_registers, max_bits, max_gap, tags"
     ]
 
 
@@ -280,14 +280,14 @@ def test_a_bad_pattern_explains_the_allowed_characters(tmp_path: Path) -> None:
 def test_a_wrong_driver_points_at_the_driver_value(tmp_path: Path) -> None:
     """The discriminator is reported like any other choice."""
     assert problems(tmp_path, edited("driver: modbus", "driver: modbuss")) == [
-        "11:13: devices[0].driver: 'modbuss' is not one of modbus; did you mean 'modbus'?"
+        "11:13: devices[0].driver: 'modbuss' is not one of modbus, opcua; did you mean 'modbus'?"
     ]
 
 
 def test_a_missing_driver_lists_the_drivers(tmp_path: Path) -> None:
     """Without a driver nothing else about the device can be checked."""
     assert problems(tmp_path, edited("    driver: modbus\n", "")) == [
-        "10:5: devices[0]: missing required key 'driver' (one of modbus)"
+        "10:5: devices[0]: missing required key 'driver' (one of modbus, opcua)"
     ]
 
 

@@ -204,14 +204,14 @@ def test_load_scenario_names_the_file_and_the_field(tmp_path: Path) -> None:
 
 
 def test_demo_scenario_loads() -> None:
-    """The shipped demo scenario is valid: one device on 5020, unit 1, seven points."""
+    """The shipped demo scenario is valid: one device on 5020, unit 1, nine points."""
     scenario = load_scenario(DEMO_SCENARIO)
     [device] = scenario.devices
     assert (device.name, device.port, device.unit, len(device.points)) == (
         "plc-tank-farm",
         5020,
         1,
-        7,
+        9,
     )
 
 
@@ -304,3 +304,18 @@ def test_the_tank_farm_scenario_serves_every_link_of_the_tank_farm_config() -> N
     served = {(d.transport, u.unit) for d in scenario.devices for u in d.all_units}
     wanted = {(d.transport, d.unit) for d in config.devices}
     assert wanted <= served
+
+
+def test_a_frozen_value_holds_what_it_was_when_the_episode_began() -> None:
+    ramp = {"ramp": {"from": 0, "to": 60, "period": "60s"}}
+    frozen = Value.model_validate(
+        {"frozen": {"value": ramp, "start": "10s", "length": "5s", "every": "30s"}}
+    )
+    assert [frozen.at(t) for t in (9, 10, 14.9, 15, 40, 44)] == [9, 10, 10, 15, 40, 40]
+
+
+def test_a_broken_value_reads_its_fault_value_during_the_episode() -> None:
+    cut = Value.model_validate(
+        {"broken": {"value": {"const": 4320}, "reads": 0, "start": "1s", "length": "2s"}}
+    )
+    assert [cut.at(t) for t in (0, 1, 2.9, 3, 100)] == [4320, 0, 0, 4320, 4320]

@@ -1,0 +1,96 @@
+"""The retained `meta` topic: what each tag is (spec: Items on `meta`).
+
+Each tag's entry carries its name, unit, range, limits and `every`, the
+longest interval between two of its reports. `config` is the SHA-256 of the
+tag entries (canonical JSON), so it changes exactly when what the platform
+is told changes, and not with the time of publishing.
+
+A tag list too large for one payload is split into retained `meta/1`,
+`meta/2`, ...; `meta` itself then carries no tags and `parts`, their count.
+The uplink publishes meta on connect when the broker's retained `meta`
+carries another `config` (or none), so a restart with an unchanged config
+publishes nothing and a changed config is published at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from edge_agent.config.schema import AgentConfig
+from edge_agent.config.tags import TagBase
+from edge_agent.uplink.envelope import Identity
+
+MAX_META_BYTES = 256 * 1024 - 1024
+"""The platform's payload limit, less room for the header."""
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    config_hash: str
+    payloads: list[tuple[str, bytes]]
+    """(topic, payload) to publish retained, parts first and `meta` last."""
+
+
+def build_meta(identity: Identity, config: AgentConfig, ts_ms: int) -> Meta:
+    tags = [
+        _entry(tag, config.report_every(tag)) for device in config.devices for tag in device.tags
+    ]
+    canonical = json.dumps(tags, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    config_hash = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    head = {"v": 1, "ent": identity.enterprise, "gw": identity.gateway, "ts": ts_ms}
+    head["config"] = config_hash
+    parts = _split(tags)
+    if len(parts) == 1:
+        return Meta(config_hash, [(identity.topic("meta"), _dump({**head, "tags": tags}))])
+    payloads = [
+        (identity.topic(f"meta/{n}"), _dump({**head, "part": n, "tags": part}))
+        for n, part in enumerate(parts, start=1)
+    ]
+    payloads.append((identity.topic("meta"), _dump({**head, "parts": len(parts)})))
+    return Meta(config_hash, payloads)
+
+
+def held_hash(payload: bytes | None) -> str | None:
+    """The `config` of a retained meta payload, if it has one."""
+    if not payload:
+        return None
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    held = body.get("config") if isinstance(body, dict) else None
+    return held if isinstance(held, str) else None
+
+
+def _entry(tag: TagBase, every_s: float) -> dict[str, object]:
+    entry: dict[str, object] = {"tag": tag.tag, "hz": tag.hazard}
+    if tag.name is not None:
+        entry["name"] = tag.name
+    if tag.unit is not None:
+        entry["unit"] = tag.unit
+    if tag.range is not None:
+        entry["range"] = [tag.range.low, tag.range.high]
+    if tag.limits is not None and tag.limits.items():
+        entry["limits"] = dict(tag.limits.items())
+    entry["every"] = round(every_s)
+    return entry
+
+
+def _split(tags: list[dict[str, object]]) -> list[list[dict[str, object]]]:
+    """Consecutive runs of tags whose JSON fits in MAX_META_BYTES each."""
+    parts: list[list[dict[str, object]]] = [[]]
+    size = 0
+    for entry in tags:
+        entry_size = len(json.dumps(entry, ensure_ascii=False).encode()) + 1
+        if parts[-1] and size + entry_size > MAX_META_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(entry)
+        size += entry_size
+    return parts
+
+
+def _dump(body: dict[str, object]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

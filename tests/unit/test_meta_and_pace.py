@@ -1,0 +1,98 @@
+"""The retained `meta` payload, and the uplink's pace on a slow and a fast link."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edge_agent.config.schema import AgentConfig
+from edge_agent.uplink.envelope import Identity
+from edge_agent.uplink.meta import MAX_META_BYTES, build_meta, held_hash
+from edge_agent.uplink.pace import MIN_INFLIGHT_BYTES, MIN_MESSAGE_BYTES, LinkPace
+
+IDENTITY = Identity("safety/v1", "91370200MA3C00000K", "GW-01")
+
+
+def config(tags: list[dict[str, Any]], site: str = "mine") -> AgentConfig:
+    return AgentConfig.model_validate(
+        {
+            "gateway": {"code": "GW-01", "enterprise": "91370200MA3C00000K", "site": site},
+            "uplink": {"mqtt": {"host": "127.0.0.1"}},
+            "store": {"path": "/tmp/unused.db"},
+            "devices": [{"name": "d", "driver": "modbus", "host": "127.0.0.1", "tags": tags}],
+        }
+    )
+
+
+CO = {
+    "tag": "MINE1.CO.301",
+    "hazard": "MINE1",
+    "address": "hr:0",
+    "unit": "ppm",
+    "range": {"low": 0, "high": 500},
+    "limits": {"H": 24},
+}
+
+
+def test_meta_names_each_tag_with_its_report_interval_and_a_hash_of_them() -> None:
+    meta = build_meta(IDENTITY, config([CO, {"tag": "X", "hazard": "MINE1", "address": "hr:1"}]), 7)
+    ((topic, payload),) = meta.payloads
+    body = json.loads(payload)
+    assert topic == "safety/v1/91370200MA3C00000K/GW-01/meta"
+    assert body["tags"] == [
+        {"tag": "MINE1.CO.301", "hz": "MINE1", "unit": "ppm", "range": [0, 500],
+         "limits": {"H": 24}, "every": 20},
+        {"tag": "X", "hz": "MINE1", "every": 20},
+    ]  # fmt: skip
+    assert body["config"] == meta.config_hash == held_hash(payload)
+
+
+def test_the_hash_follows_the_tags_not_the_time() -> None:
+    assert (
+        build_meta(IDENTITY, config([CO]), 1).config_hash
+        == build_meta(IDENTITY, config([CO]), 2).config_hash
+    )
+    other = build_meta(IDENTITY, config([CO], site="chemical"), 1)
+    assert other.config_hash != build_meta(IDENTITY, config([CO]), 1).config_hash
+
+
+def test_a_tag_list_too_large_for_one_payload_is_split_into_parts() -> None:
+    tags = [{**CO, "tag": f"MINE1.CO.{n:04}", "name": "x" * 300} for n in range(1500)]
+    meta = build_meta(IDENTITY, config(tags), 1)
+    topics = [topic.rsplit("/", 2)[-2:] for topic, _ in meta.payloads]
+    parts = len(meta.payloads) - 1
+    assert parts >= 2
+    assert topics[-1] == ["GW-01", "meta"]
+    assert topics[:-1] == [["meta", str(n)] for n in range(1, parts + 1)]
+    bodies = [json.loads(p) for _, p in meta.payloads]
+    assert bodies[-1]["parts"] == parts
+    assert "tags" not in bodies[-1]
+    assert sum(len(b["tags"]) for b in bodies[:-1]) == 1500
+    assert all(len(p) <= MAX_META_BYTES + 1024 for _, p in meta.payloads)
+
+
+def test_an_unreadable_retained_meta_holds_no_hash() -> None:
+    assert held_hash(None) is None
+    assert held_hash(b"not json") is None
+    assert held_hash(b'{"v": 1}') is None
+
+
+def test_the_pace_starts_at_its_floor_and_follows_a_slow_link() -> None:
+    pace = LinkPace()
+    assert pace.inflight_budget(0.0) == MIN_INFLIGHT_BYTES
+    assert pace.message_budget(0.0, 65536) == MIN_MESSAGE_BYTES
+    pace.sending(0.0, in_flight=0)
+    for n in range(1, 11):  # 32 KiB/s: 4 KiB acknowledged every 0.125 s
+        pace.acked(n * 0.125, 4096, in_flight=1)
+    assert 30_000 < pace.rate(1.25) < 40_000
+    assert pace.inflight_budget(1.25) < 20_000  # half a second of the link
+    assert pace.message_budget(1.25, 65536) < 10_000
+
+
+def test_the_pace_opens_up_on_a_fast_link() -> None:
+    pace = LinkPace()
+    pace.sending(0.0, in_flight=0)
+    for n in range(1, 101):  # 100 MB/s
+        pace.acked(n * 0.001, 100_000, in_flight=5)
+    assert pace.inflight_budget(0.1) > 10_000_000
+    assert pace.message_budget(0.1, 65536) == 65536
