@@ -76,8 +76,11 @@ class UplinkStats:
     published: int = 0
     acked: int = 0
     refused: int = 0
-    alarm_latency_ms: deque[int] = field(default_factory=lambda: deque(maxlen=ALARM_LATENCIES_KEPT))
-    """Sample-to-PUBACK time of the latest live alarm messages (their oldest item)."""
+    alarm_deliveries: deque[tuple[int, int]] = field(
+        default_factory=lambda: deque(maxlen=ALARM_LATENCIES_KEPT)
+    )
+    """(sample time, sample-to-PUBACK ms) of the latest live alarm messages (their oldest
+    item), for the latency benchmark."""
 
     def mark(self, connected: bool) -> None:
         self.connected, self.since = connected, time.monotonic()
@@ -146,6 +149,11 @@ class Uplink:
     def in_flight(self) -> int:
         """Messages published on this connection and not yet acknowledged."""
         return len(self._flight.seqs)
+
+    @property
+    def backfill_in_flight(self) -> int:
+        """Back-fill messages (`hist: true`) among those in flight."""
+        return len(self._flight.hist_seqs)
 
     async def run(self) -> None:
         """Connect, serve, reconnect with jittered backoff, until `stop()`.
@@ -399,7 +407,7 @@ class Uplink:
         self._store.ack(seq)
         self.stats.acked += 1
         if sampled is not None:
-            self.stats.alarm_latency_ms.append(now_ms() - sampled)
+            self.stats.alarm_deliveries.append((sampled, now_ms() - sampled))
 
     def _refused_seqs(self) -> set[int]:
         now = time.monotonic()

@@ -55,11 +55,12 @@ def test_the_tailings_pond_reports_every_point_and_its_short_dry_beach(
     config = on_rig(example, tmp_path, broker, wait_for_simulator(simulator, 1))
     agent = spawn("agent", "run", str(config))
 
-    def every_point_and_the_alarm(messages: list[Received]) -> bool:
+    def every_point_the_alarm_and_meta(messages: list[Received]) -> bool:
         alarms = [i for m in messages if m.kind == "alarm" for i in m.body["items"]]
-        return set(latest(messages)) == tags and bool(alarms)
+        meta = [m for m in messages if m.kind == "meta"]
+        return set(latest(messages)) == tags and bool(alarms) and bool(meta)
 
-    platform.wait_for(every_point_and_the_alarm, 20, "every point and the dry-beach alarm")
+    platform.wait_for(every_point_the_alarm_and_meta, 20, "every point, the alarm and meta")
     readings = latest(platform.messages)
     assert {i["q"] for i in readings.values()} == {0}
     assert readings["WK01.BL01"]["v"] == 96.5

@@ -387,3 +387,41 @@ def test_two_devices_with_the_same_unit_on_one_connection_are_refused(tmp_path: 
     )
     (problem,) = problems(tmp_path, VALID + second)
     assert "devices plc-1 and plc-2 are both unit 1 on 192.168.0.10:502" in problem
+
+
+# --- alarm rules checked against the range and the site --------------------------------
+
+
+def test_a_limit_outside_the_instrument_range_is_refused_at_the_tag(tmp_path: Path) -> None:
+    text = edited("        limits: {H: 9.0, HH: 9.5}", "        range: {low: 0, high: 9.2}\n"
+                  "        limits: {H: 9.0, HH: 9.5}")  # fmt: skip
+    assert problems(tmp_path, text) == [
+        "15:9: devices[0].tags[0]: limit HH (9.5) lies outside the instrument range 0..9.2: "
+        "the value can never reach it; fix the limit or the range"
+    ]
+
+
+def test_a_gas_level_and_its_other_name_together_are_refused(tmp_path: Path) -> None:
+    text = edited("limits: {H: 9.0, HH: 9.5}", "limits: {H: 9.0, level1: 9.0}")
+    assert problems(tmp_path, text) == [
+        "19:9: devices[0].tags[0].limits: level1 is another name for H: give one of them, not both"
+    ]
+
+
+def test_a_percent_deadband_needs_a_range(tmp_path: Path) -> None:
+    text = edited("        limits: {H: 9.0, HH: 9.5}", "        report: {deadband_pct: 1}")
+    assert problems(tmp_path, text) == [
+        "15:9: devices[0].tags[0]: report.deadband_pct is a percent of the range: give range too"
+    ]
+
+
+def test_a_tag_read_less_often_than_the_site_requires_is_refused_where_it_is(
+    tmp_path: Path,
+) -> None:
+    text = edited("  enterprise: 91370200MA3C00000K\n", "  enterprise: 91370200MA3C00000K\n"
+                  "  site: mine\n").replace("    poll: 500ms", "    poll: 30s")  # fmt: skip
+    assert problems(tmp_path, text) == [
+        "16:9: devices[0].tags[0]: tag LT-101 is read every 30s but must report at least every "
+        "20s (the site's rate, or its report.every): poll it faster, or give it a longer "
+        "report.every"
+    ]
