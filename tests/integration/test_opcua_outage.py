@@ -16,6 +16,7 @@ from opcua_sim import (
 from structlog.testing import capture_logs
 
 from drivers.opcua.driver import OpcuaDriver
+from edge_agent.demo.proxy import Proxy
 from edge_agent.model import LinkState, Quality
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -101,3 +102,39 @@ async def test_a_subscription_the_server_forgot_is_made_again(opcua_sim: Sim) ->
         assert later[-1].quality is Quality.GOOD
     finally:
         await driver.close()
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_a_black_holed_network_is_bounded_and_the_link_returns(
+    opcua_sim: Sim, mode: str
+) -> None:
+    """The route to the server goes silent (edge_agent.demo.proxy: nothing forwarded, nothing
+    closed): reads stay bounded, the tags are q=2, and once packets flow again the driver
+    reconnects and the counter rises."""
+    port = int(opcua_sim.endpoint("outage").rsplit(":", 1)[1])
+    with Proxy(port) as route:
+        endpoint = f"opc.tcp://127.0.0.1:{route.port}"
+        driver = OpcuaDriver(
+            device(
+                endpoint,
+                [tag("V.COUNT", "s=Vent.COUNT")],
+                mode=mode,
+                publishing_interval="100ms",
+                keepalive_count=3,
+                timeout="500ms",
+                connect_timeout="1s",
+            )
+        )
+        try:
+            before = await read_until(driver, good)
+            route.pause()
+            started = time.monotonic()
+            await read_until(driver, down, within=10)
+            assert time.monotonic() - started < 6
+            assert driver.link is LinkState.DOWN
+            route.resume()
+            after = await read_until(driver, good, within=15)
+            assert driver.link is LinkState.UP
+            assert after[-1].value > before[-1].value  # type: ignore[operator]
+        finally:
+            await driver.close()
