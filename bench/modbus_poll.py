@@ -28,9 +28,7 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -39,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-import yaml
 from pymodbus.client import AsyncModbusTcpClient
+from simulated import spawn_simulator
 
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.driver import ModbusDriver
@@ -111,23 +109,7 @@ def start_plant(
             for n in range(devices)
         ]
     }
-    path = directory / "scenario.yaml"
-    path.write_text(yaml.safe_dump(scenario), encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent", "simulate", str(path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    ports = []
-    for _ in range(devices):
-        line = process.stdout.readline()
-        match = re.search(r":(\d+) unit", line)
-        if match is None:
-            process.kill()
-            raise RuntimeError(f"simulator said {line!r}")
-        ports.append(int(match.group(1)))
-    return process, ports
+    return spawn_simulator(scenario, directory)
 
 
 async def poll_for(

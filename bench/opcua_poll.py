@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -32,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-import yaml
 from asyncua import Client
+from simulated import spawn_simulator
 
 from drivers.opcua.config import OpcuaDevice
 from drivers.opcua.driver import OpcuaDriver
@@ -50,20 +48,8 @@ def start_plant(nodes: int, directory: Path) -> tuple[subprocess.Popen[str], int
     ]
     server = {"name": "plant", "protocol": "opcua", "namespace": NAMESPACE, "update": "1s"}
     scenario = {"devices": [{**server, "folders": [{"name": "P", "variables": variables}]}]}
-    path = directory / "scenario.yaml"
-    path.write_text(yaml.safe_dump(scenario), encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent", "simulate", str(path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    match = re.search(r":(\d+) namespace", line)
-    if match is None:
-        process.kill()
-        raise RuntimeError(f"simulator said {line!r}")
-    return process, int(match.group(1))
+    process, (port,) = spawn_simulator(scenario, directory)
+    return process, port
 
 
 def config(port: int, nodes: int, mode: str) -> OpcuaDevice:

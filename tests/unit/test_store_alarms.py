@@ -136,3 +136,19 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_what_waits(tmp_path: P
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_after_a_reconnect_unacknowledged_alarms_are_resent_first(tmp_path: Path) -> None:
+    store = backlog_then_alarm(tmp_path / "s.db")
+    fifo = PackOptions(priority=False)
+    backfill = store.pack_next(now_ms=10_000, linger_ms=0, options=fifo)
+    alarm = store.pack_next(now_ms=10_000, linger_ms=0, options=fifo)
+    assert backfill is not None
+    assert alarm is not None
+    assert alarm.seq > backfill.seq
+    assert [m.seq for m in store.unsent(set(), 10)] == [alarm.seq, backfill.seq]
+    assert [m.seq for m in store.unsent(set(), 10, alarms_first=False)] == [
+        backfill.seq,
+        alarm.seq,
+    ]
+    store.close()
