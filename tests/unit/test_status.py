@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from edge_agent.cli import EX_NOINPUT, EX_OK, main
+from edge_agent.demo.broker import free_port
 from edge_agent.model import Quality, Reading
 from edge_agent.store import BatchLimits, Store, StoreSettings
 
@@ -18,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def config_with_store(tmp_path: Path) -> Path:
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text(encoding="utf-8"))
     config["store"]["path"] = str(tmp_path / "store.db")
+    # A port nobody answers on: an agent running on this machine (a demo on the
+    # default 9108) must not answer for the store file under test.
+    config["metrics"] = {"listen": f"127.0.0.1:{free_port()}"}
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path
