@@ -90,11 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("config", type=Path)
     read.add_argument("--device", action="append", default=[], metavar="NAME",
                       help="read only this device (repeatable)")  # fmt: skip
-    read.add_argument("--raw", action="store_true", help="also show each value before scaling")
+    read.add_argument(
+        "--raw",
+        action="store_true",
+        help="also show each value before scaling (Modbus; OPC UA devices ignore it)",
+    )
     read.add_argument(
         "--guess-order",
         action="store_true",
-        help="try the four byte orders; say which puts each value inside its range",
+        help=(
+            "try the four byte orders; say which puts each value inside its range "
+            "(Modbus; OPC UA devices ignore it)"
+        ),
     )
     read.set_defaults(handler=_read)
 
@@ -331,16 +338,7 @@ def _read(args: argparse.Namespace) -> int:
     if unknown:
         print(f"no device named {', '.join(sorted(unknown))} in {args.config}", file=sys.stderr)
         return EX_USAGE
-    from drivers.modbus.config import ModbusDevice
-
-    # Commissioning tables are Modbus-only so far; an OPC UA device is named, not read.
-    for device in devices:
-        if not isinstance(device, ModbusDevice):
-            print(
-                f"{device.name}: `read` does not read {device.driver} devices yet", file=sys.stderr
-            )
-    modbus = [d for d in devices if isinstance(d, ModbusDevice)]
-    return commission.run(modbus, sys.stdout, raw=args.raw, guess_order=args.guess_order)
+    return commission.run(devices, sys.stdout, raw=args.raw, guess_order=args.guess_order)
 
 
 def _stop_on_signals() -> asyncio.Event:

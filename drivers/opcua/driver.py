@@ -26,6 +26,9 @@ Invariants:
   good read. A new session re-resolves every tag and re-creates the subscription.
 - Logs state changes only: link up/down, a tag failing or recovering, a stale
   subscription, dropped notifications.
+- `read_all()` (for `edge-agent read`) reads every tag once by Read, in either
+  mode, on a session of its own that it closes again; it too never raises for
+  what the server or the network does, and is bounded by the same timeouts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -43,11 +47,11 @@ from drivers.opcua.quality import quality_of, status_name
 from drivers.opcua.security import Untrusted
 from drivers.opcua.session import CredentialError, Session, close_client, open_session
 from drivers.opcua.subscriber import Subscribed, subscribe
-from drivers.opcua.values import to_sample
+from drivers.opcua.values import to_sample, type_name
 from edge_agent.backoff import Backoff
 from edge_agent.model import LinkState, Quality, Sample
 
-__all__ = ["OpcuaDriver"]
+__all__ = ["OpcuaDriver", "Survey", "TagReading"]
 
 
 def _now_ms() -> int:
@@ -56,6 +60,29 @@ def _now_ms() -> int:
 
 class LinkLost(Exception):
     """The session cannot be used any more; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TagReading:
+    """One tag read once, with what explains it to a technician (`read_all`)."""
+
+    sample: Sample
+    node: str | None
+    """The NodeId the tag resolved to at this connect; None when it did not resolve."""
+    data_type: str | None
+    """The built-in type the server sent the value as (Double, Double[3]); None without one."""
+    reason: str | None
+    """Why the tag is bad (q >= 2): the StatusCode's name, a type mismatch, a node or
+    browse path that did not resolve; None when good or uncertain."""
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """Every tag of the device read once (`read_all`), in config order."""
+
+    readings: list[TagReading]
+    failure: str | None = None
+    """Why the server could not be read at all (every tag is then q=2); None when it was."""
 
 
 @dataclass(slots=True)
@@ -113,6 +140,24 @@ class OpcuaDriver:
                 return self._all_bad(due, Quality.COMM)
             self._backoff.reset()
             return samples
+
+    async def read_all(self) -> Survey:
+        """Every tag once, whatever the mode and poll groups, with its node, type and reason.
+
+        A session of its own, closed again before returning: commissioning reads once,
+        and a subscription would only delay the first values.
+        """
+        async with self._lock:
+            try:
+                session = await open_session(self._device, self._log)
+            except Exception as exc:  # connect boundary, as in _session_or_none
+                return self._failed(f"cannot connect: {_describe(exc)}", exc)
+            try:
+                return await self._survey(session)
+            except Exception as exc:  # request boundary, as in read
+                return self._failed(f"cannot read: {_describe(exc)}", exc)
+            finally:
+                await close_client(session.client, self._device.timeout)
 
     async def close(self) -> None:
         async with self._lock:
@@ -172,21 +217,8 @@ class OpcuaDriver:
         return due
 
     def _plan(self, session: Session) -> None:
-        size = session.max_nodes_per_read
         for group in self._groups:
-            readable = [i for i in group.indices if session.nodes[i] is not None]
-            group.requests = []
-            for start in range(0, len(readable), size):
-                indices = readable[start : start + size]
-                params = ua.ReadParameters()
-                params.MaxAge = 0
-                params.TimestampsToReturn = ua.TimestampsToReturn.Source
-                for index in indices:
-                    item = ua.ReadValueId()
-                    item.NodeId = session.nodes[index]
-                    item.AttributeId = ua.AttributeIds.Value
-                    params.NodesToRead.append(item)
-                group.requests.append((indices, params))
+            group.requests = _read_requests(session, group.indices)
 
     async def _poll(self, session: Session, due: list[PollGroup]) -> list[Sample]:
         out: list[Sample | None] = [None] * len(self._tags)
@@ -203,6 +235,40 @@ class OpcuaDriver:
                 if index in session.refused:
                     out[index] = Sample.bad(self._tags[index].tag, now, Quality.CONFIG)
         return [s for s in out if s is not None]
+
+    # one-shot read (commissioning)
+
+    async def _survey(self, session: Session) -> Survey:
+        for index, reason in session.refused.items():
+            self._note_problem(index, reason)
+        values: dict[int, ua.DataValue] = {}
+        for indices, params in _read_requests(session, range(len(self._tags))):
+            async with asyncio.timeout(self._device.timeout):
+                answers = await session.client.uaclient.read(params)
+            values.update(zip(indices, answers, strict=True))
+        now = _now_ms()
+        readings = []
+        for index, tag in enumerate(self._tags):
+            node = session.nodes[index]
+            if node is None:
+                sample = Sample.bad(tag.tag, now, Quality.CONFIG)
+                readings.append(TagReading(sample, None, None, session.refused[index]))
+                continue
+            value = values[index]
+            sample = self._judge(index, value, now)
+            # _judge keeps the reason of a bad value (and forgets it once the value is good).
+            problem = self._problems.get(index)
+            readings.append(TagReading(sample, node.to_string(), type_name(value.Value), problem))
+        return Survey(readings)
+
+    def _failed(self, reason: str, exc: Exception) -> Survey:
+        self._went_down(reason, exc=None if _expected(exc) else exc)
+        now = _now_ms()
+        readings = [
+            TagReading(Sample.bad(tag.tag, now, Quality.COMM), None, None, reason)
+            for tag in self._tags
+        ]
+        return Survey(readings, reason)
 
     # subscribe mode
 
@@ -290,6 +356,27 @@ def _groups(device: OpcuaDevice) -> list[PollGroup]:
     for index, tag in enumerate(device.tags):
         by_interval.setdefault(device.interval_of(tag), []).append(index)
     return [PollGroup(interval, indices) for interval, indices in sorted(by_interval.items())]
+
+
+def _read_requests(
+    session: Session, indices: Iterable[int]
+) -> list[tuple[list[int], ua.ReadParameters]]:
+    """Read requests for the tags at `indices` whose node resolved, MaxNodesPerRead at most each."""
+    size = session.max_nodes_per_read
+    readable = [i for i in indices if session.nodes[i] is not None]
+    requests = []
+    for start in range(0, len(readable), size):
+        chunk = readable[start : start + size]
+        params = ua.ReadParameters()
+        params.MaxAge = 0
+        params.TimestampsToReturn = ua.TimestampsToReturn.Source
+        for index in chunk:
+            item = ua.ReadValueId()
+            item.NodeId = session.nodes[index]
+            item.AttributeId = ua.AttributeIds.Value
+            params.NodesToRead.append(item)
+        requests.append((chunk, params))
+    return requests
 
 
 def _expected(exc: Exception) -> bool:

@@ -68,12 +68,9 @@ def _value(tag: OpcuaTag, variant: ua.Variant | None) -> Value:
     if variant is None or variant.VariantType == ua.VariantType.Null:
         raise Refused("the node has no value")
     raw: Any = variant.Value
-    if variant.is_array or isinstance(raw, list):
+    if _is_array(variant):
         if tag.index is None:
-            raise Refused(
-                f"the node holds an array ({variant.VariantType.name}[{len(raw)}]): "
-                "give the tag an index"
-            )
+            raise Refused(f"the node holds an array ({type_name(variant)}): give the tag an index")
         if tag.index >= len(raw):
             raise Refused(f"index {tag.index} is past the end of the array ({len(raw)} elements)")
         raw = raw[tag.index]
@@ -83,6 +80,18 @@ def _value(tag: OpcuaTag, variant: ua.Variant | None) -> Value:
     if expected is not None and variant.VariantType.name != expected:
         raise Refused(f"type mismatch: the node holds {variant.VariantType.name}, not {expected}")
     return convert(variant.VariantType, raw)
+
+
+def type_name(variant: ua.Variant | None) -> str | None:
+    """The built-in type a value came as: Double, or Double[3] for an array; None for none."""
+    if variant is None or variant.VariantType == ua.VariantType.Null:
+        return None
+    name = str(variant.VariantType.name)
+    return f"{name}[{len(variant.Value)}]" if _is_array(variant) else name
+
+
+def _is_array(variant: ua.Variant) -> bool:
+    return bool(variant.is_array) or isinstance(variant.Value, list)
 
 
 def convert(kind: ua.VariantType, raw: Any) -> Value:

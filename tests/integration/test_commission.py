@@ -2,7 +2,8 @@
 
 The simulator runs on its own event loop in a thread (the command runs its
 own with asyncio.run); the config is config/tank-farm.yaml with only the
-addresses of the links changed to the simulator's.
+addresses of the links changed to the simulator's. OPC UA devices have their
+own tests (test_commission_opcua.py); one here is read beside the tank farm.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from typing import Any
 import pytest
 import structlog
 import yaml
+from opcua_helpers import tag
+from opcua_sim import (
+    NAMESPACE,
+    Sim,
+    opcua_sim_fixture,  # noqa: F401  # registers the fixture opcua_sim
+)
 
 from drivers.simulator import Simulator, load_scenario, start_simulator
 from edge_agent.cli import EX_OK, EX_USAGE, main
@@ -136,3 +143,33 @@ def test_read_names_an_unknown_device(
 ) -> None:
     assert main(["read", str(pointed_at(plant, tmp_path)), "--device", "nope"]) == EX_USAGE
     assert "no device named nope" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_modbus_and_opcua_devices_are_read_together_and_counted_together(
+    plant: ThreadedSimulator, opcua_sim: Sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tank farm and an OPC UA server in one config: every table in config order, one
+    count; --raw and --guess-order shape the Modbus tables only."""
+    path = pointed_at(plant, tmp_path)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    ua_tags = [tag("MINE1.CO", "s=Mine.Vent.CO", unit="ppm"), tag("MINE1.I32", "s=Mine.Vent.I32")]
+    endpoint = opcua_sim.endpoint("plant")
+    config["devices"].append({"name": "ua-vent", "driver": "opcua", "endpoint": endpoint,
+                              "namespace": NAMESPACE, "tags": ua_tags})  # fmt: skip
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    # The command runs its own event loop; the OPC UA simulator serves on this one meanwhile.
+    code = await asyncio.to_thread(main, ["read", str(path), "--raw", "--guess-order"])
+    out = capsys.readouterr().out
+    assert code == EX_OK, out
+    headers = [line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")]
+    assert headers[:-1] == [d["name"] for d in config["devices"]]
+    ua_table = out[out.index("ua-vent  (opcua") :].splitlines()
+    assert ua_table[1].split() == ["tag", "node", "type", "value", "unit", "quality", "limits",
+                                   "reason"]  # fmt: skip
+    assert ua_table[2].split()[:6] == ["MINE1.CO", "s=Mine.Vent.CO", "->", "ns=2;s=Mine.Vent.CO",
+                                       "Double", "4.5"]  # fmt: skip
+    assert ua_table[3].split()[4:6] == ["Int32", "-320000"]
+    assert ua_table[4] == ""  # neither a raw value column nor byte-order guesses
+    total = sum(len(d["tags"]) for d in config["devices"])
+    assert out.rstrip().endswith(f"{total} of {total} tags readable, 0 bad")
