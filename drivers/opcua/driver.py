@@ -24,8 +24,15 @@ Invariants:
   be made again ends the session: link DOWN, retry after a backoff delay
   (reconnect_min doubling to reconnect_max, with jitter), reset by the first
   good read. A new session re-resolves every tag and re-creates the subscription.
+- While the session is up, the tags refused at connect (a browse path or a
+  namespace URI that did not resolve; in subscribe mode a monitored item the
+  server refused) are tried again every RETRY_REFUSED_EVERY, from `read()`
+  after its samples: resolved again, and their monitored items added to the
+  live subscription. The other tags and the subscription are not touched; a
+  retry is bounded by `timeout`, and one that fails changes nothing and ends
+  nothing (a lost connection is found by the next read).
 - Logs state changes only: link up/down, a tag failing or recovering, a stale
-  subscription, dropped notifications.
+  subscription, dropped notifications. A tag still refused at a retry logs nothing.
 - `read_all()` (for `edge-agent read`) reads every tag once by Read, in either
   mode, on a session of its own that it closes again; it too never raises for
   what the server or the network does, and is bounded by the same timeouts.
@@ -45,13 +52,24 @@ from asyncua import ua
 from drivers.opcua.config import OpcuaDevice
 from drivers.opcua.quality import quality_of, status_name
 from drivers.opcua.security import Untrusted
-from drivers.opcua.session import CredentialError, Session, close_client, open_session
+from drivers.opcua.session import (
+    CredentialError,
+    Session,
+    close_client,
+    open_session,
+    resolve_refused,
+)
 from drivers.opcua.subscriber import Subscribed, subscribe
 from drivers.opcua.values import to_sample, type_name
 from edge_agent.backoff import Backoff
 from edge_agent.model import LinkState, Quality, Sample
 
 __all__ = ["OpcuaDriver", "Survey", "TagReading"]
+
+RETRY_REFUSED_EVERY = 60.0
+"""Seconds between two retries of the tags refused at connect, while the session is up.
+A node deployed on the server (or a typo fixed there) is picked up within this, and
+a server with many missing nodes gets at most one resolve per minute."""
 
 
 def _now_ms() -> int:
@@ -103,6 +121,7 @@ class OpcuaDriver:
         self._tags = device.tags
         self._backoff = backoff or Backoff(device.reconnect_min, device.reconnect_max)
         self._retry_at = 0.0
+        self._refused_retry_at = 0.0
         self._session: Session | None = None
         self._subscribed: Subscribed | None = None
         self._last: dict[int, Sample] = {}
@@ -132,6 +151,7 @@ class OpcuaDriver:
                     samples = await self._poll(session, due)
                 else:
                     samples = await self._collect(session)
+                await self._retry_refused(session)
             except asyncio.CancelledError:
                 await self._drop("the read was cancelled")
                 raise
@@ -177,8 +197,8 @@ class OpcuaDriver:
             self._retry_at = time.monotonic() + self._backoff.next()
             return None
         self._session = session
-        for index, reason in session.refused.items():
-            self._note_problem(index, reason)
+        self._refused_retry_at = time.monotonic() + RETRY_REFUSED_EVERY
+        self._note_refused(session)
         if self._device.mode == "subscribe":
             try:
                 async with asyncio.timeout(self._device.connect_timeout):
@@ -273,9 +293,8 @@ class OpcuaDriver:
     # subscribe mode
 
     async def _subscribe(self, session: Session) -> None:
-        self._subscribed = subscribed = await subscribe(session.client, self._device, session.nodes)
-        for index, code in subscribed.refused.items():
-            self._note_problem(index, f"monitored item refused: {status_name(code)}")
+        self._subscribed = await subscribe(session.client, self._device, session.nodes)
+        self._note_refused(session)
 
     async def _collect(self, session: Session) -> list[Sample]:
         if not session.alive:
@@ -315,6 +334,51 @@ class OpcuaDriver:
             elif (last := self._last.get(index)) is not None:
                 samples.append(last._replace(ts_ms=now))
         return samples
+
+    # tags refused at connect
+
+    async def _retry_refused(self, session: Session) -> None:
+        """Every RETRY_REFUSED_EVERY, resolve (and monitor) again the tags refused at connect.
+
+        A healthy session is never made again, so without this a node the DCS engineer
+        deploys minutes after the connect would stay bad until a restart. Only the
+        refused tags are sent; the new Session (same client) and the new monitored items
+        are taken together once both succeeded. Never raises but CancelledError.
+        """
+        subscribed = self._subscribed
+        if not session.refused and not (subscribed is not None and subscribed.refused):
+            return
+        now = time.monotonic()
+        if now < self._refused_retry_at:
+            return
+        self._refused_retry_at = now + RETRY_REFUSED_EVERY  # a failed retry waits as long
+        try:
+            async with asyncio.timeout(self._device.timeout):
+                again = await resolve_refused(self._device, session)
+                if subscribed is not None:
+                    retried = (*session.refused, *subscribed.refused)
+                    nodes = {i: node for i in retried if (node := again.nodes[i]) is not None}
+                    await subscribed.monitor(self._device, nodes)
+        except Exception as exc:  # the retry's boundary: the tags stay as they were
+            # Expected failures (a timeout, a lost connection) are the next read's to report;
+            # a bug of ours is shown.
+            if _expected(exc):
+                self._log.debug("refused_retry_failed", reason=_describe(exc))
+            else:
+                self._log.warning("refused_retry_failed", reason=_describe(exc), exc_info=exc)
+            return
+        self._session = again
+        if subscribed is None:
+            self._plan(again)
+        self._note_refused(again)
+
+    def _note_refused(self, session: Session) -> None:
+        """A tag_bad line for each tag refused at connect, once per reason (_note_problem)."""
+        for index, reason in session.refused.items():
+            self._note_problem(index, reason)
+        if self._subscribed is not None:
+            for index, code in self._subscribed.refused.items():
+                self._note_problem(index, f"monitored item refused: {status_name(code)}")
 
     # values and state
 

@@ -6,6 +6,8 @@ with the reason), or raises and leaves nothing behind. A fresh asyncua Client
 is made for every connect, so nothing of a lost connection (its publish loop,
 its subscriptions) lives on into the next; asyncua's own auto-reconnect is not
 used: the driver reconnects on its own backoff (edge_agent/backoff.py).
+`resolve_refused` resolves the refused tags again on a live session (the
+driver retries them while it is up), the same way, into a new Session.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
@@ -75,10 +77,29 @@ async def _open(client: Client, device: OpcuaDevice, log: FilteringBoundLogger) 
     await client.connect()
     namespaces = await client.get_namespace_array()
     session = Session(client, [None] * len(device.tags))
-    _resolve_node_ids(device, namespaces, session)
-    await _resolve_browse_paths(device, namespaces, session)
+    every = range(len(device.tags))
+    _resolve_node_ids(device, namespaces, session, every)
+    await _resolve_browse_paths(device, namespaces, session, every)
     session.max_nodes_per_read = min(device.max_nodes_per_read, await _server_limit(client))
     return session
+
+
+async def resolve_refused(device: OpcuaDevice, session: Session) -> Session:
+    """`session` with the tags it refused resolved again, on the same client.
+
+    A node deployed or a namespace registered since the connect resolves now; a tag
+    still refused keeps a reason (the current one). A new Session is returned and
+    `session` is left as it was, so that the caller takes it only once what goes
+    with it (the monitored items) succeeded: a retry that fails changes nothing.
+    """
+    retried = list(session.refused)
+    if not retried:
+        return session
+    namespaces = await session.client.get_namespace_array()
+    again = replace(session, nodes=list(session.nodes), refused={})
+    _resolve_node_ids(device, namespaces, again, retried)
+    await _resolve_browse_paths(device, namespaces, again, retried)
+    return again
 
 
 def _secret(configured: str) -> str:
@@ -102,9 +123,11 @@ def _namespace_index(uri: str | None, namespaces: Sequence[str]) -> int:
         raise LookupError(f"the server has no namespace {uri!r}") from None
 
 
-def _resolve_node_ids(device: OpcuaDevice, namespaces: Sequence[str], session: Session) -> None:
-    for index, tag in enumerate(device.tags):
-        address = tag.address
+def _resolve_node_ids(
+    device: OpcuaDevice, namespaces: Sequence[str], session: Session, indices: Iterable[int]
+) -> None:
+    for index in indices:
+        address = device.tags[index].address
         if address is None:
             continue
         try:
@@ -117,10 +140,11 @@ def _resolve_node_ids(device: OpcuaDevice, namespaces: Sequence[str], session: S
 
 
 async def _resolve_browse_paths(
-    device: OpcuaDevice, namespaces: Sequence[str], session: Session
+    device: OpcuaDevice, namespaces: Sequence[str], session: Session, indices: Iterable[int]
 ) -> None:
     paths: list[tuple[int, ua.BrowsePath]] = []
-    for index, tag in enumerate(device.tags):
+    for index in indices:
+        tag = device.tags[index]
         if tag.browse_path is None:
             continue
         try:

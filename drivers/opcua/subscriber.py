@@ -7,7 +7,9 @@ Invariants:
   changes are dropped and counted, never the newest.
 - A tag whose monitored item the server refused (a bad node) has a standing
   bad sample with the quality of the server's StatusCode; every other item
-  is created and delivers regardless.
+  is created and delivers regardless. `Subscribed.monitor` adds items to the
+  live subscription later (the driver retries refused tags that way), never
+  touching the items already there.
 - Watchdog: a server sends data or a keep-alive at least every
   keepalive_count publishing intervals. A subscription silent for 1.25 times
   that (or one the server says is gone, StatusChangeNotification) is stale:
@@ -86,6 +88,23 @@ class Subscribed:
     silent_after: float
     """Seconds of silence after which the subscription is stale."""
 
+    async def monitor(self, device: OpcuaDevice, nodes: dict[int, ua.NodeId]) -> None:
+        """Add a monitored item for each tag in `nodes` (tag index -> its node).
+
+        A tag the server refuses is kept in `refused` with its StatusCode, one it
+        accepts leaves it. `refused` changes only once the server answered, so a
+        request that fails (timed out) leaves it as it was.
+        """
+        if not nodes:
+            return
+        requests = [item_request(device, index, node) for index, node in nodes.items()]
+        outcomes = await self.feed.create_monitored_items(requests)
+        for index, outcome in zip(nodes, outcomes, strict=True):
+            if isinstance(outcome, ua.StatusCode):
+                self.refused[index] = outcome.value
+            else:
+                self.refused.pop(index, None)
+
     def stale(self) -> str | None:
         """Why the subscription is stale, or None while it delivers."""
         if self.feed.gone is not None:
@@ -141,12 +160,7 @@ async def subscribe(
     """A new subscription with a monitored item for every resolved node."""
     feed = Feed(client, parameters(device), MAX_BUFFERED_PER_TAG * len(device.tags))
     result = await feed.init()
-    requests = [item_request(device, i, node) for i, node in enumerate(nodes) if node is not None]
-    refused: dict[int, int] = {}
-    if requests:
-        outcomes = await feed.create_monitored_items(requests)
-        for request, outcome in zip(requests, outcomes, strict=True):
-            if isinstance(outcome, ua.StatusCode):
-                refused[request.RequestedParameters.ClientHandle - 1] = outcome.value
     keepalive = result.RevisedPublishingInterval / 1000 * result.RevisedMaxKeepAliveCount
-    return Subscribed(feed, refused, STALE_MARGIN * keepalive + device.timeout)
+    subscribed = Subscribed(feed, {}, STALE_MARGIN * keepalive + device.timeout)
+    await subscribed.monitor(device, {i: node for i, node in enumerate(nodes) if node is not None})
+    return subscribed
