@@ -1,56 +1,28 @@
 """config/underground-mine.yaml end to end: OPC UA simulator -> agent -> Mosquitto -> platform.
 
-The simulator runs as `edge-agent simulate` in its own process, so stopping it
-and starting it again on the same port is a real server restart (sessions and
-subscriptions gone). The device is the shipped config's, pointed at loopback
-without security (the security modes have their own tests).
+A server restart (tests/mine.py says how the mine is run); a server gone for
+minutes is the fault campaign tests/fault/test_opcua_server_gone.py.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from conftest import Rig
 from delivery import assert_no_seq_gap, envelopes
+from mine import items, mine_device, simulate_args
 
 from edge_agent.demo.broker import free_port, wait_for_port
-from edge_agent.demo.platform import Received
 
 pytestmark = pytest.mark.broker
-
-ROOT = Path(__file__).resolve().parents[2]
-SCENARIO = ROOT / "drivers" / "simulator" / "scenarios" / "underground-mine.yaml"
-
-
-def mine_device(port: int) -> dict[str, Any]:
-    config = yaml.safe_load((ROOT / "config" / "underground-mine.yaml").read_text("utf-8"))
-    device: dict[str, Any] = config["devices"][0]
-    for key in ("security", "username_file", "password_file"):
-        device.pop(key)
-    return {
-        **device,
-        "endpoint": f"opc.tcp://127.0.0.1:{port}",
-        "poll": "500ms",
-        "publishing_interval": "200ms",
-        "comm_alarm_after": "1s",
-        "reconnect_min": "200ms",
-        "reconnect_max": "1s",
-    }
-
-
-def items(messages: list[Received], kind: str) -> list[dict[str, Any]]:
-    return [i for m in messages if m.kind == kind for i in m.body["items"]]
 
 
 def test_the_mine_config_runs_and_a_server_restart_raises_and_clears_comm(rig: Rig) -> None:
     """Every tag arrives good; the server restarts: its tags go q=2, COMM is raised on each
     and cleared when the subscription is back, and no `seq` is missing."""
     port = free_port()
-    simulate = ("simulate", str(SCENARIO), "--port", f"ua-mine-vent={port}")
+    simulate = simulate_args(port)
     server = rig.spawn("opcua-sim", *simulate)
     wait_for_port(port)
     device = mine_device(port)
