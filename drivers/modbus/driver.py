@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import struct
 import time
 from collections import deque
@@ -47,6 +46,7 @@ from drivers.modbus.values import (
     Raw,
     RequestDecoder,
     compile_request,
+    decode_batch,
     pack_registers,
     to_sample,
 )
@@ -247,11 +247,20 @@ class ModbusDriver:
         return out
 
     async def _poll_group(self, link: Link, group: PollGroup, out: _Out) -> bool:
-        """Send a group's requests; True if the unit or link failed on the way."""
+        """Send a group's requests; True if the unit or link failed on the way.
+
+        Responses are decoded once the group's last answer is in: a sample made
+        on arrival would stay alive through the awaits of the requests after
+        it, and with many devices polled at once those samples set off the
+        garbage collector's passes (bench/modbus_poll.py, 20 devices of 100
+        tags at 1 s: 30 in 10 s and now and then a full one, against 1-3 when
+        decoded here).
+        """
         pending = deque(group.plan)
         kept: list[ReadRequest] = []
+        answered: list[tuple[ReadRequest, ModbusPDU, int]] = []
         unit, timeout = self._device.unit, self._device.timeout
-        changed = False
+        changed = failed = False
         while pending:
             request = pending.popleft()
             try:
@@ -265,8 +274,8 @@ class ModbusDriver:
                 for later in (request, *pending):
                     self._fill(out, later.slots, now, Quality.COMM)
                 kept.extend((request, *pending))
-                group.plan = kept
-                return True
+                failed = True
+                break
             now = _now_ms()
             self._answered(link)
             if response.isError():
@@ -285,12 +294,15 @@ class ModbusDriver:
             else:
                 if self._refused:
                     self._note_accepted(request)
-                self._decode(request, response, now, out)
+                answered.append((request, response, now))
             kept.append(request)
-        if changed:
+        if changed or failed:
             group.plan = kept
+        if changed:
             self._decoders.clear()
-        return False
+        for request, response, now in answered:
+            self._decode(request, response, now, out)
+        return failed
 
     # values
 
@@ -301,18 +313,8 @@ class ModbusDriver:
         decoder = self._decoder_for(request)
         registers = cast(list[int], response.registers)  # pymodbus gives a list
         be, sw = pack_registers(registers, decoder.swapped)
-        isfinite, good = math.isfinite, Quality.GOOD
         for batch in decoder.batches:
-            values = batch.unpack(sw if batch.swapped else be)
-            for (index, code, convert, plain), value in zip(batch.entries, values, strict=True):
-                if plain and isfinite(value):
-                    out[index] = Sample(code, now, value, good)
-                    continue
-                try:
-                    out[index] = convert(value, now)
-                except ValueError as exc:
-                    out[index] = Sample.bad(code, now, Quality.CONFIG)
-                    self._note_undecodable(index, exc)
+            decode_batch(batch, sw if batch.swapped else be, now, out, self._note_undecodable)
         for index, single in decoder.singles:
             try:
                 out[index] = single(registers, be, sw, now)

@@ -15,6 +15,8 @@ Invariants:
 - A request in flight when its connection drops fails at once (pymodbus
   would let it wait out its timeout): the link cancels the waiting task and
   turns that cancellation into a ConnectionException.
+- Each request's deadline is kept by one timer per link, not one per request
+  (see `_watch`); it acts as `asyncio.timeout` would around the read.
 - Reconnects back off (full jitter, doubling from reconnect_min up to
   reconnect_max); the first answer resets the backoff.
 - On a serial line the bus stays quiet for the inter-frame silence after each
@@ -139,6 +141,11 @@ class Link:
         self._inflight: asyncio.Task[object] | None = None
         self._read_fns: dict[int, _Read] = {}
         self._cut = False
+        self._deadline = 0.0
+        """loop.time() by which the request in flight must be answered."""
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
+        self._expired = False
         self.last_error = ""
         self.requests = 0
 
@@ -261,6 +268,9 @@ class Link:
         if lost is not None and not lost.done():
             lost.set_result(None)
         self._cut_inflight()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if client is not None:
             client.close()
 
@@ -292,10 +302,21 @@ class Link:
             task = asyncio.current_task()
             assert task is not None
             self._inflight, self._cut = task, False
+            cancelling = task.cancelling()
+            self._watch(limit)
             timed_out = False
             try:
-                async with asyncio.timeout(limit):
+                try:
                     response: ModbusPDU = await read(address, count=count, device_id=unit)
+                except asyncio.CancelledError:
+                    # The deadline's cancellation is a timeout, unless another came too.
+                    if self._expired and self._take_back(task) <= cancelling:
+                        raise TimeoutError from None
+                    raise
+                finally:
+                    self._inflight = None
+                    if self._expired:  # the deadline passed as the answer came: the answer counts
+                        self._take_back(task)
             except TimeoutError:
                 timed_out = True
                 raise TimeoutError(f"no answer within {limit:g}s") from None
@@ -306,11 +327,47 @@ class Link:
                     raise ConnectionException("the connection dropped while waiting") from None
                 raise
             finally:
-                self._inflight = None
                 if self._quiet_after:
                     await self._quiet(timed_out)
             _check_shape(response, function_code, count)
             return response
+
+    def _watch(self, limit: float) -> None:
+        """Bound the request about to be sent by `limit` seconds.
+
+        One timer per link rather than one `asyncio.timeout` per request, which
+        costs a Timeout object, a timer handle pushed on the loop's heap and
+        later popped, about 38,000 CPU instructions a request. The timer stays
+        armed at the first deadline; when it fires, it moves on to the deadline
+        of the request then in flight if that one is later, expires that request
+        if not, and is dropped while no request is in flight: a steady poll sets
+        about one timer per `limit` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        self._deadline = deadline = loop.time() + limit
+        watchdog = self._watchdog
+        if watchdog is None or deadline < self._watchdog_at:  # a unit with a shorter timeout
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = loop.call_at(deadline, self._on_deadline)
+            self._watchdog_at = deadline
+
+    def _on_deadline(self) -> None:
+        self._watchdog = None
+        task = self._inflight
+        if task is None:
+            return
+        if self._deadline > self._watchdog_at:
+            self._watchdog = asyncio.get_running_loop().call_at(self._deadline, self._on_deadline)
+            self._watchdog_at = self._deadline
+            return
+        self._expired = True
+        task.cancel()
+
+    def _take_back(self, task: asyncio.Task[object]) -> int:
+        """Withdraw the deadline's cancellation, as asyncio.timeout does on exit."""
+        self._expired = False
+        return task.uncancel()
 
     async def _quiet(self, timed_out: bool) -> None:
         line = self._device.serial if self._device.transport != "tcp" else None

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import truediv
 
 from drivers.modbus.codec import BIT_AREAS, DATA_TYPES, decode
 from drivers.modbus.config import ModbusTag, Scale
@@ -94,6 +96,29 @@ def _linear(scale: Scale) -> Callable[[float], float]:
     return lambda raw: raw * multiplier + offset
 
 
+_DIVISORS = {float(f"1e-{k}"): float(10**k) for k in range(1, 23)}
+_SMALL_INTEGERS = frozenset({"int16", "uint16", "int32", "uint32"})
+
+
+def _exact_divisor(tag: ModbusTag) -> float | None:
+    """10**k when the tag's sample value is always `raw / 10**k`, else None.
+
+    So for an integer of at most 10 digits scaled by 10**-k with no offset, no
+    fault values (int16 times 0.1: the usual fixed-point register). `convert`
+    gives tidy(raw * 10**-k + 0.0), and raw * 10**-k is within 2.3e-16
+    (relative) of the decimal raw / 10**k, which has at most 10 significant
+    digits: rounding to 15 gives that decimal back, and float() of it is the
+    correctly rounded quotient, which raw / 10**k also is (10**k is exact up to
+    k = 22). A division instead of formatting and parsing a string.
+    """
+    scale = tag.scale
+    if tag.type not in _SMALL_INTEGERS or tag.fault_values or tag.current is not None:
+        return None
+    if scale is None or scale.raw is not None or scale.offset or scale.multiplier is None:
+        return None
+    return _DIVISORS.get(scale.multiplier)
+
+
 def tidy(value: float) -> float:
     # 15 significant digits drop binary noise: 209 * 0.1 reads 20.9, not 20.900000000000002.
     return float(f"{value:.15g}")
@@ -120,7 +145,7 @@ def compile_slot(tag: ModbusTag, default_order: str, start: int) -> tuple[SlotDe
     unpack = struct.Struct(("<" if order in ("DCBA", "CDAB") else ">") + fmt).unpack_from
     swapped = order in ("BADC", "CDAB")
     offset = 2 * start
-    plain = not (tag.scale or tag.current or tag.fault_values)
+    plain = _plain(tag)
     is_float = fmt in "fd"
     if plain and not is_float:
         if swapped:
@@ -153,11 +178,65 @@ class Batch:
     `entries` are (tag index, tag code, converter, plain): a plain value with a
     finite number becomes a good sample directly, anything else goes through
     the converter (faults, scaling, refusal of NaN).
+
+    A batch is `bulk` when every value, divided by `divisor` if there is one,
+    is its tag's good sample whenever it is finite: its tags are plain, or
+    exactly divided (`_exact_divisor`). Such a batch becomes samples in one
+    pass (`good_samples`) instead of a call per tag.
     """
 
     unpack: Callable[[bytes], tuple[float, ...]]
     swapped: bool
     entries: tuple[tuple[int, str, Callable[[float, int], Sample], bool], ...]
+    bulk: bool = False
+    divisor: float | None = None
+    integral: bool = False
+    """Integers only: every value is finite."""
+    indices: tuple[int, ...] = ()
+    codes: tuple[str, ...] = ()
+
+
+_new_tuple = tuple.__new__
+
+
+def good_samples(codes: tuple[str, ...], now: int, values: Iterable[float]) -> Iterator[Sample]:
+    """Good samples of the tags `codes` with `values`, taken at `now`.
+
+    `tuple.__new__` is all that Sample's own constructor calls, but mapped here
+    from C instead of through a Python frame per sample: a sample made and
+    freed costs 1,500 CPU instructions instead of 3,300, once per tag per poll.
+    """
+    return map(_new_tuple, repeat(Sample), zip(codes, repeat(now), values, repeat(_GOOD)))
+
+
+def decode_batch(
+    batch: Batch,
+    data: bytes,
+    now: int,
+    out: list[Sample | None],
+    refused: Callable[[int, ValueError], None],
+) -> None:
+    """The samples of a batch's tags from a response's bytes, into `out` at their indices.
+
+    A value its converter refuses becomes q=4 (CONFIG) and is told to `refused`.
+    """
+    values, isfinite = batch.unpack(data), math.isfinite
+    if batch.bulk and (batch.integral or all(map(isfinite, values))):
+        divisor = batch.divisor
+        numbers = values if divisor is None else map(truediv, values, repeat(divisor))
+        samples = good_samples(batch.codes, now, numbers)
+        for index, sample in zip(batch.indices, samples, strict=True):
+            out[index] = sample
+        return
+    for (index, code, convert, plain), value in zip(batch.entries, values, strict=True):
+        if plain and isfinite(value):
+            out[index] = Sample(code, now, value, _GOOD)
+            continue
+        try:
+            out[index] = convert(value, now)
+        except ValueError as exc:
+            out[index] = Sample.bad(code, now, Quality.CONFIG)
+            refused(index, exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +256,7 @@ def compile_request(
     `struct` format each (pad bytes over what they skip); bits of registers,
     strings and overlapping tags get a decoder of their own.
     """
-    groups: dict[tuple[bool, str], list[tuple[int, ModbusTag, int]]] = {}
+    groups: dict[tuple[bool, str, bool, float | None], list[tuple[int, ModbusTag, int]]] = {}
     singles: list[tuple[int, SlotDecoder]] = []
     swapped_any = False
     for index, tag, start in slots:
@@ -187,10 +266,12 @@ def compile_request(
             swapped_any |= needs
             continue
         order = tag.byte_order or default_order
-        key = (order in ("BADC", "CDAB"), "<" if order in ("DCBA", "CDAB") else ">")
+        divisor = _exact_divisor(tag)
+        bulk = divisor is not None or _plain(tag)
+        key = (order in ("BADC", "CDAB"), "<" if order in ("DCBA", "CDAB") else ">", bulk, divisor)
         groups.setdefault(key, []).append((index, tag, start))
     batches = []
-    for (swapped, endian), members in groups.items():
+    for (swapped, endian, bulk, divisor), members in groups.items():
         fmt, cursor, entries = endian, 0, []
         for index, tag, start in sorted(members, key=lambda m: m[2]):
             code = DATA_TYPES[tag.type][0][1:]
@@ -201,9 +282,24 @@ def compile_request(
                 continue
             fmt += f"{2 * start - cursor}x{code}" if 2 * start > cursor else code
             cursor = 2 * start + struct.calcsize("<" + code)
-            plain = not (tag.scale or tag.current or tag.fault_values)
-            entries.append((index, tag.tag, numeric_converter(tag), plain))
+            entries.append((index, tag.tag, numeric_converter(tag), _plain(tag)))
         if entries:
             swapped_any |= swapped
-            batches.append(Batch(struct.Struct(fmt).unpack_from, swapped, tuple(entries)))
+            batches.append(
+                Batch(
+                    struct.Struct(fmt).unpack_from,
+                    swapped,
+                    tuple(entries),
+                    bulk,
+                    divisor,
+                    integral=not any(c in "fd" for c in fmt),
+                    indices=tuple(e[0] for e in entries),
+                    codes=tuple(e[1] for e in entries),
+                )
+            )
     return RequestDecoder(tuple(batches), tuple(singles), swapped_any)
+
+
+def _plain(tag: ModbusTag) -> bool:
+    """The tag's number is its value: no fault values, no 4-20 mA, no scaling."""
+    return not (tag.scale or tag.current or tag.fault_values)

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.modbus.config import ModbusTag
-from drivers.modbus.values import compile_request, compile_slot, pack_registers, to_sample
+from drivers.modbus.values import (
+    compile_request,
+    compile_slot,
+    decode_batch,
+    pack_registers,
+    to_sample,
+)
 from edge_agent.model import Quality, Sample
 
 NOW = 1_700_000_000_000
@@ -162,7 +168,7 @@ def test_the_compiled_decoder_reads_bits_and_strings(order: str) -> None:
             st.sampled_from(NUMERIC),
             st.sampled_from(ORDERS),
             st.integers(0, 3),  # gap before the tag, in registers
-            st.sampled_from(["plain", "scale", "range", "fault"]),
+            st.sampled_from(["plain", "scale", "decimal", "range", "fault"]),
         ),
         min_size=1,
         max_size=8,
@@ -180,6 +186,8 @@ def test_a_whole_response_decodes_as_each_tag_would_alone(
         fields: dict[str, Any] = {"tag": f"T{index}", "type": data_type, "byte_order": order}
         if extras == "scale":
             fields["scale"] = {"multiplier": 0.5}
+        elif extras == "decimal":  # fixed point: divided by 10**k rather than multiplied
+            fields["scale"] = {"multiplier": rng.choice([0.1, 0.01, 0.001, 1e-6])}
         elif extras == "range":
             fields["range"] = {"low": 0, "high": 1e6}
         elif extras == "fault":
@@ -190,20 +198,41 @@ def test_a_whole_response_decodes_as_each_tag_would_alone(
     registers = [rng.choice([0, 0x7FC0, 0xFFFF, rng.randrange(65536)]) for _ in range(start + 1)]
     decoder = compile_request(slots, "ABCD")
     be, sw = pack_registers(registers, decoder.swapped)
-    got: dict[int, Sample | str] = {}
+    out: list[Sample | None] = [None] * len(slots)
+    refused: dict[int, str] = {}
     for batch in decoder.batches:
-        for (index, _code, convert, _plain), value in zip(
-            batch.entries, batch.unpack(sw if batch.swapped else be), strict=True
-        ):
-            try:
-                got[index] = convert(value, NOW)
-            except ValueError as exc:
-                got[index] = str(exc)
+        data = sw if batch.swapped else be
+        decode_batch(batch, data, NOW, out, lambda i, exc: refused.update({i: str(exc)}))
     for index, single in decoder.singles:
-        got[index] = single(registers, be, sw, NOW)
+        out[index] = single(registers, be, sw, NOW)
     for index, t, at in slots:
         try:
             expected: Sample | str = to_sample(t, registers[at : at + t.width], "ABCD", NOW)
         except ValueError as exc:
             expected = str(exc)
-        assert got[index] == expected
+        if isinstance(expected, str):
+            assert refused.get(index) == expected
+            assert out[index] == Sample.bad(t.tag, NOW, Quality.CONFIG)
+        else:
+            assert repr(out[index]) == repr(expected), "the same sample, floats to the last bit"
+
+
+@pytest.mark.parametrize("data_type", ["int16", "uint16"])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6, 9, 22])
+def test_fixed_point_division_gives_what_to_sample_gives_across_16_bit_values(
+    data_type: str, k: int
+) -> None:
+    """raw / 10**k (the batched path) equals to_sample's raw * 10**-k tidied, to the last bit,
+    over every 7th 16-bit raw value (every value and every k from 1 to 22 were checked once)."""
+    t = tag(type=data_type, scale={"multiplier": float(f"1e-{k}")})
+    slots = [(i, t.model_copy(update={"tag": f"T{i}"}), i) for i in range(100)]
+    decoder = compile_request(slots, "ABCD")
+    (batch,) = decoder.batches
+    assert batch.divisor == float(10**k), "the fixed-point path is the one under test"
+    for first in range(0, 65536, 700):
+        registers = [(first + 7 * i) % 65536 for i in range(100)]
+        be, _ = pack_registers(registers, decoder.swapped)
+        out: list[Sample | None] = [None] * 100
+        decode_batch(batch, be, NOW, out, lambda i, exc: pytest.fail(str(exc)))
+        for i, sample in enumerate(out):
+            assert repr(sample) == repr(to_sample(slots[i][1], [registers[i]], "ABCD", NOW))
