@@ -13,6 +13,7 @@ server is gone.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 
@@ -44,7 +45,7 @@ def log_records(process: Process, since: float, until: float) -> list[str]:
     return [
         line
         for line in process.log().splitlines()
-        if line.startswith("{") and since <= at(yaml.safe_load(line)) <= until
+        if line.startswith("{") and since <= at(json.loads(line)) <= until
     ]
 
 
