@@ -13,6 +13,9 @@ from typing import NamedTuple
 Value = float | int | bool | str | None
 """A tag's value as the uplink carries it; None when there is no valid value."""
 
+Number = float | int | str
+"""A number as the uplink carries it: a JSON number, or a decimal string (a 64-bit tag)."""
+
 
 class Quality(enum.IntEnum):
     """The uplink's `q` codes (spec: Items on `rt`)."""
@@ -88,7 +91,7 @@ class AlarmEvent:
     kind: AlarmKind
     state: AlarmState
     value: Value
-    limit: float | None
+    limit: Number | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +102,9 @@ class StatItem:
     hz: str
     start_ms: int
     window_s: int
-    min: float | None
-    max: float | None
-    avg: float | None
+    min: Number | None
+    max: Number | None
+    avg: Number | None
     n: int
     bad: int
 

@@ -24,6 +24,7 @@ from drivers.modbus.codec import (
 )
 from edge_agent.config.tags import DeviceBase, Strict, TagBase
 from edge_agent.config.types import Duration
+from edge_agent.wire import decimals_of
 
 DataType = Literal[
     "bool",
@@ -175,6 +176,25 @@ class ModbusTag(TagBase):
             if self.scale is not None:
                 raise ValueError("give current or scale, not both: current scales by range")
         return self
+
+    @property
+    def value_type(self) -> str:
+        return self.type
+
+    @property
+    def implied_decimals(self) -> int | None:
+        """What one raw count is worth after scaling, and the offset, in decimals (wire.py)."""
+        if self.current is not None and self.range is not None:
+            counts = self.current.raw_20ma - self.current.raw_4ma
+            return max(decimals_of(self.range.span / counts), decimals_of(self.range.low))
+        scale = self.scale
+        if scale is None:
+            return None
+        if scale.raw is not None and scale.eng is not None:
+            (r0, r1), (e0, e1) = scale.raw, scale.eng
+            return max(decimals_of((e1 - e0) / (r1 - r0)), decimals_of(e0))
+        step = 1.0 if scale.multiplier is None else scale.multiplier
+        return max(decimals_of(step), decimals_of(scale.offset or 0.0))
 
     @property
     def parsed_address(self) -> Address:

@@ -51,6 +51,23 @@ DataType = Literal[
     "DateTime[]",
     "StatusCode[]",
 ]
+VALUE_TYPES: dict[str, str] = {
+    "Boolean": "bool",
+    "SByte": "int8",
+    "Byte": "uint8",
+    "Int16": "int16",
+    "UInt16": "uint16",
+    "Int32": "int32",
+    "UInt32": "uint32",
+    "Int64": "int64",
+    "UInt64": "uint64",
+    "Float": "float32",
+    "Double": "float64",
+    "String": "string",
+    "DateTime": "string",  # sent as ISO 8601 text (values.py)
+    "StatusCode": "string",  # sent as its name
+}
+"""The wire's value type (`meta`, edge_agent/wire.py) of each OPC UA built-in type."""
 Policy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
 Mode = Literal["None", "Sign", "SignAndEncrypt"]
 _CREDENTIAL = " A relative path is taken inside $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."
@@ -156,6 +173,11 @@ class OpcuaTag(TagBase):
     def element_type(self) -> str | None:
         """The scalar type of the value (of the element, for an array)."""
         return None if self.type is None else self.type.removesuffix("[]")
+
+    @property
+    def value_type(self) -> str | None:
+        """`meta`'s name for the configured type; None when any type is accepted."""
+        return None if self.element_type is None else VALUE_TYPES[self.element_type]
 
     @property
     def address(self) -> NodeAddress | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_agent.config.types import Delay, Duration, HazardCode, TagCode
+from edge_agent.wire import MAX_DECIMALS, NumberFormat
 
 
 class Strict(BaseModel):
@@ -201,6 +202,16 @@ class TagBase(Strict):
     )
     stuck: Stuck | None = Field(None, description="Raise STUCK when the value stops moving.")
     roc: RateOfChange | None = Field(None, description="Raise ROC when the value moves too fast.")
+    decimals: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_DECIMALS,
+        description=(
+            "Round the value to this many decimals before it is judged and sent. By default "
+            "a scaled value keeps the decimals its scaling implies (x 0.1: one) and a float32 "
+            "the shortest decimal that reads back to the same float32."
+        ),
+    )
 
     @model_validator(mode="after")
     def _fits_range(self) -> Self:
@@ -217,6 +228,22 @@ class TagBase(Strict):
                     f"{low:g}..{high:g}: the value can never reach it; fix the limit or the range"
                 )
         return self
+
+    @property
+    def value_type(self) -> str | None:
+        """The value's type as read from the device (`meta`'s `type`); None when not known."""
+        return None
+
+    @property
+    def implied_decimals(self) -> int | None:
+        """The decimals the tag's scaling implies; None when it is not scaled."""
+        return None
+
+    @property
+    def number_format(self) -> NumberFormat:
+        """How the tag's numbers are written on the wire (edge_agent/wire.py)."""
+        decimals = self.decimals if self.decimals is not None else self.implied_decimals
+        return NumberFormat(self.value_type, decimals)
 
     @property
     def report_deadband(self) -> float:

@@ -1,15 +1,18 @@
 """Everything the rules stage does to the samples of one tag.
 
-In order: a value that is not a finite number becomes q=4; a value outside
-the instrument range is q=1 within the range's tolerance and a sensor fault
-(q=3, no value) beyond it; then FAULT, the limits, STUCK and ROC are judged,
-the window statistics fed, and report by exception decides whether the
-reading is sent.
+In order: a number becomes what the wire carries (edge_agent/wire.py: the
+shortest float32 decimal, the decimals of its scaling), so every rule judges
+exactly the value the platform sees, and a value the wire cannot carry (NaN,
+an infinity) becomes q=4; a value outside the instrument range is q=1 within
+the range's tolerance and a sensor fault (q=3, no value) beyond it; then
+FAULT, the limits, STUCK and ROC are judged, the window statistics fed, and
+report by exception decides whether the reading is sent. What leaves is in
+its wire form: a 64-bit integer tag's values and limits as decimal strings.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Callable
 
 from edge_agent.config.tags import Range, TagBase
@@ -20,6 +23,7 @@ from edge_agent.rules.limits import LimitJudge
 from edge_agent.rules.motion import RocJudge, StuckJudge
 from edge_agent.rules.report import ReportFilter
 from edge_agent.rules.stats import WindowStats
+from edge_agent.wire import NotCarried, NumberFormat
 
 _ALWAYS = frozenset({AlarmKind.FAULT, AlarmKind.COMM})
 
@@ -39,13 +43,18 @@ class TagRules:
         self.tag = tag.tag
         self.hz = tag.hazard
         self.alarms = AlarmBook(tag.tag, tag.hazard, new_id)
+        self._format = tag.number_format
         self._range = tag.range
         limits = tag.limits
         self._limits = LimitJudge(self.alarms, limits) if limits and limits.items() else None
         self._stuck = StuckJudge(self.alarms, tag.stuck) if tag.stuck else None
         self._roc = RocJudge(self.alarms, tag.roc) if tag.roc else None
         self._report = ReportFilter(tag.report_deadband, every_s, poll_s)
-        self._stats = WindowStats(tag.tag, tag.hazard, stats_window_s) if stats_window_s else None
+        self._stats = (
+            WindowStats(tag.tag, tag.hazard, stats_window_s, self._format)
+            if stats_window_s
+            else None
+        )
         self.kinds = (
             _ALWAYS
             | (self._limits.kinds if self._limits else frozenset())
@@ -55,7 +64,7 @@ class TagRules:
         """The alarm kinds this tag can raise."""
 
     def judge(self, sample: Sample) -> tuple[Reading | None, list[AlarmEvent]]:
-        sample = _plausible(_finite(sample), self._range)
+        sample = _plausible(_carried(sample, self._format), self._range)
         ts, value, quality = sample.ts_ms, sample.value, sample.quality
         events = judge_fault(self.alarms, sample)
         if quality.is_bad:
@@ -72,8 +81,10 @@ class TagRules:
                 events += self._roc.judge(ts, value)
             if self._stats:
                 self._stats.add_value(ts, value)
+        if self._format.big_integer:
+            events = [_wired(event, self._format) for event in events]
         if self._report.due(ts, value, quality, bool(events)):
-            return Reading(self.tag, self.hz, ts, value, quality), events
+            return Reading(self.tag, self.hz, ts, self._format.wire(value), quality), events
         return None, events
 
     def close_stats(self, before_ms: int) -> list[StatItem]:
@@ -88,12 +99,22 @@ class TagRules:
         return True
 
 
-def _finite(sample: Sample) -> Sample:
-    """NaN and infinities are not values: the platform gets null with q=4 (decoding failed)."""
+def _carried(sample: Sample, number_format: NumberFormat) -> Sample:
+    """The sample with its number as the wire carries it; NaN and infinities are not
+    values: the platform gets null with q=4 (decoding failed)."""
     value = sample.value
-    if isinstance(value, float) and not math.isfinite(value):
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return sample
+    try:
+        return sample._replace(value=number_format.number(value))
+    except NotCarried:
         return Sample.bad(sample.tag, sample.ts_ms, Quality.CONFIG)
-    return sample
+
+
+def _wired(event: AlarmEvent, number_format: NumberFormat) -> AlarmEvent:
+    """An event of a 64-bit integer tag with its value and limit as decimal strings."""
+    limit = None if event.limit is None else number_format.limit(event.limit)
+    return dataclasses.replace(event, value=number_format.wire(event.value), limit=limit)
 
 
 def _plausible(sample: Sample, span: Range | None) -> Sample:

@@ -7,6 +7,10 @@ Windows are aligned to the Unix epoch (a 300 s window starts at :00, :05,
 - `bad` counts the samples with quality 2 or more (no value).
 - Booleans and strings have no statistics: a tag that never had a number in a
   window reports only its `bad` count, if it has one.
+Numbers are written by the tag's NumberFormat (edge_agent/wire.py): the values
+come in as the wire carries them, so min and max are exact; the average is
+rounded like the values and kept within min and max as written; a 64-bit
+integer tag sums exactly and sends all three as decimal strings.
 A window is emitted once, when it is closed; a sample that arrives for a
 window already closed is left out of the statistics (its reading is still
 sent), so no window is reported twice.
@@ -17,27 +21,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_agent.model import StatItem
+from edge_agent.wire import PLAIN, NumberFormat
 
 
 @dataclass(slots=True)
 class _Window:
-    low: float = float("inf")
-    high: float = float("-inf")
-    total: float = 0.0
+    low: float | int = float("inf")
+    high: float | int = float("-inf")
+    total: float | int = 0  # stays an int, exact, while every value is one
     n: int = 0
     bad: int = 0
 
 
 class WindowStats:
-    def __init__(self, tag: str, hz: str, window_s: int) -> None:
+    def __init__(
+        self, tag: str, hz: str, window_s: int, number_format: NumberFormat = PLAIN
+    ) -> None:
         self._tag = tag
+        self._format = number_format
         self._hz = hz
         self._window_s = window_s
         self._window_ms = window_s * 1000
         self._open: dict[int, _Window] = {}
         self._closed_before = 0
 
-    def add_value(self, ts: int, value: float) -> None:
+    def add_value(self, ts: int, value: float | int) -> None:
         window = self._window(ts)
         if window is not None:
             window.n += 1
@@ -68,5 +76,7 @@ class WindowStats:
     def _item(self, start: int, w: _Window) -> StatItem:
         if w.n == 0:
             return StatItem(self._tag, self._hz, start, self._window_s, None, None, None, 0, w.bad)
-        avg = float(f"{w.total / w.n:.15g}")  # no binary noise in the average
-        return StatItem(self._tag, self._hz, start, self._window_s, w.low, w.high, avg, w.n, w.bad)
+        fmt = self._format
+        avg = fmt.average(w.total, w.n, w.low, w.high)
+        low, high = fmt.wire_number(w.low), fmt.wire_number(w.high)
+        return StatItem(self._tag, self._hz, start, self._window_s, low, high, avg, w.n, w.bad)

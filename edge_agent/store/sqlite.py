@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ log = structlog.get_logger(component="store")
 T = TypeVar("T")
 
 _BOOL_FLAG: Final = 0x10
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 FLUSH_CHUNK: Final = 10_000
 """Most readings written in one transaction."""
 FULL_RETRIES: Final = 8
@@ -236,16 +239,29 @@ class Store:
     # -- writing -----------------------------------------------------------
 
     def add_reading(self, reading: Reading) -> None:
-        """Buffer a reading; it is durable after the next `flush()`."""
+        """Buffer a reading; it is durable after the next `flush()`.
+
+        Whatever the value, it is stored: an integer beyond SQLite's 64 bits
+        is kept as its decimal text (exact, and what the wire sends for a
+        64-bit tag); a value JSON cannot carry becomes null with q=4.
+        """
         value = reading.value
         flags = int(reading.quality)
         if isinstance(value, bool):
             value, flags = int(value), flags | _BOOL_FLAG
+        elif isinstance(value, int):
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                value = str(value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                value, flags = None, int(Quality.CONFIG)
+        elif value is not None and not isinstance(value, str):
+            value, flags = None, int(Quality.CONFIG)
         self._readings.append((reading.tag, reading.hz, reading.ts_ms, value, flags))
 
     def add_alarm(self, event: AlarmEvent) -> None:
         """Buffer an alarm event; the caller flushes at once (alarms never wait)."""
-        item = json.dumps(_alarm_item(event), allow_nan=False)
+        item = _item_json(_alarm_item(event))
         self._events.append(("alarm", event.ts_ms, item))
         if event.state is AlarmState.RAISED:
             self._raised.append((event.id, event.tag, str(event.kind), item))
@@ -265,7 +281,7 @@ class Store:
             "n": stat.n,
             "bad": stat.bad,
         }
-        self._events.append(("stat", stat.start_ms, json.dumps(item, allow_nan=False)))
+        self._events.append(("stat", stat.start_ms, _item_json(item)))
 
     def active_alarms(self) -> list[AlarmEvent]:
         """The `raised` events of the alarms active when the agent last stopped."""
@@ -650,6 +666,28 @@ def _fit(items: list[str], max_bytes: int) -> list[str]:
         if size > budget and count:
             return items[:count]
     return items
+
+
+def _item_json(item: dict[str, object]) -> str:
+    """An alarm or statistics item as JSON; a number JSON cannot carry goes as null.
+
+    The rules stage sends only carriable numbers (edge_agent/wire.py); this is
+    the store's own guard, so a value that slipped through costs its field,
+    never the event or a task.
+    """
+    try:
+        return json.dumps(item, allow_nan=False)
+    except (TypeError, ValueError):
+        log.error("item_not_carried", item=repr(item))
+        return json.dumps({key: _carriable(value) for key, value in item.items()})
+
+
+def _carriable(value: object) -> object:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float) and math.isfinite(value):
+        return value
+    return None
 
 
 def _reading_item_json(tag: str, hz: str, ts: int, value: Value, flags: int) -> str:

@@ -1,7 +1,10 @@
 """The retained `meta` topic: what each tag is (spec: Items on `meta`).
 
-Each tag's entry carries its name, unit, range, limits and `every`, the
-longest interval between two of its reports. `config` is the SHA-256 of the
+Each tag's entry carries its name, the `type` of its value as read from the
+device (when the config says it), unit, range, limits and `every`, the
+longest interval between two of its reports. Range and limits are written by
+the tag's NumberFormat (edge_agent/wire.py): decimal strings for a 64-bit
+integer tag, as its values are. `config` is the SHA-256 of the
 tag entries (canonical JSON), so it changes exactly when what the platform
 is told changes, and not with the time of publishing.
 
@@ -66,14 +69,17 @@ def held_hash(payload: bytes | None) -> str | None:
 
 def _entry(tag: TagBase, every_s: float) -> dict[str, object]:
     entry: dict[str, object] = {"tag": tag.tag, "hz": tag.hazard}
+    number = tag.number_format
     if tag.name is not None:
         entry["name"] = tag.name
+    if number.type is not None:
+        entry["type"] = number.type
     if tag.unit is not None:
         entry["unit"] = tag.unit
     if tag.range is not None:
-        entry["range"] = [tag.range.low, tag.range.high]
+        entry["range"] = [number.limit(tag.range.low), number.limit(tag.range.high)]
     if tag.limits is not None and tag.limits.items():
-        entry["limits"] = dict(tag.limits.items())
+        entry["limits"] = {kind: number.limit(limit) for kind, limit in tag.limits.items()}
     entry["every"] = round(every_s)
     return entry
 

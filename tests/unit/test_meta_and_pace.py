@@ -40,11 +40,20 @@ def test_meta_names_each_tag_with_its_report_interval_and_a_hash_of_them() -> No
     body = json.loads(payload)
     assert topic == "safety/v1/91370200MA3C00000K/GW-01/meta"
     assert body["tags"] == [
-        {"tag": "MINE1.CO.301", "hz": "MINE1", "unit": "ppm", "range": [0, 500],
-         "limits": {"H": 24}, "every": 20},
-        {"tag": "X", "hz": "MINE1", "every": 20},
+        {"tag": "MINE1.CO.301", "hz": "MINE1", "type": "uint16", "unit": "ppm",
+         "range": [0, 500], "limits": {"H": 24}, "every": 20},
+        {"tag": "X", "hz": "MINE1", "type": "uint16", "every": 20},
     ]  # fmt: skip
     assert body["config"] == meta.config_hash == held_hash(payload)
+
+
+def test_meta_writes_a_64_bit_tags_range_and_limits_as_decimal_strings() -> None:
+    counter = {**CO, "type": "uint64", "range": {"low": 0, "high": 1e19}, "limits": {"H": 5e18}}
+    ((_, payload),) = build_meta(IDENTITY, config([counter]), 7).payloads
+    (entry,) = json.loads(payload)["tags"]
+    assert entry["type"] == "uint64"
+    assert entry["range"] == ["0", "10000000000000000000"]
+    assert entry["limits"] == {"H": "5000000000000000000"}
 
 
 def test_the_hash_follows_the_tags_not_the_time() -> None:
