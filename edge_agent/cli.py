@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,12 +20,21 @@ EX_OK = 0
 EX_USAGE = 64
 EX_NOINPUT = 66
 EX_CONFIG = 78
+EX_PIPE = 128 + signal.SIGPIPE
+"""A reader that went away (`edge-agent check F | head -1`): the shell's code for SIGPIPE."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nobody reads any more: stop quietly, and keep Python's exit-time flush of
+        # stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_PIPE
     return code
 
 

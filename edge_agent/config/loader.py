@@ -14,6 +14,9 @@ Choices and hazards:
 - Keys are taken as written: ``on:`` stays the text "on", not YAML 1.1's true.
 - Anchors, aliases and ``<<`` merge keys work; an alias of its own ancestor is an
   error, and a file that expands past _MAX_NODES values through aliases is refused.
+- Nesting deeper than _MAX_DEPTH is refused at the line where it goes too deep,
+  before PyYAML's composer (which recurses once per level) could exhaust the
+  stack: a config needs about six levels.
 - Duplicate device names and tags are checked here on the raw data as well as in
   the model, so they are reported at the repeat's own line alongside other errors.
 """
@@ -38,6 +41,7 @@ from edge_agent.errors import ConfigError, ConfigFileMissing
 __all__ = ["load_config"]
 
 _MAX_NODES = 1_000_000
+_MAX_DEPTH = 64
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -139,6 +143,7 @@ def _load_text(text: str) -> AgentConfig:
 
 def _compose(text: str) -> yaml.Node | None:
     try:
+        _check_depth(text)
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.reader.ReaderError as exc:
         before = text[: exc.position]
@@ -147,6 +152,25 @@ def _compose(text: str) -> yaml.Node | None:
         raise _Refused([Problem(mark, "(file)", message)]) from None
     except yaml.MarkedYAMLError as exc:
         raise _Refused([_syntax_problem(exc)]) from None
+    except yaml.YAMLError as exc:  # an unmarked parser error: no position to give
+        raise _Refused([Problem(Mark(1, 1), "(file)", f"YAML error: {exc}")]) from None
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting past _MAX_DEPTH; the event parser keeps a stack, not a recursion."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                where = event.start_mark
+                message = (
+                    f"nested more than {_MAX_DEPTH} levels deep, where a config needs about six: "
+                    "check the indentation and the brackets above"
+                )
+                raise _Refused([Problem(Mark(where.line + 1, where.column + 1), "(file)", message)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 # PyYAML's wording for the mistakes people make most, and what to do about them.

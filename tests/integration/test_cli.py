@@ -141,6 +141,39 @@ def test_run_refuses_a_broken_config_with_78_without_starting(tmp_path: Path) ->
     assert not store.parent.exists()
 
 
+def test_run_refuses_a_deeply_nested_file_with_78_and_no_traceback(tmp_path: Path) -> None:
+    """A RecursionError would exit 1, which systemd's Restart=on-failure restarts in a loop."""
+    config = tmp_path / "deep.yaml"
+    config.write_text("gateway: " + "[" * 600 + "]" * 600 + "\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "run", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == EX_CONFIG
+    assert done.stderr.startswith(f"{config}:1:")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`edge-agent check F... | head -1`: no BrokenPipeError traceback, SIGPIPE's exit code."""
+    files = [str(CONFIGS[0])] * 200
+    done = subprocess.run(
+        f"{sys.executable} -m edge_agent check {' '.join(files)} | head -1; "
+        'echo "exit=${PIPESTATUS[0]}" >&2',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout == f"{CONFIGS[0]}: OK\n"
+    assert done.stderr == "exit=141\n"
+
+
 def test_run_exits_66_when_the_config_file_is_missing(tmp_path: Path) -> None:
     """`edge-agent run` on a file that is not there exits EX_NOINPUT without starting."""
     missing = tmp_path / "nowhere.yaml"

@@ -230,6 +230,21 @@ def test_a_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["a: " + "[" * 500 + "]" * 500, "a:\n" + "".join("  " * i + "k:\n" for i in range(1, 600))],
+    ids=["flow", "block"],
+)
+def test_nesting_past_64_levels_is_refused_where_it_gets_too_deep(
+    tmp_path: Path, text: str
+) -> None:
+    """PyYAML's composer recurses per level: 500 levels would end in a RecursionError."""
+    [problem] = problems(tmp_path, text)
+    line, column, rest = problem.split(":", 2)
+    assert (int(line), int(column)) in {(1, 67), (65, 129)}
+    assert "nested more than 64 levels deep" in rest
+
+
 def test_a_tab_indent_says_to_use_spaces(tmp_path: Path) -> None:
     """Tabs are the most common YAML mistake of all."""
     [problem] = problems(tmp_path, edited("  code: GW-01", "\tcode: GW-01"))
