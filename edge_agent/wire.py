@@ -129,9 +129,7 @@ class NumberFormat:
     def number(self, value: float | int) -> float | int:
         """The value as the platform will see it, as a number (see the module docstring)."""
         if isinstance(value, int):
-            if self.decimals is None or isinstance(value, bool):
-                return value
-            return _rounded(float(value), self.decimals)
+            return value  # exact at any number of decimals; a float would lose 64-bit digits
         if not math.isfinite(value):
             raise NotCarried(f"{value!r} is not a finite number")
         if self.decimals is not None:
@@ -189,14 +187,17 @@ def _rounded(value: float, decimals: int) -> float:
 
 
 def _decimal_text(value: float | int) -> str:
-    """A number as plain decimal text: 42, 18446744073709551615, 12.5 (never 1e+20)."""
+    """A number as plain decimal text: 42, 18446744073709551615, 12.5 (never 1e+20).
+
+    A float gives the digits of its shortest repr, no more: 4.61161564968321e+18
+    is "4611615649683210000", not the 4611615649683210240 its binary holds.
+    """
     if isinstance(value, int):
         return str(value)
     if not math.isfinite(value):
         raise NotCarried(f"{value!r} is not a finite number")
-    if value.is_integer():
-        return str(int(value))
-    return format(Decimal(repr(value)), "f")
+    exact = _exact(value)
+    return format(exact.to_integral_value() if value.is_integer() else exact, "f")
 
 
 PLAIN: Final = NumberFormat()

@@ -70,7 +70,7 @@ def test_a_64_bit_tags_limits_are_decimal_strings_and_others_stay_numbers() -> N
 @pytest.mark.parametrize(
     ("decimals", "value", "text"),
     [(1, 7 * 0.1, "0.7"), (2, 0.1 + 0.2, "0.3"), (1, -0.04, "0.0"), (3, 1234.56789, "1234.568"),
-     (1, 7, "7.0")],
+     (1, 7, "7"), (0, 2**64 - 1, "18446744073709551615")],
 )  # fmt: skip
 def test_a_scaled_value_carries_the_decimals_of_its_scaling(
     decimals: int, value: float, text: str
