@@ -6,14 +6,21 @@
 - A store written by a newer edge-agent (a downgrade) is refused with a clear
   message and left untouched: it is not corrupt, and the newer version can
   still drain it.
-- A store that cannot be opened as SQLite, or fails `PRAGMA quick_check`
-  after an unclean stop, is moved aside as `<store>.corrupt-<UTC time>` (kept
-  for forensics) and a fresh store is started; the caller records the loss.
-  Never a crash loop.
+- Before anything writes, the file is inspected on a read-only connection:
+  its schema version, whether the last stop was clean, the mark of the last
+  sample committed, and a walk of every table's tree (`count(*)`); after an
+  unclean stop also `PRAGMA quick_check`, which reads the whole file. A read-only
+  connection neither writes the file nor folds its WAL into it (a read-write
+  connection does, when it closes), so a file that fails is moved aside by
+  rename, it and its `-wal` byte for byte what was found, as
+  `<store>.corrupt-<UTC time>` (no copy: the disk may be nearly full). What
+  it held is counted on the way, as far as it can still be read, and its loss
+  ledger is carried into the fresh store. Never a crash loop.
+- A store that fails later, while the agent runs, is set aside the same way
+  by the store itself (sqlite.py), after its connection is closed.
 
-The quick check reads the whole file, so it runs only after an unclean stop
-(kill -9, power loss), not after a clean one: start-up stays independent of
-the back-log in the usual case.
+The quick check runs only after an unclean stop (kill -9, power loss): start-up
+after a clean stop walks the tables' trees, not the rows in them.
 """
 
 from __future__ import annotations
@@ -23,17 +30,21 @@ import fcntl
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import structlog
 
 from edge_agent.errors import StoreError
+from edge_agent.store import ledger
+from edge_agent.store.ledger import Loss, Totals
 
 log = structlog.get_logger(component="store")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Do not reorder or retype these columns without raising SCHEMA_VERSION and
 # writing a migration (_MIGRATIONS): stores outlive agent versions.
@@ -57,9 +68,35 @@ _MIGRATIONS: Final = {
 CREATE TABLE active_alarm (id TEXT PRIMARY KEY, tag TEXT NOT NULL, kind TEXT NOT NULL,
                            item TEXT NOT NULL);
 """,
+    # v3: the mark of the last sample committed (0: none yet), for the downtime a stop
+    # leaves; and the ledger totals of a store set aside, carried into its successor.
+    3: """
+INSERT OR IGNORE INTO counter VALUES ('last_sample', 0), ('carried_entries', 0),
+                                     ('carried_items', 0);
+""",
 }
+TABLES: Final = {"tag": 1, "reading": 1, "event": 1, "message": 1, "loss": 1, "active_alarm": 2}
+"""Every table, and the schema version that brought it."""
 
 Synchronous = Literal["normal", "full"]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a store set aside held and had not delivered, as far as it could be read."""
+
+    items: int = 0
+    """Readings, events and the items of packed messages, counted."""
+    first_ms: int | None = None
+    last_ms: int | None = None
+    seq: tuple[int, int] | None = None
+    """The `seq` range of its packed, unacknowledged messages."""
+    readable: bool = True
+    """False when not even the counts could be read."""
+    complete: bool = True
+    """False when a part of it could not be read (and so is not in `items`)."""
+    ledger: list[Loss] = field(default_factory=list)
+    totals: Totals = field(default_factory=lambda: Totals(0, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +105,23 @@ class SetAside:
 
     kept_as: Path
     reason: str
-    lowest_unsent_seq: int | None
+    held: Held
+
+
+@dataclass(frozen=True, slots=True)
+class LastStop:
+    """How the agent last left the store: for the stretch it did not sample."""
+
+    clean: bool
+    last_sample_ms: int | None
+    """The newest sample time committed before the stop; None when unknown."""
 
 
 @dataclass
 class Opened:
     db: sqlite3.Connection
+    last_stop: LastStop | None
+    """None for a new store."""
     set_aside: SetAside | None
 
 
@@ -102,30 +150,172 @@ class StoreLock:
 
 
 def open_database(path: Path, synchronous: Synchronous) -> Opened:
-    """Open (or create) the store at `path`; set it aside if it is corrupt."""
+    """Open (or create) the store at `path`; set it aside first if it fails its checks."""
+    last_stop: LastStop | None = None
+    set_aside: SetAside | None = None
+    if path.exists():
+        try:
+            last_stop = _inspect(path)
+        except _Corrupt as corrupt:
+            set_aside = set_aside_files(path, corrupt.reason, corrupt.held)
+            last_stop = corrupt.last_stop
     try:
-        return Opened(_open_checked(path, synchronous), None)
-    except _Corrupt as exc:
-        set_aside = _set_aside(path, str(exc))
-        return Opened(_open_checked(path, synchronous), set_aside)
+        db = open_writable(path, synchronous)
+    except _Corrupt as corrupt:  # passed the read-only checks, failed writing: the same
+        set_aside = set_aside_files(path, corrupt.reason, corrupt.held)
+        db = open_writable(path, synchronous)
+    return Opened(db, last_stop, set_aside)
 
 
 class _Corrupt(Exception):
-    pass
+    def __init__(self, reason: str, held: Held, last_stop: LastStop | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.held = held
+        self.last_stop = last_stop
 
 
-def _open_checked(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
+def _inspect(path: Path) -> LastStop | None:
+    """Check the file on a read-only connection; None when it holds no store yet."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    except sqlite3.OperationalError as exc:  # permissions, a missing directory: not damage
+        raise StoreError(f"{path}: cannot open the store: {exc}") from None
+    with contextlib.closing(db):
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: this store was written by a newer edge-agent (store schema "
+                    f"{version}; this version reads {SCHEMA_VERSION}). It is not damaged and "
+                    "was left as it is: run the newer edge-agent to drain it, or move the "
+                    "file aside to start afresh."
+                )
+            if version == 0:
+                return None  # created, never written: nothing to check or lose
+            last_stop = _last_stop(db)
+            if not last_stop.clean:
+                result = db.execute("PRAGMA quick_check").fetchone()[0]
+                if result != "ok":
+                    raise _Corrupt(f"quick_check: {result}", read_held(db), last_stop)
+            for table in (name for name, since in TABLES.items() if version >= since):
+                # Every page of the table's tree, without reading its rows' contents.
+                db.execute(f"SELECT count(*) FROM {table}").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not is_corruption(exc):
+                raise StoreError(f"{path}: cannot read the store: {exc}") from None
+            raise _Corrupt(str(exc), read_held(db), _try(lambda: _last_stop(db))) from None
+    return last_stop
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """The file is damaged (not merely full, locked or unwritable)."""
+    if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return True
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
+def _last_stop(db: sqlite3.Connection) -> LastStop:
+    counters = dict(db.execute("SELECT name, value FROM counter").fetchall())
+    return LastStop(bool(counters.get("clean", 0)), counters.get("last_sample") or None)
+
+
+T = TypeVar("T")
+
+
+def _try(read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except sqlite3.Error:
+        return None
+
+
+SALVAGE_SLICE: Final = 10_000
+"""Rows of a damaged table counted per query."""
+SALVAGE_MIN: Final = 64
+"""The smallest slice of a damaged table given up on (a page holds about 150 readings)."""
+
+_Span = tuple[int, int | None, int | None]
+"""(rows, oldest ts, newest ts)."""
+_Count = tuple[int, int | None, int | None, bool]
+"""A _Span, and whether every row could be counted."""
+
+
+def read_held(db: sqlite3.Connection) -> Held:
+    """Count what a damaged store still shows, each table on its own and a damaged table
+    slice by slice: what cannot be read is left out of the count, never guessed."""
+    parts = [
+        _count_rows(db, "reading"),
+        _count_rows(db, "event"),
+        _count_messages(db),
+    ]
+    seq = _try(lambda: db.execute("SELECT min(seq), max(seq) FROM message").fetchone())
+    read = [part for part in parts if part is not None]
+    times = [t for _, first, last, _ in read for t in (first, last) if t is not None]
+    return Held(
+        items=sum(count for count, *_ in read),
+        first_ms=min(times, default=None),
+        last_ms=max(times, default=None),
+        seq=(seq[0], seq[1]) if seq is not None and seq[0] is not None else None,
+        readable=bool(read),
+        complete=len(read) == len(parts) and all(whole for *_, whole in read),
+        ledger=_try(lambda: ledger.entries(db)) or [],
+        totals=_try(lambda: ledger.totals(db)) or Totals(0, 0),
+    )
+
+
+def _fetch_one(db: sqlite3.Connection, query: str, args: tuple[int, int]) -> _Span:
+    row: _Span = db.execute(query, args).fetchone()
+    return row
+
+
+def _count_messages(db: sqlite3.Connection) -> _Count | None:
+    """The items in packed messages, and their oldest sample times."""
+    query = (
+        "SELECT coalesce(sum(json_array_length(items)), 0), min(oldest), max(oldest) FROM message"
+    )
+    counted: _Span | None = _try(lambda: db.execute(query).fetchone())
+    return None if counted is None else (*counted, True)
+
+
+def _count_rows(db: sqlite3.Connection, table: str) -> _Count | None:
+    query = f"SELECT count(*), min(ts), max(ts) FROM {table}"
+    whole: _Span | None = _try(lambda: db.execute(query).fetchone())
+    if whole is not None:
+        return (*whole, True)
+    # A damaged table: counted slice by slice, a failing slice halved down to
+    # SALVAGE_MIN rows, so that a broken page costs about the rows it held.
+    low_id = _try(lambda: db.execute(f"SELECT min(id) FROM {table}").fetchone()[0])
+    high_id = _try(lambda: db.execute(f"SELECT max(id) FROM {table}").fetchone()[0]) or _try(
+        lambda: db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()[0]
+    )  # the ids ever given, when the newest rows' page is the broken one
+    if high_id is None:
+        return None
+    slices: list[_Span] = []
+    for low in range(low_id or 1, high_id + 1, SALVAGE_SLICE):
+        slices += _salvage(db, f"{query} WHERE id BETWEEN ? AND ?", low, low + SALVAGE_SLICE - 1)
+    if not slices:
+        return None
+    firsts = [first for _, first, _ in slices if first is not None]
+    lasts = [last for _, _, last in slices if last is not None]
+    rows = sum(n for n, _, _ in slices)
+    return rows, min(firsts, default=None), max(lasts, default=None), False
+
+
+def _salvage(db: sqlite3.Connection, query: str, low: int, high: int) -> list[_Span]:
+    counted = _try(partial(_fetch_one, db, query, (low, high)))
+    if counted is not None:
+        return [counted]
+    if high - low < SALVAGE_MIN:
+        return []
+    middle = (low + high) // 2
+    return _salvage(db, query, low, middle) + _salvage(db, query, middle + 1, high)
+
+
+def open_writable(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        # Read the version before anything writes: a newer store must stay untouched.
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            db.close()
-            raise StoreError(
-                f"{path}: this store was written by a newer edge-agent (store schema {version}; "
-                f"this version reads {SCHEMA_VERSION}). It is not damaged and was left as it is: "
-                "run the newer edge-agent to drain it, or move the file aside to start afresh."
-            )
         if version == 0:
             # Chosen before anything is written (the WAL switch writes the header):
             # it lets the file shrink back after an outage drains, so the cap holds.
@@ -137,17 +327,13 @@ def _open_checked(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
             steps += [_MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
             ddl = "".join(steps)
             db.executescript(f"BEGIN; {ddl} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-        (clean,) = db.execute("SELECT value FROM counter WHERE name = 'clean'").fetchone()
-        if not clean:
-            result = db.execute("PRAGMA quick_check").fetchone()[0]
-            if result != "ok":
-                raise _Corrupt(f"quick_check: {result}")
-        for table in ("tag", "reading", "event", "message", "loss", "active_alarm"):
-            db.execute(f"SELECT * FROM {table} ORDER BY rowid DESC LIMIT 1").fetchall()
         db.execute("UPDATE counter SET value = 0 WHERE name = 'clean'")
     except sqlite3.DatabaseError as exc:
+        held = read_held(db)
         db.close()
-        raise _Corrupt(str(exc)) from None
+        if isinstance(exc, sqlite3.OperationalError) and not is_corruption(exc):
+            raise StoreError(f"{path}: cannot open the store: {exc}") from None
+        raise _Corrupt(str(exc), held) from None
     return db
 
 
@@ -157,23 +343,19 @@ def mark_clean(db: sqlite3.Connection) -> None:
     db.execute("UPDATE counter SET value = 1 WHERE name = 'clean'")
 
 
-def _set_aside(path: Path, reason: str) -> SetAside:
+def set_aside_files(path: Path, reason: str, held: Held) -> SetAside:
+    """Rename the store and its WAL and shared-memory files to `<store>.corrupt-<UTC time>`."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     kept_as = path.with_name(f"{path.name}.corrupt-{stamp}")
-    lowest = _lowest_unsent_seq(path)
     for suffix in ("", "-wal", "-shm"):
         source = path.with_name(path.name + suffix)
         if source.exists():
             source.rename(kept_as.with_name(kept_as.name + suffix))
-    log.error("store_set_aside", path=str(path), kept_as=str(kept_as), reason=reason)
-    return SetAside(kept_as, reason, lowest)
-
-
-def _lowest_unsent_seq(path: Path) -> int | None:
-    """Best effort: the lowest `seq` still waiting in a damaged store, if it can be read."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            (lowest,) = db.execute("SELECT min(seq) FROM message").fetchone()
-            return int(lowest) if lowest is not None else None
-    except sqlite3.Error:
-        return None
+    log.error(
+        "store_set_aside",
+        path=str(path),
+        kept_as=str(kept_as),
+        reason=reason,
+        items=held.items if held.readable else "unreadable",
+    )
+    return SetAside(kept_as, reason, held)

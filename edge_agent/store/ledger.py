@@ -1,8 +1,20 @@
-"""The loss ledger: every reading or message the gateway could not keep, and why.
+"""The loss ledger: everything the gateway could not keep or did not sample, and why.
 
-It lives in the store's `loss` table, so it survives restarts; a store that
-is set aside starts its new ledger with the entry that says so. The platform
-gets the newest entries and the totals in `state.losses` (see docs/store.md).
+It lives in the store's `loss` table, so it survives restarts, and it is kept
+since installation: a store that is set aside hands its entries and totals on
+to the fresh one. The platform gets the newest entries and the totals in
+`state.losses` (see docs/store.md).
+
+An entry covers readings (`items`, when they could be counted, sampled from
+`first` to `last`), a stretch of time in which nothing was sampled (`first`
+and `last`, no count), and/or a `seq` range. A stretch whose end is not known
+yet (a stop, until the first sample after the restart on a synchronised
+clock) is open: `last` is NULL until `close_open` sets it.
+
+A new entry that continues the newest one (same reason, starting within
+`COALESCE_MS` of its end) is merged into it, so a recurring loss (a device
+that keeps missing its poll deadlines) stays one entry that grows, and the
+newest-100 view the platform gets still reaches back over an outage.
 """
 
 from __future__ import annotations
@@ -10,15 +22,19 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-STATE_ENTRIES = 100
+STATE_ENTRIES: Final = 100
 """How many of the newest entries `state.losses` carries."""
+COALESCE_MS: Final = 60_000
 
 
 @dataclass(frozen=True, slots=True)
 class Loss:
-    """One ledger entry: `items` sampled from `first_ms` to `last_ms`, and/or a `seq` range."""
+    """One ledger entry: `items` sampled from `first_ms` to `last_ms`, and/or a `seq` range.
+
+    `items` is 0 where nothing was counted; `last_ms` None with a `first_ms` is open.
+    """
 
     reason: str
     items: int = 0
@@ -29,28 +45,63 @@ class Loss:
     def as_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"reason": self.reason}
         if self.items:
-            entry.update(items=self.items, first=self.first_ms, last=self.last_ms)
+            entry["items"] = self.items
+        if self.first_ms is not None:
+            entry["first"] = self.first_ms
+        if self.last_ms is not None:
+            entry["last"] = self.last_ms
         if self.seq is not None:
             entry["seq"] = list(self.seq)
         return entry
 
 
 def record(db: sqlite3.Connection, loss: Loss) -> None:
-    """Add an entry; the caller's transaction makes it durable with the change that caused it."""
+    """Add an entry, or grow the newest one it continues; the caller's transaction makes it
+    durable with the change that caused it."""
+    first, last = loss.first_ms, loss.last_ms
+    if (
+        loss.seq is None
+        and first is not None
+        and last is not None
+        and _grow_newest(db, loss.reason, loss.items, first, last)
+    ):
+        return
     seq_first, seq_last = loss.seq if loss.seq else (None, None)
     db.execute(
         "INSERT INTO loss (at, reason, items, first, last, seq_first, seq_last) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            time.time_ns() // 1_000_000,
-            loss.reason,
-            loss.items,
-            loss.first_ms,
-            loss.last_ms,
-            seq_first,
-            seq_last,
-        ),
+        (_now_ms(), loss.reason, loss.items, first, last, seq_first, seq_last),
     )
+
+
+def _grow_newest(db: sqlite3.Connection, reason: str, items: int, first: int, last: int) -> bool:
+    """Merge into the newest entry if it has this reason and a closed stretch that this one
+    continues or overlaps (within COALESCE_MS); False if it does not."""
+    newest = db.execute(
+        "SELECT id, reason, first, last FROM loss WHERE seq_first IS NULL ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if newest is None:
+        return False
+    entry_id, newest_reason, newest_first, newest_last = newest
+    if newest_reason != reason or newest_first is None or newest_last is None:
+        return False
+    if first > newest_last + COALESCE_MS or last < newest_first - COALESCE_MS:
+        return False
+    db.execute(
+        "UPDATE loss SET items = items + ?, first = min(first, ?), last = max(last, ?), at = ? "
+        "WHERE id = ?",
+        (items, first, last, _now_ms(), entry_id),
+    )
+    return True
+
+
+def close_open(db: sqlite3.Connection, last_ms: int) -> int:
+    """End every open stretch at `last_ms` (the first trusted sample after it); returns how many."""
+    cursor = db.execute(
+        "UPDATE loss SET last = max(?, first) WHERE first IS NOT NULL AND last IS NULL",
+        (last_ms,),
+    )
+    return cursor.rowcount
 
 
 def entries(db: sqlite3.Connection, newest: int = STATE_ENTRIES) -> list[Loss]:
@@ -71,5 +122,37 @@ class Totals:
 
 
 def totals(db: sqlite3.Connection) -> Totals:
+    """Since installation: this store's entries and those of the stores set aside before it."""
     count, items = db.execute("SELECT count(*), coalesce(sum(items), 0) FROM loss").fetchone()
-    return Totals(int(count), int(items))
+    carried = dict(
+        db.execute(
+            "SELECT name, value FROM counter WHERE name IN ('carried_entries', 'carried_items')"
+        ).fetchall()
+    )
+    return Totals(
+        int(count) + carried.get("carried_entries", 0), int(items) + carried.get("carried_items", 0)
+    )
+
+
+def carry_over(db: sqlite3.Connection, kept: list[Loss], kept_totals: Totals) -> None:
+    """Start a fresh store's ledger with the newest entries of the one set aside; the totals
+    of the entries not copied are carried in counters (in the caller's transaction)."""
+    for loss in kept:
+        seq_first, seq_last = loss.seq if loss.seq else (None, None)
+        db.execute(
+            "INSERT INTO loss (at, reason, items, first, last, seq_first, seq_last) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (_now_ms(), loss.reason, loss.items, loss.first_ms, loss.last_ms, seq_first, seq_last),
+        )
+    db.execute(
+        "UPDATE counter SET value = value + ? WHERE name = 'carried_entries'",
+        (max(kept_totals.entries - len(kept), 0),),
+    )
+    db.execute(
+        "UPDATE counter SET value = value + ? WHERE name = 'carried_items'",
+        (max(kept_totals.items - sum(loss.items for loss in kept), 0),),
+    )
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

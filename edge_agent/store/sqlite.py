@@ -13,11 +13,24 @@ Invariants
 4. Waiting readings are never loaded whole into memory: packing reads one
    message's worth by primary-key range.
 
+5. No call raises for what SQLite or the disk does. A write that fails (a
+   full disk, an I/O error) keeps what it would have written in memory,
+   within one bound (buffer.py), declaring what the bound drops; a store
+   that turns out damaged while running is set aside and a fresh one takes
+   over (`_recover`), declaring what the old one held. Reads that fail
+   answer with nothing to send (and the last figures known).
+6. Every stretch in which the agent did not sample is declared: each commit
+   also writes the newest sample time (on a trusted clock) as a mark, so
+   after any stop, clean or not, the ledger gets a stretch from that mark to
+   the first sample after the restart (open until then).
+
 What a crash or a power loss costs: see docs/store.md (the durability
 table). In short: a kill -9 loses at most the readings of the last
 `commit_interval`; with synchronous=normal a power loss may also roll back
 the last commits, and the `seq` high-water mark (hwm.py) keeps numbering
-above anything that may have been published.
+above anything that may have been published. A rolled-back commit rolls
+the sample mark back with it, so the declared stretch starts where what
+survived ends.
 
 Row layout (schema in database.py)
 ----------------------------------
@@ -29,7 +42,9 @@ Row layout (schema in database.py)
 - `event(id, topic, ts, item)`: waiting `alarm` and `stat` items as JSON text.
 - `message(seq, topic, hist, oldest, items)`: packed messages awaiting PUBACK;
   `items` is the JSON array exactly as published.
-- `counter(name, value)`: `next_seq`, and `clean` (1 after a clean close).
+- `counter(name, value)`: `next_seq`; `clean` (1 after a clean close);
+  `last_sample` (the newest sample time committed, ms; 0 when none);
+  `carried_entries`, `carried_items` (ledger totals of stores set aside).
 - `loss(...)`: the loss ledger (ledger.py).
 - `active_alarm(id, tag, kind, item)`: every alarm raised and not yet cleared,
   as its `raised` item; written in the same transaction as the event, so
@@ -51,6 +66,7 @@ from typing import Any, Final, TypeVar
 import structlog
 
 from edge_agent.errors import StoreError
+from edge_agent.logs import Repeats
 from edge_agent.model import (
     AlarmEvent,
     AlarmKind,
@@ -61,11 +77,19 @@ from edge_agent.model import (
     Value,
 )
 from edge_agent.store import capacity, ledger
+from edge_agent.store.buffer import ReadingRow, WriteBuffer
 from edge_agent.store.database import (
+    LastStop,
+    Opened,
+    SetAside,
     StoreLock,
     Synchronous,
+    is_corruption,
     mark_clean,
     open_database,
+    open_writable,
+    read_held,
+    set_aside_files,
 )
 from edge_agent.store.hwm import HighWaterMark
 from edge_agent.store.ledger import Loss
@@ -75,14 +99,13 @@ log = structlog.get_logger(component="store")
 T = TypeVar("T")
 
 _BOOL_FLAG: Final = 0x10
+_NO_LIMIT: Final = 2**63 - 1
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 FLUSH_CHUNK: Final = 10_000
 """Most readings written in one transaction."""
 FULL_RETRIES: Final = 8
 """Thinning passes a flush may make to fit its buffers at the cap."""
-MEMORY_LIMIT: Final = 200_000
-"""Most readings held in memory while the disk is full; beyond it the oldest are dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,81 +171,121 @@ class Store:
         lock: StoreLock,
         budget: capacity.Budget,
     ) -> None:
-        self._db = db
         self._settings = settings
         self._limits = limits
         self._hwm = hwm
         self._lock = lock
         self._budget = budget
+        self._buffer = WriteBuffer()
+        self._thinned = 0  # readings thinned since the last log line
+        self._write_failures = Repeats(log, "store_write", path=str(settings.path))
+        self._read_failures = Repeats(log, "store_read", path=str(settings.path))
+        self._last_backlog = Backlog(0, None)
+        self._last_losses: tuple[list[Loss], ledger.Totals] = ([], ledger.Totals(0, 0))
+        self.disk_full = False
+        self.write_error: str | None = None
+        """Why the last commit failed (a full disk, an I/O error), or None when it succeeded."""
+        self._attach(db)
+
+    def _attach(self, db: sqlite3.Connection) -> None:
+        """Take `db` as the store's connection (at opening, and after a recovery)."""
+        self._db = db
+        self._budget.fitted(self._settings.path).apply(db)
+        # Buffered by tag name: tag ids are given inside the flush transaction, so a
+        # full disk can fail only the flush, never the poll that adds a reading.
         self._tag_ids: dict[str, int] = {
             tag: tag_id for tag_id, tag in db.execute("SELECT id, tag FROM tag")
         }
-        # Buffered by tag name: tag ids are given inside the flush transaction, so a
-        # full disk can fail only the flush, never the poll that adds a reading.
-        self._readings: list[tuple[str, str, int, Value, int]] = []
-        self._events: list[tuple[str, int, str]] = []
-        self._raised: list[tuple[str, str, str, str]] = []  # active_alarm rows to add
-        self._cleared: list[str] = []  # active_alarm ids to drop
-        self._acks: list[int] = []
-        self._pending_losses: list[Loss] = []
-        self._packed_max = 0
-        self._thinned = 0  # readings thinned since the last log line
-        self.disk_full = False
-        self.write_error: str | None = None
-        """Why the last flush could not commit (the disk is full), or None when it did."""
         # Rows below these ids waited while the uplink was down: they are back-fill.
         self._live_reading_id = self._next_id("reading")
         self._live_event_id = self._next_id("event")
+        # Every seq this store ever gave may have been published (a kill -9 can fall
+        # between packing and guard_published): the mark is raised above them all
+        # before the first message of this run goes out, resends included.
+        self._packed_max = self._counter("next_seq") - 1
+        self._stretch_open = self._has_rows("loss", "first IS NOT NULL AND last IS NULL")
 
     @classmethod
     def open(cls, settings: StoreSettings, limits: BatchLimits) -> Store:
-        """Lock, open (setting a corrupt file aside), and resume `seq` above the high-water mark."""
+        """Lock, open (setting a damaged file aside), declare the stretch the last stop left,
+        and resume `seq` above the high-water mark."""
         path = settings.path
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = StoreLock(path)
         try:
             opened = open_database(path, settings.synchronous)
             hwm = HighWaterMark(path.with_name(path.name + ".seq"))
+            page_size = opened.db.execute("PRAGMA page_size").fetchone()[0]
+            budget = capacity.Budget.of(settings.max_bytes, page_size)
+            store = cls(
+                opened.db, settings=settings, limits=limits, hwm=hwm, lock=lock, budget=budget
+            )
+            store._declare_opening(opened)
         except (sqlite3.Error, OSError) as exc:
             lock.release()
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
         except StoreError:
             lock.release()
             raise
-        page_size = opened.db.execute("PRAGMA page_size").fetchone()[0]
-        budget = capacity.Budget.of(settings.max_bytes, page_size)
-        budget.fitted(path).apply(opened.db)
-        store = cls(opened.db, settings=settings, limits=limits, hwm=hwm, lock=lock, budget=budget)
-        if opened.set_aside is not None:
-            aside = opened.set_aside
-            store._record(
-                Loss(
-                    f"store set aside ({aside.reason}), kept as {aside.kept_as.name}: "
-                    "its unsent readings and messages are lost",
-                    seq=(aside.lowest_unsent_seq or 1, hwm.value) if hwm.value else None,
-                )
-            )
-        store._resume_above_high_water_mark(declare=opened.set_aside is None)
         return store
+
+    def _declare_opening(self, opened: Opened) -> None:
+        """In one transaction: the ledger of a store set aside and what it held, the stretch
+        the last stop left (open until the first sample), and `seq` above the mark."""
+        with self._transaction():
+            if opened.set_aside is not None:
+                self._declare_set_aside(opened.set_aside)
+            self._open_stretch(opened.last_stop, set_aside=opened.set_aside is not None)
+            self._resume_above_high_water_mark(declare=opened.set_aside is None)
+        self._stretch_open = self._has_rows("loss", "first IS NOT NULL AND last IS NULL")
+
+    def _declare_set_aside(self, aside: SetAside) -> None:
+        held = aside.held
+        ledger.carry_over(self._db, held.ledger, held.totals)
+        reason = f"store set aside ({aside.reason}), kept as {aside.kept_as.name}"
+        if held.readable:
+            unread = "" if held.complete else " (what could not be read is not counted)"
+            loss = Loss(
+                f"{reason}: what it held and had not delivered is lost{unread}",
+                held.items,
+                held.first_ms,
+                held.last_ms,
+                held.seq,
+            )
+        else:
+            mark = self._hwm.value
+            loss = Loss(
+                f"{reason}: its contents could not be read; any seq up to the mark may be lost",
+                seq=(1, mark) if mark else None,
+            )
+        ledger.record(self._db, loss)
+
+    def _open_stretch(self, last_stop: LastStop | None, *, set_aside: bool) -> None:
+        if last_stop is None or last_stop.last_sample_ms is None:
+            return  # a new store, or nothing was ever sampled on a trusted clock
+        if set_aside:
+            why = "store set aside"
+        elif last_stop.clean:
+            why = "agent stopped"
+        else:
+            why = "unclean stop (crash, kill or power loss)"
+        ledger.record(self._db, Loss(f"not sampling: {why}", first_ms=last_stop.last_sample_ms))
 
     def _resume_above_high_water_mark(self, declare: bool) -> None:
         """After a rollback (power loss, a restored store) never reuse a published seq."""
-        (next_seq,) = self._db.execute(
-            "SELECT value FROM counter WHERE name = 'next_seq'"
-        ).fetchone()
+        next_seq = self._counter("next_seq")
         if next_seq > self._hwm.value:
             return
-        skipped = Loss(
-            "seq skipped: the store was behind numbers that may have been published "
-            "(power loss, or a store restored from a copy)",
-            seq=(next_seq, self._hwm.value),
+        self._db.execute(
+            "UPDATE counter SET value = ? WHERE name = 'next_seq'", (self._hwm.value + 1,)
         )
-        with self._transaction():
-            self._db.execute(
-                "UPDATE counter SET value = ? WHERE name = 'next_seq'", (self._hwm.value + 1,)
+        if declare:
+            skipped = Loss(
+                "seq skipped: the store was behind numbers that may have been published "
+                "(power loss, or a store restored from a copy)",
+                seq=(next_seq, self._hwm.value),
             )
-            if declare:
-                ledger.record(self._db, skipped)
+            ledger.record(self._db, skipped)
         log.warning("seq_skipped", first=next_seq, last=self._hwm.value)
 
     def close(self) -> None:
@@ -232,7 +295,8 @@ class Store:
             mark_clean(self._db)
         except sqlite3.Error as exc:
             log.error("store_close_failed", error=str(exc))
-        self._db.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
         self._hwm.close()
         self._lock.release()
 
@@ -257,16 +321,16 @@ class Store:
                 value, flags = None, int(Quality.CONFIG)
         elif value is not None and not isinstance(value, str):
             value, flags = None, int(Quality.CONFIG)
-        self._readings.append((reading.tag, reading.hz, reading.ts_ms, value, flags))
+        self._buffer.readings.append((reading.tag, reading.hz, reading.ts_ms, value, flags))
 
     def add_alarm(self, event: AlarmEvent) -> None:
         """Buffer an alarm event; the caller flushes at once (alarms never wait)."""
         item = _item_json(_alarm_item(event))
-        self._events.append(("alarm", event.ts_ms, item))
+        self._buffer.events.append(("alarm", event.ts_ms, item))
         if event.state is AlarmState.RAISED:
-            self._raised.append((event.id, event.tag, str(event.kind), item))
+            self._buffer.raised.append((event.id, event.tag, str(event.kind), item))
         else:
-            self._cleared.append(event.id)
+            self._buffer.cleared.append(event.id)
 
     def add_stat(self, stat: StatItem) -> None:
         """Buffer the statistics of one tag's window; durable after the next `flush()`."""
@@ -281,49 +345,78 @@ class Store:
             "n": stat.n,
             "bad": stat.bad,
         }
-        self._events.append(("stat", stat.start_ms, _item_json(item)))
+        self._buffer.events.append(("stat", stat.start_ms, _item_json(item)))
+
+    def sampled(self, ts_ms: int) -> None:
+        """Samples were taken up to `ts_ms` on a synchronised clock: the mark a stop is
+        declared from, written with the next commit."""
+        self._buffer.sampled(ts_ms)
+
+    def record_loss(self, loss: Loss) -> None:
+        """Declare a loss found outside the store (skipped polls); written with the next commit."""
+        self._buffer.losses.append(loss)
 
     def active_alarms(self) -> list[AlarmEvent]:
         """The `raised` events of the alarms active when the agent last stopped."""
-        rows = self._db.execute("SELECT item FROM active_alarm ORDER BY rowid").fetchall()
+        try:
+            rows = self._db.execute("SELECT item FROM active_alarm ORDER BY rowid").fetchall()
+        except sqlite3.Error as exc:
+            self._read_failed("active_alarms", exc)
+            return []
         return [_alarm_event(json.loads(item)) for (item,) in rows]
 
     def ack(self, seq: int) -> None:
         """The message `seq` was delivered; it is dropped at the next `flush()`."""
-        self._acks.append(seq)
+        self._buffer.acks.append(seq)
 
     @property
     def unflushed(self) -> int:
-        return len(self._readings) + len(self._events) + len(self._acks) + len(self._cleared)
+        return len(self._buffer)
 
     def flush(self) -> None:
-        """Commit everything buffered in one transaction.
+        """Commit everything buffered, in transactions of at most FLUSH_CHUNK readings.
 
-        If the disk stays full even after thinning, the buffers stay in
-        memory, up to MEMORY_LIMIT readings (the oldest beyond it are dropped
-        and declared), and the next flush tries again: polling and alarms go
-        on meanwhile.
+        Never raises. At the cap the oldest back-log is thinned to make room;
+        if a commit still fails (a full disk, an I/O error), the buffers stay
+        in memory within their bound (buffer.py) and the next flush tries
+        again: polling and alarms go on meanwhile. A damaged store is set
+        aside and the buffers go into a fresh one.
         """
+        recovered = False
         while self.unflushed:
-            # In chunks, so that after a full disk the back-log held in memory is
-            # written as far as room allows, and the rest waits.
-            chunk = self._readings[:FLUSH_CHUNK]
+            chunk = self._buffer.readings[:FLUSH_CHUNK]
             try:
                 new_ids = self._commit_making_room(partial(self._write_buffers, chunk))
-                self._tag_ids.update(new_ids)
             except _Full as exc:
-                self._hold_in_memory(str(exc))
+                self._cannot_write("disk full", str(exc))
                 return
-            self.write_error = None
-            if self.disk_full:
-                self.disk_full = False
-                log.warning("store_writable_again", path=str(self._settings.path))
-            del self._readings[: len(chunk)]
-            self._events.clear()
-            self._raised.clear()
-            self._cleared.clear()
-            self._acks.clear()
-            self._pending_losses.clear()
+            except sqlite3.Error as exc:
+                if is_corruption(exc) and not recovered:
+                    self._recover(exc)
+                    recovered = True
+                    continue
+                self._cannot_write("store cannot write", f"{type(exc).__name__}: {exc}")
+                return
+            self._tag_ids.update(new_ids)
+            if self._buffer.resumed_ms is not None:
+                self._stretch_open = False
+            self._buffer.committed(len(chunk))
+            self._written()
+
+    def _written(self) -> None:
+        if self.write_error is None:
+            return
+        self._write_failures.recovered()  # store_write_recovered
+        self.write_error = None
+        self.disk_full = False
+
+    def _cannot_write(self, cause: str, error: str) -> None:
+        """Keep the buffers, within their bound; say so once per change of reason
+        (store_write_failed, a summary every 5 minutes, store_write_recovered)."""
+        self.write_error = error
+        self.disk_full = cause == "disk full"
+        self._write_failures.failed(error)
+        self._buffer.bound(cause)
 
     def _commit_making_room(self, write: Callable[[], T]) -> T:
         """Run `write` in a transaction; at the cap or on a full disk, thin and try again."""
@@ -338,11 +431,12 @@ class Store:
                     raise _Full(str(exc)) from None
         raise _Full("still full after thinning")
 
-    def _write_buffers(self, readings: list[tuple[str, str, int, Value, int]]) -> dict[str, int]:
+    def _write_buffers(self, readings: list[ReadingRow]) -> dict[str, int]:
         """Write `readings` and the other buffers (inside a transaction).
 
         Returns the tag ids it had to create.
         """
+        buffer = self._buffer
         new_ids: dict[str, int] = {}
         for tag, hz, *_ in readings:
             if tag not in self._tag_ids and tag not in new_ids:
@@ -356,15 +450,24 @@ class Store:
             "INSERT INTO reading (tag_id, ts, v, q) VALUES (?, ?, ?, ?)",
             ((ids[tag], ts, v, q) for tag, _, ts, v, q in readings),
         )
-        self._db.executemany("INSERT INTO event (topic, ts, item) VALUES (?, ?, ?)", self._events)
+        self._db.executemany("INSERT INTO event (topic, ts, item) VALUES (?, ?, ?)", buffer.events)
         self._db.executemany(
             "INSERT OR REPLACE INTO active_alarm (id, tag, kind, item) VALUES (?, ?, ?, ?)",
-            self._raised,
+            buffer.raised,
         )
-        self._db.executemany("DELETE FROM active_alarm WHERE id = ?", ((i,) for i in self._cleared))
-        self._db.executemany("DELETE FROM message WHERE seq = ?", ((s,) for s in self._acks))
-        for loss in self._pending_losses:
+        self._db.executemany(
+            "DELETE FROM active_alarm WHERE id = ?", ((i,) for i in buffer.cleared)
+        )
+        self._db.executemany("DELETE FROM message WHERE seq = ?", ((s,) for s in buffer.acks))
+        for loss in buffer.losses:
             ledger.record(self._db, loss)
+        if buffer.sampled_ms is not None:
+            self._db.execute(
+                "UPDATE counter SET value = max(value, ?) WHERE name = 'last_sample'",
+                (buffer.sampled_ms,),
+            )
+        if self._stretch_open and buffer.resumed_ms is not None:
+            ledger.close_open(self._db, buffer.resumed_ms)
         return new_ids
 
     def _make_room(self) -> bool:
@@ -384,18 +487,22 @@ class Store:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return loss is not None
 
-    def _hold_in_memory(self, error: str) -> None:
-        self.write_error = error
-        if not self.disk_full:
-            self.disk_full = True
-            log.error("store_full", error=error, path=str(self._settings.path))
-        excess = len(self._readings) - MEMORY_LIMIT
-        if excess > 0:
-            dropped = self._readings[:excess]
-            del self._readings[:excess]
-            self._pending_losses.append(
-                Loss("disk full: readings not stored", excess, dropped[0][2], dropped[-1][2])
-            )
+    def _recover(self, exc: sqlite3.Error) -> None:
+        """The store is damaged: set it aside, declare what it held, and go on in a fresh one.
+
+        What is buffered in memory stays and goes into the fresh store. The
+        files set aside were last written by this connection, which closing
+        checkpoints; the read-only check at start-up keeps them untouched.
+        """
+        path = self._settings.path
+        held = read_held(self._db)
+        last_stop = LastStop(clean=False, last_sample_ms=self._counter_or_none("last_sample"))
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        aside = set_aside_files(path, str(exc), held)
+        opened = Opened(open_writable(path, self._settings.synchronous), last_stop, aside)
+        self._attach(opened.db)
+        self._declare_opening(opened)
 
     def maintain(self, now_ms: int) -> None:
         """Enforce retention and the size cap; shrink the file once nothing waits."""
@@ -423,44 +530,64 @@ class Store:
             backfill_waiting = self._has_rows("reading", f"id < {self._live_reading_id}")
             if not backfill_waiting and capacity.mostly_free(self._db):
                 capacity.shrink(self._db)
-        except sqlite3.OperationalError as exc:
-            log.warning("store_maintenance_failed", error=str(exc))
-
-    def _record(self, loss: Loss) -> None:
-        with self._transaction():
-            ledger.record(self._db, loss)
+        except (sqlite3.Error, OSError) as exc:
+            if isinstance(exc, sqlite3.Error) and is_corruption(exc):
+                self._recover(exc)
+            else:
+                log.warning("store_maintenance_failed", error=str(exc))
 
     def losses(self) -> tuple[list[Loss], ledger.Totals]:
-        """The newest ledger entries and the totals since installation."""
-        return ledger.entries(self._db), ledger.totals(self._db)
+        """The newest ledger entries and the totals since installation, declarations still
+        buffered included (the last known on a failing read)."""
+        self.flush()
+        try:
+            self._last_losses = ledger.entries(self._db), ledger.totals(self._db)
+        except sqlite3.Error as exc:
+            self._read_failed("losses", exc)
+        return self._last_losses
 
     def guard_published(self) -> None:
         """Call before publishing newly packed messages: raises the durable `seq` mark."""
         self._hwm.raise_to(self._packed_max)
+
+    def _read_failed(self, what: str, exc: sqlite3.Error) -> None:
+        """A read (packing, counting) failed: set a damaged store aside, else log the change."""
+        if is_corruption(exc):
+            self._recover(exc)
+        else:
+            self._read_failures.failed(f"{what}: {type(exc).__name__}: {exc}")
 
     # -- reading out -------------------------------------------------------
 
     def mark_live(self) -> None:
         """The uplink is up from now: what waits already is back-fill (`hist: true`)."""
         self.flush()
-        self._live_reading_id = self._next_id("reading")
-        self._live_event_id = self._next_id("event")
+        try:
+            self._live_reading_id = self._next_id("reading")
+            self._live_event_id = self._next_id("event")
+        except sqlite3.Error as exc:
+            self._read_failed("mark_live", exc)
 
     def unsent(self, skip: set[int], limit: int, alarms_first: bool = True) -> list[StoredMessage]:
         """Packed messages not in `skip` (those in flight), alarms then the oldest `seq` first."""
-        skip = skip | set(self._acks)  # acknowledged, deleted at the next flush
+        skip = skip | set(self._buffer.acks)  # acknowledged, deleted at the next flush
         order = "topic != 'alarm', seq" if alarms_first else "seq"
-        rows = self._db.execute(
-            f"SELECT seq, topic, hist, oldest, items FROM message ORDER BY {order} LIMIT ?",
-            (len(skip) + limit,),
-        ).fetchall()
+        try:
+            rows = self._db.execute(
+                f"SELECT seq, topic, hist, oldest, items FROM message ORDER BY {order} LIMIT ?",
+                (len(skip) + limit,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            self._read_failed("unsent", exc)
+            return []
         unsent = [StoredMessage(s, t, bool(h), o, i) for s, t, h, o, i in rows if s not in skip]
         return unsent[:limit]
 
     def pack_next(
         self, now_ms: int, linger_ms: int, options: PackOptions | None = None
     ) -> StoredMessage | None:
-        """Give the next message its `seq`, or None when nothing is due (or no room is left).
+        """Give the next message its `seq`, or None when nothing is due (or no room is left,
+        or the store cannot be read).
 
         Priority: alarm events (live or back-fill), then live readings once the
         oldest has lingered `linger_ms` or a message is full, then statistics,
@@ -471,14 +598,14 @@ class Store:
         for _ in range(FULL_RETRIES):
             try:
                 message = self._pack(now_ms, linger_ms, options or PackOptions())
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 # At the cap: thin, then choose the items afresh, so no item can be
                 # both packed and declared as thinned.
+                if "full" in str(exc) and self._make_room():
+                    continue
                 if "full" not in str(exc):
-                    raise
-                if not self._make_room():
-                    return None  # a full disk: nothing can be packed until room returns
-                continue
+                    self._read_failed("pack", exc)
+                return None  # a full disk: nothing can be packed until room returns
             if message is not None:
                 self._packed_max = max(self._packed_max, message.seq)
             return message
@@ -513,29 +640,49 @@ class Store:
         )
         return next((pack() for due, pack in steps if due()), None)
 
-    def backlog(self, in_flight: int) -> Backlog:
-        """Messages waiting because of an outage: packed but not in flight, plus back-fill."""
+    def backlog(self, in_flight: int, *, connected: bool = True) -> Backlog:
+        """What waits, for `state.backlog` and `oldest` (and /metrics, status).
+
+        While the uplink is connected: packed messages not in flight, plus what
+        waited from before the connection (back-fill); live readings on their
+        way are not a back-log. While it is down, nothing moves: everything in
+        the store counts, and what a failing disk holds in memory too. On a
+        failing read, the last figures known.
+        """
+        try:
+            self._last_backlog = self._count_backlog(in_flight, connected)
+        except sqlite3.Error as exc:
+            self._read_failed("backlog", exc)
+        return self._last_backlog
+
+    def _count_backlog(self, in_flight: int, connected: bool) -> Backlog:
+        readings_below = self._live_reading_id if connected else _NO_LIMIT
+        events_below = self._live_event_id if connected else _NO_LIMIT
         (packed,) = self._db.execute("SELECT count(*) FROM message").fetchone()
         (readings,) = self._db.execute(
-            "SELECT count(*) FROM reading WHERE id < ?", (self._live_reading_id,)
+            "SELECT count(*) FROM reading WHERE id < ?", (readings_below,)
         ).fetchone()
         (events,) = self._db.execute(
-            "SELECT count(*) FROM event WHERE id < ?", (self._live_event_id,)
+            "SELECT count(*) FROM event WHERE id < ?", (events_below,)
         ).fetchone()
         oldest = [
             row[0]
             for row in (
                 self._db.execute("SELECT min(oldest) FROM message").fetchone(),
                 self._db.execute(
-                    "SELECT ts FROM reading WHERE id < ? ORDER BY id LIMIT 1",
-                    (self._live_reading_id,),
+                    "SELECT ts FROM reading WHERE id < ? ORDER BY id LIMIT 1", (readings_below,)
                 ).fetchone(),
                 self._db.execute(
-                    "SELECT min(ts) FROM event WHERE id < ?", (self._live_event_id,)
+                    "SELECT min(ts) FROM event WHERE id < ?", (events_below,)
                 ).fetchone(),
             )
             if row is not None and row[0] is not None
         ]
+        if not connected:
+            buffer = self._buffer
+            readings += len(buffer.readings)
+            events += len(buffer.events)
+            oldest += [row[2] for row in buffer.readings[:1]] + [row[1] for row in buffer.events]
         to_pack = -(-readings // self._limits.max_items) + (1 if events else 0)  # about
         waiting = max(packed - in_flight, 0) + to_pack
         return Backlog(waiting, min(oldest) if waiting and oldest else None)
@@ -625,6 +772,17 @@ class Store:
     def _has_rows(self, table: str, where: str) -> bool:
         sql = f"SELECT 1 FROM {table} {'WHERE ' + where if where else ''} LIMIT 1"
         return self._db.execute(sql).fetchone() is not None
+
+    def _counter(self, name: str) -> int:
+        (value,) = self._db.execute("SELECT value FROM counter WHERE name = ?", (name,)).fetchone()
+        return int(value)
+
+    def _counter_or_none(self, name: str) -> int | None:
+        """A counter of a store that may be damaged: None when unreadable or 0."""
+        try:
+            return self._counter(name) or None
+        except (sqlite3.Error, TypeError):
+            return None
 
     def _next_id(self, table: str) -> int:
         row = self._db.execute(
