@@ -20,9 +20,10 @@ from edge_agent.uplink import Uplink
 
 
 def store_snapshot(
-    store: Store, config: StoreConfig, in_flight: int, commit_error: str | None
+    store: Store, config: StoreConfig, *, in_flight: int, connected: bool
 ) -> StoreSnapshot:
-    backlog = store.backlog(in_flight)
+    """`connected`: whether the uplink is up (while it is down, everything stored waits)."""
+    backlog = store.backlog(in_flight, connected=connected)
     _, totals = store.losses()
     return StoreSnapshot(
         backlog_messages=backlog.messages,
@@ -31,7 +32,7 @@ def store_snapshot(
         max_bytes=config.max_size,
         loss_entries=totals.entries,
         lost_items=totals.items,
-        write_error=store.write_error or commit_error,
+        write_error=store.write_error,
     )
 
 
@@ -40,6 +41,7 @@ def uplink_snapshot(uplink: Uplink, now: float) -> UplinkSnapshot:
     return UplinkSnapshot(
         connected=stats.connected,
         state_for_s=now - stats.since,
+        undelivered_for_s=uplink.undelivered_for(now),
         broker=stats.broker,
         in_flight=uplink.in_flight,
         published=stats.published,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 EX_OK = 0
 EX_USAGE = 64
 EX_NOINPUT = 66
+EX_SOFTWARE = 70
+"""A core task kept failing: the agent stopped so that systemd starts it afresh."""
 EX_CONFIG = 78
 EX_PIPE = 128 + signal.SIGPIPE
 """A reader that went away (`edge-agent check F | head -1`): the shell's code for SIGPIPE."""
@@ -250,7 +253,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge_agent import logs
     from edge_agent.clock import ClockWatch, clock_source
     from edge_agent.errors import StoreError
-    from edge_agent.runtime import Agent, Supervisor
+    from edge_agent.runtime import Agent, Systemd
     from edge_agent.service.notify import Notifier, watchdog_interval
 
     logs.configure(args.log_level)
@@ -262,22 +265,75 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
-    supervisor = Supervisor(Notifier.from_environ(), watchdog_interval())
+    systemd = Systemd(Notifier.from_environ(), watchdog_interval())
+    fatal: list[str] = []
 
     async def serve() -> None:
         stop = _stop_on_signals()
-        agent = Agent(config, config_path=args.config, clock=clock, supervisor=supervisor)
+        agent = Agent(config, config_path=args.config, clock=clock, systemd=systemd)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
         await agent.run(stop)
+        if agent.fatal is not None:
+            fatal.append(agent.fatal)
 
     try:
-        asyncio.run(serve())
+        _run_bounded(serve())
     except StoreError as exc:
         print(exc, file=sys.stderr)
         return 1
     finally:
-        supervisor.notifier.close()
-    return EX_OK
+        systemd.notifier.close()
+    code = EX_SOFTWARE if fatal else EX_OK
+    _exit_past_hung_threads(code)
+    return code
+
+
+LEFTOVERS_WITHIN_S = 0.5
+"""After the agent stopped, how long tasks it left behind get to end their cancellation."""
+
+
+def _run_bounded(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run`, except that the end is bounded: asyncio.run waits without limit for
+    every task left behind to end and every worker thread to finish, and one that does
+    not (a cancellation swallowed, a DNS lookup that hangs) would keep a stopped agent
+    alive for ever. Here such a task is named and abandoned, and a worker thread that
+    does not end is left to `_exit_past_hung_threads`."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            _, pending = loop.run_until_complete(
+                asyncio.wait(leftovers, timeout=LEFTOVERS_WITHIN_S)
+            )
+            if pending:
+                print(
+                    f"edge-agent: {len(pending)} task(s) did not stop and were abandoned: "
+                    + ", ".join(sorted(task.get_name() for task in pending)),
+                    file=sys.stderr,
+                )
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        with contextlib.suppress(TimeoutError):
+            loop.run_until_complete(
+                asyncio.wait_for(loop.shutdown_default_executor(), LEFTOVERS_WITHIN_S)
+            )
+        loop.close()
+
+
+def _exit_past_hung_threads(code: int) -> None:
+    """Python joins every worker thread at exit; one stuck in a syscall (a blocking MQTT
+    connect, a DNS lookup) would keep a stopped agent alive. End the process instead."""
+    import threading
+
+    hung = [t.name for t in threading.enumerate() if t.name.startswith("asyncio_") and t.is_alive()]
+    if hung:
+        print(f"edge-agent: exiting past hung worker thread(s): {', '.join(hung)}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -1,8 +1,14 @@
 """One device's poller: reads on its own deadlines and keeps the device's figures.
 
-A poller wakes on drift-free monotonic deadlines (a late read skips the
-deadlines it missed) and hands every poll's samples to the runtime. A slow
-or dead device delays only its own poller.
+A poller wakes on drift-free monotonic deadlines and hands every poll's
+samples to the runtime. A slow or dead device delays only its own poller. A
+poll that runs past deadlines skips them, and the skipped stretch is told
+to `on_missed` (the runtime declares it in the loss ledger: nothing was
+sampled there).
+
+`run()` is the poll loop; the runtime runs it under the task supervisor
+(supervisor.py), which restarts it if it fails. Between the failure and the
+restart the poller is `halted`: its link reads as down, honestly.
 
 Failures are logged by state change (`logs.Repeats`), never once per poll:
 a driver must not raise, but if it does the poller logs `poll_failed` once
@@ -10,15 +16,15 @@ a driver must not raise, but if it does the poller logs `poll_failed` once
 poll that overruns its deadlines logs `poll_deadline_failed` likewise.
 
 The figures (polls, errors, reconnects, link and how long, latency) are what
-`/metrics` and `edge-agent status` show; `stuck` is what the watchdog asks.
+`/metrics` and `edge-agent status` show; `alive` is what the watchdog asks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
+from typing import Final
 
 import structlog
 
@@ -29,24 +35,35 @@ from edge_agent.service.snapshot import DeviceSnapshot, PollLatency
 
 log = structlog.get_logger(component="poller")
 
+STALL_AFTER_S: Final = 60.0
+"""A read in progress this long past its poll interval hangs: drivers bound their I/O."""
+CLOSE_WITHIN_S: Final = 2.0
+
 OnPoll = Callable[["Poller", list[Sample]], None]
 """Called after every read that returned, with its samples."""
+OnMissed = Callable[["Poller", int, int, int], None]
+"""Called with (poller, deadlines skipped, wall ms of the first and of the last)."""
 
 
 class Poller:
-    def __init__(self, driver: Driver, interval_s: float, on_poll: OnPoll) -> None:
+    def __init__(
+        self, driver: Driver, interval_s: float, on_poll: OnPoll, on_missed: OnMissed
+    ) -> None:
         self.driver = driver
-        self._interval = interval_s
+        self.interval = interval_s
         self._on_poll = on_poll
-        self._task: asyncio.Task[None] | None = None
+        self._on_missed = on_missed
         self._failures = Repeats(log, "poll", device=driver.name)
         self._overruns = Repeats(log, "poll_deadline", device=driver.name)
         self._busy_since: float | None = None
+        self._idle_since = time.monotonic()
         self._latency = PollLatency()
         self._polls = self._errors = self._reconnects = 0
         self._link = LinkState.DOWN
         self._link_since = time.monotonic()
         self._was_up = False
+        self.halted_at_ms: int | None = None
+        """Wall time the poll loop failed, until it polls again; None while it runs."""
 
     @property
     def name(self) -> str:
@@ -57,20 +74,14 @@ class Poller:
         """The link as of the last poll (the driver's may have moved on since)."""
         return self._link
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"poll-{self.name}")
-
-    async def stop(self) -> None:
-        """Stop polling and close the driver's connection."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.driver.close()
-
-    def stuck(self, now: float, after_s: float) -> bool:
-        """A read has been in progress for `after_s`: drivers bound their I/O, so it hangs."""
-        return self._busy_since is not None and now - self._busy_since > after_s
+    def alive(self, now: float) -> bool:
+        """The poll loop keeps its interval (a read bounded by STALL_AFTER_S), or it is
+        halted after a failure and says its device is down: either way, no hang."""
+        if self.halted_at_ms is not None:
+            return True
+        if self._busy_since is not None:
+            return now - self._busy_since <= self.interval + STALL_AFTER_S
+        return now - self._idle_since <= self.interval + STALL_AFTER_S
 
     def snapshot(self, now: float) -> DeviceSnapshot:
         return DeviceSnapshot(
@@ -83,19 +94,29 @@ class Poller:
             self._latency.snapshot(),
         )
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        self._busy_since, self._idle_since = None, time.monotonic()
         deadline = time.monotonic()
         while True:
             await self._poll()
-            deadline += self._interval
+            self.halted_at_ms = None
+            deadline += self.interval
             now = time.monotonic()
             if deadline < now:
-                missed = int((now - deadline) // self._interval) + 1
+                missed = int((now - deadline) // self.interval) + 1
                 self._overruns.failed("a poll took longer than the poll interval", missed=missed)
-                deadline += missed * self._interval
+                self._missed(deadline, missed, now)
+                deadline += missed * self.interval
             else:
                 self._overruns.recovered()
             await asyncio.sleep(deadline - now)
+
+    def _missed(self, first: float, missed: int, now: float) -> None:
+        wall_now = time.time_ns() // 1_000_000
+        first_ms = wall_now - round((now - first) * 1000)
+        last_ms = first_ms + round((missed - 1) * self.interval * 1000)
+        self._on_missed(self, missed, first_ms, last_ms)
 
     async def _poll(self) -> None:
         started = self._busy_since = time.monotonic()
@@ -109,7 +130,8 @@ class Poller:
             self._failures.recovered()
         finally:
             self._busy_since = None
-            self._latency.observe(time.monotonic() - started)
+            self._idle_since = time.monotonic()
+            self._latency.observe(self._idle_since - started)
             self._polls += 1
         if samples is None or (samples and all(s.quality.is_bad for s in samples)):
             self._errors += 1
@@ -117,9 +139,18 @@ class Poller:
                 return
         self._on_poll(self, samples)
 
+    def halt(self) -> None:
+        """The poll loop failed: the device reads as down until it polls again."""
+        if self.halted_at_ms is None:
+            self.halted_at_ms = time.time_ns() // 1_000_000
+        self._busy_since = None
+        self._set_link(LinkState.DOWN)
+
     def note_link(self) -> bool:
         """Take the driver's link state; True when it changed since the last poll."""
-        link = self.driver.link
+        return self._set_link(self.driver.link)
+
+    def _set_link(self, link: LinkState) -> bool:
         if link is self._link:
             return False
         self._link, self._link_since = link, time.monotonic()
@@ -128,3 +159,10 @@ class Poller:
             self._was_up = True
         log.info("device_link_changed", device=self.name, link=str(link))
         return True
+
+    async def close(self) -> None:
+        """Drop the driver's connection, within CLOSE_WITHIN_S; a close never raises."""
+        try:
+            await asyncio.wait_for(self.driver.close(), CLOSE_WITHIN_S)
+        except Exception as exc:
+            log.warning("device_close_failed", device=self.name, error=repr(exc))

@@ -1,29 +1,39 @@
 """The one place that wires drivers, rules, store and uplink together, and runs them.
 
-Tasks: one poller per device (poller.py: its own deadlines, so a slow device
-delays only itself), a committer that makes buffered readings durable every
-`commit_interval`, a statistician that closes the statistics windows on the
-wall clock, the clock guard, the uplink, the reloader (SIGHUP), and the
+Tasks, each run by the task supervisor (supervisor.py: a task that raises is
+logged, counted and restarted with backoff): one poller per device (poller.py:
+its own deadlines, so a slow device delays only itself), the committer that
+makes buffered readings durable every `commit_interval`, maintenance (the
+size cap and retention), the statistician that closes the statistics windows
+on the wall clock, the clock guard, the uplink, the reloader (SIGHUP), and the
 service side: the HTTP status server, STATUS lines and watchdog pings for
 systemd. All run on one event loop; the store is used from this loop only.
+The committer, the clock guard and the uplink are core: if one keeps failing
+(supervisor.CORE_FAILURES within CORE_WINDOW_S) the agent stops and exits
+non-zero (EX_SOFTWARE), so systemd starts it afresh. A device's poller never
+escalates: while it restarts, its tags are q=2, its COMM alarm is judged, and
+the stretch it did not sample is declared.
 
-Start: the store is opened, alarms active when the agent last stopped are
-taken back (not raised again; the first good value that recovers clears
-them with their old `id`; one whose rule is no longer configured is
+Faults stop at the stage that meets them: a tag whose rules raise gets a
+reading with q=4 (the others are judged as usual), and the store never raises
+(store/sqlite.py).
+
+Start: the store is opened (declaring the stretch the last stop left, until
+the first sample on a synchronised clock), alarms active when the agent last
+stopped are taken back (not raised again; the first good value that recovers
+clears them with their old `id`; one whose rule is no longer configured is
 cleared), the status server starts, READY goes to systemd, then polling.
 
 Samples pass the clock guard (q=1 while the clock is unsynchronised,
 clockguard.py) before the rules.
 
-The watchdog pings only while the pipeline makes progress: the committer
-beats the heartbeat after each commit that did not fail, unless a poller's
-read has hung for `STALL_AFTER_S` (drivers bound their I/O, so that is a
-bug). A dead committer, a hung loop or a hung poller stop the pings, and
-systemd restarts the agent.
+The watchdog pings only while the data flows (`stalled`): every poll loop
+keeps its interval or says its device is down, the committer commits, and the
+uplink delivers or is honestly reconnecting.
 
-Stop (SIGTERM/SIGINT): STOPPING to systemd, pollers stopped and their
-connections closed, everything buffered committed, the offline `state`
-published, the store closed clean.
+Stop (SIGTERM/SIGINT), within SHUTDOWN_S however the devices behave:
+STOPPING to systemd, tasks stopped and connections closed, everything
+buffered committed, the offline `state` published, the store closed clean.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,17 +56,17 @@ from edge_agent.clockguard import ClockGuard
 from edge_agent.config import load_config
 from edge_agent.config.schema import AgentConfig, Device
 from edge_agent.errors import ConfigError, ConfigFileMissing
-from edge_agent.logs import Repeats
-from edge_agent.model import AlarmEvent, AlarmState, Quality, Sample
+from edge_agent.model import AlarmEvent, AlarmState, LinkState, Quality, Reading, Sample
 from edge_agent.poller import Poller
 from edge_agent.reload import ReloadPlan, identity_of, plan_reload, rule_specs
-from edge_agent.rules import CommJudge
+from edge_agent.rules import CommJudge, TagRules
 from edge_agent.service.health import HealthLimits
 from edge_agent.service.http import StatusServer
 from edge_agent.service.notify import Notifier
 from edge_agent.service.snapshot import Snapshot
 from edge_agent.service.watchdog import Heartbeat, Watchdog
-from edge_agent.store import BatchLimits, Store, StoreSettings
+from edge_agent.store import BatchLimits, Loss, Store, StoreSettings
+from edge_agent.supervisor import TaskSupervisor
 from edge_agent.uplink import Uplink
 from edge_agent.uplink.meta import build_meta
 
@@ -67,15 +78,19 @@ MAINTENANCE_INTERVAL_S: Final = 5.0
 STATS_GRACE_S: Final = 2.0
 """A statistics window is closed this long after its end, for samples still on their way."""
 
-STALL_AFTER_S: Final = 60.0
-"""No commit (or a read hung) this long: the pipeline stalled, the watchdog pings stop."""
+COMMIT_STALL_S: Final = 10.0
+"""No commit attempt this long past `commit_interval`: the committer hangs."""
 
 STATUS_EVERY_S: Final = 5.0
 """How often the STATUS line for systemd is refreshed (sent only when it changed)."""
 
+SHUTDOWN_S: Final = 4.5
+"""A stop (SIGTERM) ends within this, whatever devices and broker do; the unit's
+TimeoutStopSec leaves room above it (deploy/systemd/edge-agent.service)."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Supervisor:
+class Systemd:
     """What systemd gave the agent: where to notify, and the watchdog interval (or None)."""
 
     notifier: Notifier = dataclasses.field(default_factory=lambda: Notifier(None))
@@ -89,29 +104,32 @@ class Agent:
         *,
         config_path: Path | None = None,
         clock: ClockWatch | None = None,
-        supervisor: Supervisor | None = None,
+        systemd: Systemd | None = None,
     ) -> None:
         self._config = config
         self._path = config_path
-        self._supervisor = supervisor or Supervisor()
+        self._systemd = systemd or Systemd()
         self._store = _open_store(config)
         self._clock = ClockGuard(clock or ClockWatch(), self._clock_changed)
         self._rules = {tag: spec.build() for tag, spec in rule_specs(config).items()}
         self._comm = {device.name: self._comm_judge(device) for device in config.devices}
         self._pollers = {device.name: self._poller(device) for device in config.devices}
         self._quality: dict[str, Quality] = {}
+        self._rules_failing: set[str] = set()
         self.uplink = self._uplink(config)
-        self._heartbeat = Heartbeat(STALL_AFTER_S)
-        self._commit_error: str | None = None
+        self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
         self._started = time.monotonic()
         self._reload_requested = asyncio.Event()
         self._server: StatusServer | None = None
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._stop = asyncio.Event()
+        self._tasks = TaskSupervisor(self._give_up)
+        self.fatal: str | None = None
+        """Why the agent gave up (a core task kept failing); None while it has not."""
 
     # -- building --------------------------------------------------------------
 
     def _poller(self, device: Device) -> Poller:
-        return Poller(build_driver(device), device.poll, self._on_poll)
+        return Poller(build_driver(device), device.poll, self._on_poll, self._on_missed)
 
     def _comm_judge(self, device: Device) -> CommJudge:
         books = [self._rules[tag.tag].alarms for tag in device.tags]
@@ -148,37 +166,57 @@ class Agent:
             clock_synced=self._clock.synced,
             devices=tuple(poller.snapshot(now) for poller in self._pollers.values()),
             store=store_snapshot(
-                self._store, self._config.store, self.uplink.in_flight, self._commit_error
+                self._store,
+                self._config.store,
+                in_flight=self.uplink.in_flight,
+                connected=self.uplink.stats.connected,
             ),
             uplink=uplink_snapshot(self.uplink, now),
             tags_by_quality=tags_by_quality(self._quality.values()),
             alarms_active=alarms_by_kind(self._rules.values()),
+            task_failures=self._tasks.failures(),
+            stalled=self.stalled(),
         )
+
+    def stalled(self) -> str | None:
+        """Why the data does not flow (a hang, not an honest failure), or None when it does."""
+        now = time.monotonic()
+        hung = [poller.name for poller in self._pollers.values() if not poller.alive(now)]
+        if hung:
+            return f"the poll loop of {', '.join(hung)} hangs"
+        if not self._committed.alive():
+            return "the committer has not committed"
+        if not self.uplink.alive(now):
+            return "the uplink neither delivers nor reconnects"
+        return None
 
     # -- running ---------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll, judge, store and forward until `stop` is set; then shut down in order."""
+        """Poll, judge, store and forward until `stop` is set (or a core task gives up);
+        then shut down in order, within SHUTDOWN_S."""
         log.info("agent_started", devices=len(self._pollers), tags=len(self._rules))
         self._restore_alarms(lambda tag: True)
-        await self._start_server()
-        notifier = self._supervisor.notifier
+        if self._config.metrics.enabled:
+            self._start_server()
+        notifier = self._systemd.notifier
         notifier.ready(self.snapshot().summary_line())  # config loaded, store open
         for poller in self._pollers.values():
-            poller.start()
-        self._start("committer", self._commit_periodically())
+            self._start_poller(poller)
+        self._tasks.start("committer", self._commit_periodically, core=True)
+        self._tasks.start("maintenance", self._maintain_periodically)
         if self._config.stats.enabled:
-            self._start("statistician", self._close_stats_windows())
-        self._start("clock", self._clock.run())
-        self._start("uplink", self.uplink.run())
-        self._start("reloader", self._reload_on_request())
+            self._tasks.start("statistician", self._close_stats_windows)
+        self._tasks.start("clock", self._clock.run, core=True)
+        self._tasks.start("uplink", self.uplink.run, core=True)
+        self._tasks.start("reloader", self._reload_on_request)
         if notifier.enabled:
-            self._start("status", self._report_status())
-        if self._supervisor.watchdog_s is not None:
-            watchdog = Watchdog(notifier, self._supervisor.watchdog_s, self._heartbeat.alive)
-            self._start("watchdog", watchdog.run())
+            self._tasks.start("status", self._report_status)
+        if self._systemd.watchdog_s is not None:
+            watchdog = Watchdog(notifier, self._systemd.watchdog_s, self.stalled)
+            self._tasks.start("watchdog", watchdog.run)
         try:
-            await stop.wait()
+            await _first(stop.wait(), self._stop.wait())
         finally:
             await self._shutdown()
 
@@ -186,50 +224,96 @@ class Agent:
         """SIGHUP: reload the config file (at once, or after a reload under way)."""
         self._reload_requested.set()
 
-    def _start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        self._tasks[name] = asyncio.create_task(work, name=name)
+    def _give_up(self, reason: str) -> None:
+        """A core task keeps failing: stop, and exit non-zero so systemd starts afresh."""
+        self.fatal = reason
+        self._stop.set()
 
-    async def _stop_task(self, name: str) -> None:
-        task = self._tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    def _start_poller(self, poller: Poller) -> None:
+        self._tasks.start(
+            _poll_task(poller.name),
+            poller.run,
+            on_failure=partial(self._poller_failed, poller),
+            on_restart=partial(self._poller_restarted, poller),
+        )
 
-    async def _shutdown(self) -> None:
-        self._supervisor.notifier.stopping()
-        log.info("agent_stopping")
-        for name in [name for name in self._tasks if name != "uplink"]:
-            await self._stop_task(name)
-        await asyncio.gather(*(poller.stop() for poller in self._pollers.values()))
-        self._store.flush()
-        await self.uplink.stop()
-        await self._stop_task("uplink")  # only if stop() timed out: nothing is left to say
-        if self._server is not None:
-            await self._server.close()
-        self._store.close()
-        log.info("agent_stopped")
-
-    async def _start_server(self) -> None:
+    def _start_server(self) -> None:
         metrics = self._config.metrics
-        if not metrics.enabled:
-            return
         host, port = metrics.address()
         limits = HealthLimits(metrics.health.devices_down, metrics.health.uplink_down)
-        self._server = StatusServer(host, port, self.snapshot, limits)
-        await self._server.start()  # a taken port is logged; polling goes on without it
+        server = self._server = StatusServer(host, port, self.snapshot, limits)
+        self._tasks.start("http", server.run)  # a taken port is retried; polling goes on
+
+    async def _shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_S
+
+        def within(share_s: float) -> float:
+            return max(min(share_s, deadline - loop.time()), 0.05)
+
+        self._systemd.notifier.stopping()
+        log.info("agent_stopping")
+        await self._tasks.stop_all(within(1.5), but={"uplink"})
+        await asyncio.wait(
+            [asyncio.ensure_future(p.close()) for p in self._pollers.values()],
+            timeout=within(1.0),
+        )
+        self._store.flush()
+        self._tasks.ending("uplink")
+        await self.uplink.stop(within(2.0))
+        await self._tasks.stop("uplink", within(0.5))  # only if stop() ran out of time
+        self._store.close()
+        log.info("agent_stopped", fatal=self.fatal)
 
     # -- the pipeline ----------------------------------------------------------
 
     def _on_poll(self, poller: Poller, samples: list[Sample]) -> None:
+        if self._clock.synced:
+            self._store.sampled(_now_ms())  # the mark a stop is declared from
         self._handle(self._clock.guard(samples))
         if poller.note_link():
             self.uplink.publish_state_soon()
         self._alarm(self._comm[poller.name].judge(poller.driver.link, _now_ms()))
 
+    def _on_missed(self, poller: Poller, missed: int, first_ms: int, last_ms: int) -> None:
+        """Deadlines a poll ran past were not sampled: declared, with the samples not taken."""
+        tags = sum(1 for tag in self._device(poller.name).tags if tag.poll is None)
+        self._store.record_loss(
+            Loss(
+                f"not sampling: {poller.name} missed poll deadlines",
+                missed * tags,
+                first_ms,
+                last_ms,
+            )
+        )
+
+    def _poller_failed(self, poller: Poller, error: BaseException) -> None:
+        """A poll loop failed: its tags are q=2 (no communication) until it polls again."""
+        poller.halt()
+        now = _now_ms()
+        tags = [tag.tag for tag in self._device(poller.name).tags]
+        self._handle([Sample.bad(tag, now, Quality.COMM) for tag in tags])
+        self.uplink.publish_state_soon()
+        self._alarm(self._comm[poller.name].judge(LinkState.DOWN, now))
+
+    def _poller_restarted(self, poller: Poller) -> None:
+        if poller.halted_at_ms is not None:
+            reason = f"not sampling: the poller of {poller.name} restarted after a failure"
+            self._store.record_loss(Loss(reason, first_ms=poller.halted_at_ms, last_ms=_now_ms()))
+
+    def _device(self, name: str) -> Device:
+        return next(device for device in self._config.devices if device.name == name)
+
     def _handle(self, samples: list[Sample]) -> None:
         events: list[AlarmEvent] = []
         for sample in samples:
-            reading, judged = self._rules[sample.tag].judge(sample)
+            try:
+                rules = self._rules[sample.tag]
+                reading, judged = rules.judge(sample)
+            except Exception as exc:
+                reading, judged = self._rules_failed(sample, exc), []
+            else:
+                self._rules_recovered(sample.tag)
             if reading is not None:
                 # Report by exception reports every change of quality, so the last
                 # reading reported carries the tag's current quality.
@@ -237,6 +321,21 @@ class Agent:
                 self._store.add_reading(reading)
             events += judged
         self._alarm(events)
+
+    def _rules_failed(self, sample: Sample, error: Exception) -> Reading | None:
+        """A tag whose rules raise: q=4 for it alone, logged once until it is judged again."""
+        rules: TagRules | None = self._rules.get(sample.tag)
+        if rules is None:
+            return None  # a tag no longer configured (a reload under way)
+        if sample.tag not in self._rules_failing:
+            self._rules_failing.add(sample.tag)
+            log.error("rules_failed", tag=sample.tag, value=repr(sample.value), exc_info=error)
+        return Reading(sample.tag, rules.hz, sample.ts_ms, None, Quality.CONFIG)
+
+    def _rules_recovered(self, tag: str) -> None:
+        if self._rules_failing and tag in self._rules_failing:
+            self._rules_failing.discard(tag)
+            log.info("rules_recovered", tag=tag)
 
     def _alarm(self, events: list[AlarmEvent]) -> None:
         """Store alarm events together, durable at once, and wake the uplink for them."""
@@ -284,35 +383,32 @@ class Agent:
             now = time.time()
             await asyncio.sleep(window - now % window + STATS_GRACE_S)
             before_ms = _now_ms() - int(STATS_GRACE_S * 1000)
-            for rules in self._rules.values():
-                for item in rules.close_stats(before_ms):
+            for tag, rules in self._rules.items():
+                try:
+                    items = rules.close_stats(before_ms)
+                except Exception:
+                    log.exception("stats_failed", tag=tag)  # this tag's window only
+                    continue
+                for item in items:
                     self._store.add_stat(item)
             self._store.flush()
 
     async def _commit_periodically(self) -> None:
-        """Commit buffered readings every commit_interval; keep the store in bounds every 5 s.
+        """Commit buffered readings every commit_interval.
 
-        Each commit that did not fail beats the watchdog's heartbeat, unless a read hangs.
-        A full disk is not a failure here: the store holds readings in memory and says so.
+        A commit that cannot write (a full disk) is not a stall: the store keeps
+        what it could not write in memory, within its bound, and says so.
         """
-        failures = Repeats(log, "commit")
-        next_maintenance = 0.0
         while True:
             await asyncio.sleep(self._config.store.commit_interval)
-            try:
-                self._store.flush()
-                if time.monotonic() >= next_maintenance:
-                    self._store.maintain(_now_ms())
-                    next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL_S
-            except Exception as exc:
-                self._commit_error = f"{type(exc).__name__}: {exc}"
-                failures.failed(exc)
-                continue
-            self._commit_error = None
-            failures.recovered()
-            now = time.monotonic()
-            if not any(poller.stuck(now, STALL_AFTER_S) for poller in self._pollers.values()):
-                self._heartbeat.beat()
+            self._store.flush()
+            self._committed.beat()
+
+    async def _maintain_periodically(self) -> None:
+        """Keep the store within its cap and retention."""
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+            self._store.maintain(_now_ms())
 
     async def _report_status(self) -> None:
         """Refresh systemd's STATUS line when it changed."""
@@ -321,7 +417,7 @@ class Agent:
             await asyncio.sleep(STATUS_EVERY_S)
             line = self.snapshot().summary_line()
             if line != last:
-                self._supervisor.notifier.status(line)
+                self._systemd.notifier.status(line)
                 last = line
 
     # -- reload ----------------------------------------------------------------
@@ -358,8 +454,11 @@ class Agent:
 
     async def _apply(self, config: AgentConfig, plan: ReloadPlan) -> None:
         gone = [p for name, p in self._pollers.items() if name not in plan.kept_devices]
-        await asyncio.gather(*(poller.stop() for poller in gone))
+        for poller in gone:
+            await self._tasks.stop(_poll_task(poller.name))
+        await asyncio.gather(*(poller.close() for poller in gone))
         self._config = config
+        self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
         self._rules = {
             tag: self._rules[tag] if tag in plan.kept_tags else spec.build()
             for tag, spec in rule_specs(config).items()
@@ -380,20 +479,20 @@ class Agent:
         }
         for poller in self._pollers.values():
             if poller.name not in plan.kept_devices:
-                poller.start()
+                self._start_poller(poller)
         if plan.restart_stats:
-            await self._stop_task("statistician")
+            await self._tasks.stop("statistician")
             if config.stats.enabled:
-                self._start("statistician", self._close_stats_windows())
+                self._tasks.start("statistician", self._close_stats_windows)
         if plan.restart_uplink:
             await self._restart_uplink()
         else:
             self.uplink.publish_state_soon()  # the devices may have changed
-        if plan.restart_metrics and self._server is not None:
-            await self._server.close()
-            self._server = None
         if plan.restart_metrics:
-            await self._start_server()
+            await self._tasks.stop("http")
+            self._server = None
+            if config.metrics.enabled:
+                self._start_server()
         log.info(
             "config_reloaded",
             devices_kept=sorted(plan.kept_devices),
@@ -405,10 +504,11 @@ class Agent:
 
     async def _restart_uplink(self) -> None:
         """A clean stop (offline state), then a new connection with the new settings."""
+        self._tasks.ending("uplink")
         await self.uplink.stop()
-        await self._stop_task("uplink")
+        await self._tasks.stop("uplink")
         self.uplink = self._uplink(self._config)
-        self._start("uplink", self.uplink.run())
+        self._tasks.start("uplink", self.uplink.run, core=True)
 
 
 def _unchanged(device: Device, plan: ReloadPlan) -> bool:
@@ -416,6 +516,20 @@ def _unchanged(device: Device, plan: ReloadPlan) -> bool:
     return device.name in plan.kept_devices and all(
         tag.tag in plan.kept_tags for tag in device.tags
     )
+
+
+def _poll_task(device: str) -> str:
+    return f"poll:{device}"
+
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    """Wait until the first of `waits` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _open_store(config: AgentConfig) -> Store:

@@ -310,8 +310,14 @@ class ModbusDriver:
         if request.is_bits:
             self._decode_bits(request, response.bits, now, out)
             return
+        self.decode_registers(request, cast(list[int], response.registers), now, out)
+
+    def decode_registers(
+        self, request: ReadRequest, registers: list[int], now: int, out: _Out
+    ) -> None:
+        """The samples of a register request's tags from its answer, into `out` at their
+        indices; a tag its registers do not decode for is q=4. Never raises."""
         decoder = self._decoder_for(request)
-        registers = cast(list[int], response.registers)  # pymodbus gives a list
         be, sw = pack_registers(registers, decoder.swapped)
         for batch in decoder.batches:
             decode_batch(batch, sw if batch.swapped else be, now, out, self._note_undecodable)

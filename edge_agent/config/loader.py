@@ -164,11 +164,12 @@ def _check_depth(text: str) -> None:
             depth += 1
             if depth > _MAX_DEPTH:
                 where = event.start_mark
+                mark = Mark(where.line + 1, where.column + 1) if where else Mark(1, 1)
                 message = (
                     f"nested more than {_MAX_DEPTH} levels deep, where a config needs about six: "
                     "check the indentation and the brackets above"
                 )
-                raise _Refused([Problem(Mark(where.line + 1, where.column + 1), "(file)", message)])
+                raise _Refused([Problem(mark, "(file)", message)])
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 

@@ -3,14 +3,17 @@
 The rules (docs/operations.md repeats them for operators):
 
 failing (HTTP 503: the agent is not doing its job; page someone)
+- the data does not flow: a poll loop, the committer or the uplink hangs (the
+  systemd watchdog's pings stop too);
 - the store cannot write (disk full, I/O error): readings are only in memory;
 - no device has been up for `devices_down_s` (every device down, or none
   ever came up since start);
-- the uplink has been disconnected for `uplink_down_s`.
+- the uplink has been disconnected for `uplink_down_s`, or connected while
+  nothing it sent was delivered (the broker refuses) for as long.
 
 degraded (HTTP 200: it works, but something needs a look)
 - a device is down (for less time than the above, or others are up);
-- the uplink is disconnected (for less than `uplink_down_s`);
+- the uplink is disconnected, or delivers nothing (for less than `uplink_down_s`);
 - messages wait in the store (a back-log: an outage is being back-filled);
 - the system clock is not synchronised (samples' times may be wrong).
 
@@ -31,6 +34,8 @@ State = Literal["ok", "degraded", "failing"]
 
 DEVICES_DOWN_S: Final = 300.0
 UPLINK_DOWN_S: Final = 600.0
+UNDELIVERED_S: Final = 30.0
+"""A connected uplink that delivered nothing of what waits for this long is degraded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,8 @@ def judge(snapshot: Snapshot, limits: HealthLimits) -> Health:
 
 def _failing(snapshot: Snapshot, limits: HealthLimits) -> list[str]:
     reasons = []
+    if snapshot.stalled is not None:
+        reasons.append(f"the data does not flow: {snapshot.stalled}")
     if snapshot.store.write_error is not None:
         reasons.append(f"the store cannot write: {snapshot.store.write_error}")
     devices = snapshot.devices
@@ -74,6 +81,8 @@ def _failing(snapshot: Snapshot, limits: HealthLimits) -> list[str]:
     uplink = snapshot.uplink
     if not uplink.connected and uplink.state_for_s >= limits.uplink_down_s:
         reasons.append(f"uplink down for {duration(uplink.state_for_s)}")
+    if uplink.connected and uplink.undelivered_for_s >= limits.uplink_down_s:
+        reasons.append(f"nothing delivered for {duration(uplink.undelivered_for_s)}")
     return reasons
 
 
@@ -86,6 +95,8 @@ def _degraded(snapshot: Snapshot, limits: HealthLimits) -> list[str]:
     uplink = snapshot.uplink
     if not uplink.connected and uplink.state_for_s < limits.uplink_down_s:
         reasons.append(f"uplink down for {duration(uplink.state_for_s)}")
+    if uplink.connected and UNDELIVERED_S <= uplink.undelivered_for_s < limits.uplink_down_s:
+        reasons.append(f"nothing delivered for {duration(uplink.undelivered_for_s)}")
     store = snapshot.store
     if store.backlog_messages:
         age = ""

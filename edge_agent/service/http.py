@@ -1,9 +1,10 @@
 """A tiny HTTP/1.1 server on the event loop: /metrics, /healthz and /status.
 
-API (the runtime starts it when `metrics.enabled`):
+API (the runtime runs it under its task supervisor when `metrics.enabled`):
 
     server = StatusServer(host, port, take_snapshot, HealthLimits(...))
-    await server.start()        # False (and logged) when the address is taken
+    await server.run()          # serves until cancelled; raises when it cannot listen
+    await server.start()        # or by hand: False (and logged) when the address is taken
     server.port                 # the bound port (useful with port 0)
     ...
     await server.close()
@@ -74,6 +75,16 @@ class StatusServer:
             return False
         log.info("metrics_listening", listen=f"{self._host}:{self.port}")
         return True
+
+    async def run(self) -> None:
+        """Serve until cancelled. A failed bind raises: the supervisor tries again after its
+        backoff, and polling goes on meanwhile."""
+        if not await self.start():
+            raise OSError(f"cannot listen on {self._host}:{self._port} (see metrics.listen)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         if self._server is not None:

@@ -62,6 +62,19 @@ class _SnapshotCollector:
         for state in HEALTH_STATES:
             health.add_metric([state], state == self._health.state)
         yield health
+        yield GaugeMetricFamily(
+            "edge_agent_stalled",
+            "1 while the data does not flow (a hang; the systemd watchdog's pings stop).",
+            s.stalled is not None,
+        )
+        failures = CounterMetricFamily(
+            "edge_agent_task_failures",
+            "Failures of a supervised task (each one logged and the task restarted).",
+            labels=["task"],
+        )
+        for task, count in sorted(s.task_failures.items()):
+            failures.add_metric([task], count)
+        yield failures
 
     def _devices(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -110,7 +123,7 @@ class _SnapshotCollector:
         yield from (
             GaugeMetricFamily(
                 "edge_agent_store_backlog_messages",
-                "Messages waiting for their PUBACK.",
+                "Messages waiting in the store (all of them while the uplink is down).",
                 store.backlog_messages,
             ),
             GaugeMetricFamily(
@@ -145,6 +158,11 @@ class _SnapshotCollector:
             ),
             GaugeMetricFamily(
                 "edge_agent_uplink_in_flight", "Messages awaiting PUBACK.", uplink.in_flight
+            ),
+            GaugeMetricFamily(
+                "edge_agent_uplink_undelivered_seconds",
+                "How long messages have waited on the connection with none delivered.",
+                uplink.undelivered_for_s,
             ),
             CounterMetricFamily(
                 "edge_agent_uplink_published", "Messages published.", uplink.published

@@ -83,7 +83,8 @@ class DeviceSnapshot:
 @dataclass(frozen=True, slots=True)
 class StoreSnapshot:
     backlog_messages: int
-    """Packed messages waiting for their PUBACK (the `state.backlog`)."""
+    """Messages waiting in the store (the `state.backlog`): while the uplink is down,
+    everything stored counts."""
     oldest_ms: int | None
     """Sample time of the oldest item waiting, or None when nothing waits."""
     bytes_on_disk: int
@@ -106,6 +107,9 @@ class UplinkSnapshot:
     acked: int = 0
     refused: int = 0
     connects: int = 0
+    undelivered_for_s: float = 0.0
+    """How long messages have waited with none delivered (0 while nothing waits or
+    deliveries come): a connected uplink whose broker takes nothing shows it here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,10 @@ class Snapshot:
     """How many tags have each quality now; keys from QUALITY_NAMES."""
     alarms_active: dict[str, int] = field(default_factory=dict)
     """How many alarms are raised now, by kind (HH, H, L, LL, ROC, STUCK, FAULT, COMM)."""
+    task_failures: dict[str, int] = field(default_factory=dict)
+    """How often each supervised task failed (and was restarted) since the start."""
+    stalled: str | None = None
+    """Why the data does not flow (a hang: the watchdog's pings stop), or None."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,4 +146,6 @@ class Snapshot:
             parts.append("clock unsynced")
         if self.store.write_error is not None:
             parts.append("store cannot write")
+        if self.stalled is not None:
+            parts.append(f"stalled: {self.stalled}")
         return "; ".join(parts)

@@ -2,19 +2,21 @@
 
 API (the runtime wires it):
 
-    heartbeat = Heartbeat(stall_after_s=60)
-    heartbeat.beat()           # after every commit of samples, and whenever nothing is due
+    committed = Heartbeat(stall_after_s=10)
+    committed.beat()           # after every commit
     interval = watchdog_interval()          # from notify.py; None: no watchdog
     if interval:
-        task = asyncio.create_task(Watchdog(notifier, interval, heartbeat.alive).run())
+        Watchdog(notifier, interval, stalled).run()   # stalled() -> why not, or None
 
-Why the pings come from the event loop itself, and only on progress: a ping
-from a thread would keep a hung loop alive forever. A loop blocked in a
-callback (a stuck syscall, a deadlock) runs no task, so no ping; a loop that
-runs but whose pipeline stalled silently (a poller stuck awaiting a future
-that never resolves, the committer dead) makes `progress()` False, so no ping.
-Either way systemd kills and restarts the agent after WatchdogSec=. A busy
-loop is not restarted as long as it still commits.
+Why the pings come from the event loop itself, and only while the data
+flows: a ping from a thread would keep a hung loop alive forever. A loop
+blocked in a callback (a stuck syscall, a deadlock) runs no task, so no ping;
+a loop that runs but whose pipeline stalled silently (a poller stuck awaiting
+a future that never resolves, the committer or the uplink hung) makes
+`stalled()` say why, so no ping. Either way systemd kills and restarts the
+agent after WatchdogSec=. What fails honestly (a device down, a broker away,
+a full disk) is not a stall: restarting would not mend it, and the agent
+says so in /healthz and `state` instead.
 
 Pings go out every half interval, as sd_watchdog_enabled(3) advises, so one
 late tick does not cost a restart.
@@ -49,23 +51,26 @@ class Heartbeat:
 
 
 class Watchdog:
-    """Sends WATCHDOG=1 every `interval_s / 2` while `progress()` is True."""
+    """Sends WATCHDOG=1 every `interval_s / 2` while `stalled()` says nothing."""
 
-    def __init__(self, notifier: Notifier, interval_s: float, progress: Callable[[], bool]) -> None:
+    def __init__(
+        self, notifier: Notifier, interval_s: float, stalled: Callable[[], str | None]
+    ) -> None:
         self._notifier = notifier
         self._period = interval_s / 2
-        self._progress = progress
+        self._stalled = stalled
 
     async def run(self) -> None:
         """Ping until cancelled; logs once when pings are withheld and once when they resume."""
         withholding = False
         while True:
             await asyncio.sleep(self._period)
-            if self._progress():
+            reason = self._stalled()
+            if reason is None:
                 if withholding:
                     log.warning("watchdog_pings_resumed")
                     withholding = False
                 self._notifier.watchdog()
             elif not withholding:
-                log.error("watchdog_pings_withheld", reason="the pipeline made no progress")
+                log.error("watchdog_pings_withheld", reason=reason)
                 withholding = True

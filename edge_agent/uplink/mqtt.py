@@ -54,8 +54,12 @@ REFUSED_RETRY_S = 30.0
 META_WAIT_S = 1.0
 """How long to wait for the broker's retained `meta` after subscribing to it."""
 
-STOP_TIMEOUT_S = 3.0
-"""How long a stop waits for the offline state and the disconnect; SIGTERM must end within 10 s."""
+STOP_TIMEOUT_S = 2.0
+"""How long a stop waits for the offline state and the disconnect, by default."""
+
+STALL_SLACK_S = 30.0
+"""Beyond its own bounds (a connect's timeout, a backoff, two keep-alives), how long the
+uplink may make no progress before `alive` says it hangs."""
 
 
 def now_ms() -> int:
@@ -133,6 +137,8 @@ class Uplink:
         self._backfill_rate = ByteRate(config.backfill_rate) if config.backfill_rate else None
         self._pace = LinkPace()
         self.stats = UplinkStats()
+        self._busy_until = time.monotonic() + self._connect_bound()
+        self._delivered_at = time.monotonic()
 
     # -- called by the runtime -----------------------------------------------
 
@@ -150,6 +156,22 @@ class Uplink:
         """Messages published on this connection and not yet acknowledged."""
         return len(self._flight.seqs)
 
+    def alive(self, now: float) -> bool:
+        """Delivering, idle, connecting or waiting out a backoff, each within its bound:
+        False only when the uplink hangs (the watchdog's question)."""
+        return self._stopping.is_set() or now <= self._busy_until
+
+    def undelivered_for(self, now: float) -> float:
+        """Seconds that messages have waited on this connection with none delivered."""
+        return now - self._delivered_at if self.stats.connected else 0.0
+
+    def _progress(self, within_s: float) -> None:
+        """The uplink moved on; its next step is due within `within_s` (plus the slack)."""
+        self._busy_until = time.monotonic() + within_s + STALL_SLACK_S
+
+    def _connect_bound(self) -> float:
+        return 2 * self._config.mqtt.connect_timeout + 1.0
+
     @property
     def backfill_in_flight(self) -> int:
         """Back-fill messages (`hist: true`) among those in flight."""
@@ -161,7 +183,14 @@ class Uplink:
         The brokers are tried in turn and a takeover of the client id backs off
         long: the policy is `brokers.ReconnectPolicy`. Every log line of a
         connection names its broker.
+
+        What the uplink cannot handle raises out of here, to the task supervisor,
+        which logs it and runs the uplink again from the store (which holds
+        everything not yet acknowledged); the connection is dropped without a
+        DISCONNECT, so if the agent does not come back the broker publishes the
+        will and the platform sees the gateway offline.
         """
+        self._finished.clear()
         mqtt = self._config.mqtt
         brokers = mqtt.endpoints()
         reconnect = ReconnectPolicy(len(brokers), mqtt.reconnect_min, mqtt.reconnect_max)
@@ -171,6 +200,7 @@ class Uplink:
                 session = Session(self._endpoint(broker), self._will(), self._on_ack)
                 self.stats.broker = f"{broker.host}:{broker.port}"
                 with structlog.contextvars.bound_contextvars(broker=f"{broker.host}:{broker.port}"):
+                    self._progress(self._connect_bound())
                     try:
                         receive_maximum = await session.connect()
                     except ConnectFailed as exc:
@@ -182,6 +212,9 @@ class Uplink:
                         up_since = time.monotonic()
                         try:
                             await self._serve(session, receive_maximum)
+                        except Exception:
+                            session.drop()
+                            raise
                         finally:
                             self.stats.mark(connected=False)
                             await session.disconnect()
@@ -204,13 +237,15 @@ class Uplink:
                                 ),
                             )
                 if delay > 0:
+                    self._progress(delay + self._connect_bound())
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
             self._finished.set()
 
-    async def stop(self) -> None:
-        """End the send loop, publish the offline state last, and disconnect cleanly.
+    async def stop(self, within_s: float = STOP_TIMEOUT_S) -> None:
+        """End the send loop, publish the offline state last, and disconnect cleanly,
+        within `within_s`.
 
         Nothing is published after the offline state: a clean disconnect sends
         no will, so a later `online: true` would stand uncorrected.
@@ -218,11 +253,12 @@ class Uplink:
         self._stopping.set()
         self._wake.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._finished.wait(), STOP_TIMEOUT_S)
+            await asyncio.wait_for(self._finished.wait(), within_s)
 
     # -- one connection ------------------------------------------------------
 
     async def _serve(self, session: Session, receive_maximum: int) -> None:
+        self._delivered_at = time.monotonic()
         self._store.mark_live()
         self._flight = _Flight()
         self._state_due = True
@@ -242,18 +278,17 @@ class Uplink:
 
     async def _send_loop(self, session: Session, window: int) -> None:
         next_state = 0.0
+        keepalive = self._config.mqtt.keepalive
         while not session.closed.done() and not self._stopping.is_set():
+            if not self._flight.seqs and not self._refused_until:
+                self._delivered_at = time.monotonic()  # nothing waits on the broker
+                self._progress(2 * keepalive)
             try:
                 if self._state_due or time.monotonic() >= next_state:
                     self._publish_state(session)
                     next_state = time.monotonic() + self._config.state_interval
                 self._fill_window(session, window)
             except NotConnected:
-                break
-            except Exception:
-                # Never stop forwarding for good: drop this connection and start afresh
-                # from the store, which holds everything not yet acknowledged.
-                log.exception("uplink_failed")
                 break
             self._wake.clear()
             wait = min(self._config.batch.linger, max(next_state - time.monotonic(), 0.0))
@@ -273,6 +308,9 @@ class Uplink:
                 self._flight.retained_mids.add(session.publish(topic, payload, retain=True))
         except NotConnected:
             return  # the next connection checks again
+        except Exception:
+            log.exception("meta_sync_failed")  # the next connection tries again
+            return
         log.info("meta_published", config=self._meta.config_hash, replaced=held)
 
     async def _say_offline(self, session: Session) -> None:
@@ -387,6 +425,7 @@ class Uplink:
 
     def _on_ack(self, mid: int, reason: ReasonCode | None) -> None:
         self._wake.set()
+        self._progress(2 * self._config.mqtt.keepalive)  # the broker answers
         if mid in self._flight.retained_mids:
             self._flight.retained_mids.discard(mid)
             return
@@ -406,6 +445,7 @@ class Uplink:
         self._refused_until.pop(seq, None)
         self._store.ack(seq)
         self.stats.acked += 1
+        self._delivered_at = time.monotonic()
         if sampled is not None:
             self.stats.alarm_deliveries.append((sampled, now_ms() - sampled))
 

@@ -217,6 +217,11 @@ class Session:
                 await asyncio.wait_for(asyncio.shield(self.closed), 2.0)
         self._abort()
 
+    def drop(self) -> None:
+        """Close the socket without a DISCONNECT: to the broker the agent vanished, so it
+        publishes the will (after its delay) unless the agent connects again."""
+        self._abort()
+
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
         """Hand one QoS 1 message to the socket; returns its mid for the PUBACK."""
         if self.closed.done() or not self._client.is_connected():

@@ -154,6 +154,7 @@ def test_meta_is_retained_and_published_again_only_when_the_tags_change(rig: Rig
             "tag": "HZ01.GT201",
             "hz": "HZ01",
             "name": "罐区可燃气体 GT-201",
+            "type": "uint16",
             "unit": "%LEL",
             "range": [0, 100],
             "limits": {"HH": 50, "H": 25},

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import Rig, agent_config, counter_device
 
-from edge_agent import runtime
+from edge_agent import poller, runtime
 from edge_agent.config.schema import AgentConfig
 from edge_agent.model import LinkState, Quality, Sample
 from edge_agent.service.notify import Notifier, watchdog_interval
@@ -35,7 +35,7 @@ from edge_agent.service.watchdog import Watchdog
 async def main() -> None:
     notifier = Notifier.from_environ()
     progress = True
-    watchdog = Watchdog(notifier, watchdog_interval(), lambda: progress)
+    watchdog = Watchdog(notifier, watchdog_interval(), lambda: None if progress else "stalled")
     task = asyncio.create_task(watchdog.run())
     notifier.ready("polling 1 device\\nand more")
     await asyncio.sleep(0.5)
@@ -200,15 +200,15 @@ def test_the_agent_tells_systemd_ready_status_watchdog_and_stopping(
 async def test_the_agents_pings_stop_when_a_read_hangs(
     tmp_path: Path, notify_socket: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The runtime's heartbeat: commits go on, but a read that never returns stops the pings."""
+    """The runtime's liveness: commits go on, but a read that never returns stops the pings."""
     receiver, address = notify_socket
-    monkeypatch.setattr(runtime, "STALL_AFTER_S", 0.5)
+    monkeypatch.setattr(poller, "STALL_AFTER_S", 0.5)
     monkeypatch.setattr(runtime, "build_driver", lambda device: HangingDriver(device.name))
     config = AgentConfig.model_validate(
         yaml.safe_load(agent_config(tmp_path, 1, [counter_device(1, 0.1)]).read_text())
         | {"metrics": {"enabled": False}}
     )
-    agent = runtime.Agent(config, supervisor=runtime.Supervisor(Notifier(address), 0.2))
+    agent = runtime.Agent(config, systemd=runtime.Systemd(Notifier(address), 0.2))
     # Listen while the agent runs, as systemd does: a unix datagram queue holds
     # only net.unix.max_dgram_qlen (10) messages, and the rest would be dropped.
     heard: list[str] = []
@@ -221,7 +221,7 @@ async def test_the_agents_pings_stop_when_a_read_hangs(
     await asyncio.wait_for(listening, 5.0)
 
     assert heard[-1] == "STOPPING=1"
-    # Pings until the read hung for 0.5 s and the last beat is 0.5 s old: about 1.1 s.
+    # Pings until the read hung for its interval (0.1 s) and the stall limit: about 0.7 s.
     assert heard.count("WATCHDOG=1") <= 15, "pings for about the first second only"
     assert heard.count("WATCHDOG=1") >= 1
 

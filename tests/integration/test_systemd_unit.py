@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.runtime import SHUTDOWN_S
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "edge-agent.service"
 INSTALLED_BINARY = "/opt/edge-agent/bin/edge-agent"
@@ -57,3 +59,5 @@ def test_the_unit_promises_what_the_agent_keeps() -> None:
     assert settings["Restart"] == "on-failure"
     assert settings["RestartPreventExitStatus"] == "78"
     assert settings["User"] == "edge-agent"
+    # The agent's own stop bound, with room for the interpreter to start and exit.
+    assert float(settings["TimeoutStopSec"].removesuffix("s")) >= SHUTDOWN_S + 5

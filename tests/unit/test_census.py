@@ -45,7 +45,7 @@ def test_the_store_figures_say_when_it_cannot_write(tmp_path: Path) -> None:
     for i in range(5000):  # more than the cap holds in one commit
         store.add_reading(Reading(f"T{i % 4}", "HZ01", i, float(i), Quality.GOOD))
     store.flush()
-    figures = store_snapshot(store, config, in_flight=0, commit_error=None)
+    figures = store_snapshot(store, config, in_flight=0, connected=True)
     assert figures.write_error == "database or disk is full"
     assert figures.max_bytes == 64 * 1024
     assert figures.bytes_on_disk > 0

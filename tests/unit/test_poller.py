@@ -8,7 +8,7 @@ import time
 from structlog.testing import capture_logs
 
 from edge_agent.model import LinkState, Quality, Sample
-from edge_agent.poller import Poller
+from edge_agent.poller import STALL_AFTER_S, OnPoll, Poller
 
 
 class FakeDriver:
@@ -41,16 +41,22 @@ GOOD = [Sample("HZ01.A", 1, 1.0, Quality.GOOD)]
 DOWN = [Sample.bad("HZ01.A", 1, Quality.COMM)]
 
 
+def poller_of(driver: FakeDriver, interval_s: float, on_poll: OnPoll | None = None) -> Poller:
+    return Poller(driver, interval_s, on_poll or (lambda p, s: None), lambda *missed: None)
+
+
 async def run(poller: Poller, seconds: float) -> None:
-    poller.start()
+    task = asyncio.create_task(poller.run())
     await asyncio.sleep(seconds)
-    await poller.stop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await poller.close()
 
 
 async def test_a_driver_raising_on_every_poll_logs_once_not_per_poll() -> None:
     driver = FakeDriver(RuntimeError("bug"), RuntimeError("bug"), RuntimeError("bug"), GOOD)
     with capture_logs() as logged:
-        poller = Poller(driver, 0.01, lambda p, s: None)
+        poller = poller_of(driver, 0.01)
         await run(poller, 0.2)
     events = [line["event"] for line in logged if line["event"].startswith("poll_")]
     assert events == ["poll_failed", "poll_recovered"]
@@ -71,28 +77,54 @@ async def test_reconnects_count_every_link_up_after_the_first() -> None:
         if len(seen) == 5:
             five.set()
 
-    poller = Poller(FakeDriver(GOOD, DOWN, GOOD, DOWN, GOOD), 0.01, on_poll)
-    poller.start()
+    poller = poller_of(FakeDriver(GOOD, DOWN, GOOD, DOWN, GOOD), 0.01, on_poll)
+    task = asyncio.create_task(poller.run())
     await five.wait()
-    await poller.stop()
+    task.cancel()
     figures = poller.snapshot(time.monotonic())
     assert figures.reconnects == 2
     assert figures.errors == 2, "the polls where every tag was bad"
     assert figures.latency.count == figures.polls
 
 
-async def test_a_read_that_hangs_is_stuck_after_the_limit() -> None:
-    poller = Poller(FakeDriver(None), 1.0, lambda p, s: None)
-    poller.start()
+async def test_a_read_that_hangs_past_its_interval_and_the_stall_limit_is_not_alive() -> None:
+    poller = poller_of(FakeDriver(None), 1.0)
+    task = asyncio.create_task(poller.run())
     await asyncio.sleep(0.05)
-    assert not poller.stuck(time.monotonic(), after_s=1.0)
-    assert poller.stuck(time.monotonic() + 2.0, after_s=1.0)
-    await poller.stop()
+    assert poller.alive(time.monotonic())
+    assert not poller.alive(time.monotonic() + 1.0 + STALL_AFTER_S + 1)
+    task.cancel()
 
 
-async def test_a_waiting_poller_is_not_stuck() -> None:
-    poller = Poller(FakeDriver(GOOD), 60.0, lambda p, s: None)
-    poller.start()
+async def test_a_waiting_poller_is_alive_until_its_loop_misses_a_whole_stall() -> None:
+    poller = poller_of(FakeDriver(GOOD), 60.0)
+    task = asyncio.create_task(poller.run())
     await asyncio.sleep(0.05)
-    assert not poller.stuck(time.monotonic() + 3600, after_s=1.0)
-    await poller.stop()
+    assert poller.alive(time.monotonic() + 60)
+    assert not poller.alive(time.monotonic() + 60 + STALL_AFTER_S + 1)
+    task.cancel()
+
+
+async def test_a_halted_poller_reads_as_down_and_alive() -> None:
+    poller = poller_of(FakeDriver(GOOD), 1.0)
+    poller.halt()
+    assert poller.link is LinkState.DOWN
+    assert poller.halted_at_ms is not None
+    assert poller.alive(time.monotonic() + 3600)
+
+
+async def test_a_poll_that_runs_past_deadlines_tells_which_it_skipped() -> None:
+    missed: list[tuple[int, int, int]] = []
+
+    class Slow(FakeDriver):
+        async def read(self) -> list[Sample]:
+            await asyncio.sleep(0.35)
+            return GOOD
+
+    poller = Poller(Slow(GOOD), 0.1, lambda p, s: None, lambda p, n, a, b: missed.append((n, a, b)))
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.5)
+    task.cancel()
+    ((count, first_ms, last_ms), *_) = missed
+    assert count == 3
+    assert last_ms - first_ms == 200
