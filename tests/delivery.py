@@ -89,6 +89,38 @@ def assert_counter_complete(
         )
 
 
+def declared_losses(messages: list[Received]) -> list[dict[str, object]]:
+    """The loss ledger of the newest online `state` (its newest 100 entries)."""
+    states = [m.body for m in messages if m.kind == "state" and m.body.get("online")]
+    entries: list[dict[str, object]] = states[-1].get("losses", []) if states else []
+    return entries
+
+
+def assert_holes_declared(messages: list[Received], tag: str, max_gap_s: float) -> int:
+    """Every gap of more than `max_gap_s` between two readings of `tag` meets a declared
+    loss (a ledger entry whose time range falls in it); returns how many gaps there were."""
+    times = sorted(
+        {
+            item["ts"]
+            for m in envelopes(messages)
+            if m.kind == "rt"
+            for item in m.body["items"]
+            if item["tag"] == tag
+        }
+    )
+    spans = [
+        (int(str(e["first"])), int(str(e["last"])))
+        for e in declared_losses(messages)
+        if "first" in e and "last" in e
+    ]
+    holes = [(a, b) for a, b in itertools.pairwise(times) if b - a > max_gap_s * 1000]
+    for before, after in holes:
+        assert any(first < after and last > before for first, last in spans), (
+            f"{tag}: no reading from {before} to {after} and no declared loss there: {spans}"
+        )
+    return len(holes)
+
+
 def drained(messages: list[Received]) -> bool:
     """The last `state` says nothing waits."""
     states = [m for m in messages if m.kind == "state" and m.body.get("online")]

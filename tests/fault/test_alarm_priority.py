@@ -1,7 +1,7 @@
 """Alarms overtake a back-log on a slow link, and the test can tell when they do not.
 
 A back-log builds while the link is down; the link then comes back as a slow
-WAN (about 32 KiB/s, 200 ms each way, through edge_agent.demo.proxy) with live
+WAN (about 16 KiB/s, 200 ms each way, through edge_agent.demo.proxy) with live
 readings filling half of it. A gas leak is raised while the back-log still
 drains. With alarm priority the alarm reaches the platform ahead of back-fill
 messages that waited before it was raised; with priority switched off
@@ -28,7 +28,9 @@ from edge_agent.demo.proxy import Proxy
 pytestmark = pytest.mark.fault
 
 OUTAGE_S = float(os.environ.get("EDGE_AGENT_TEST_PRIORITY_OUTAGE_S", "6"))
-LINK_RATE = 32 * 1024
+LINK_RATE = 16 * 1024
+"""Slow enough that the back-log still drains when the leak comes (float32 readings go out
+in their shortest form, about 60 bytes each)."""
 LINK_DELAY_S = 0.2
 LEAK_AFTER_RESUME_S = 2.0
 

@@ -4,6 +4,7 @@ and resumes when space returns. Needs root to mount a 4 MiB tmpfs; skipped other
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Plant, Process, agent_config, busy_device
-from delivery import assert_no_seq_gap, drained_since, envelopes
+from delivery import assert_holes_declared, assert_no_seq_gap, drained_since, envelopes
 
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
@@ -57,15 +58,17 @@ def test_a_full_disk_degrades_and_recovers(  # noqa: PLR0917  (pytest fixtures)
     agent = spawn("agent", "run", str(config))
     # A disk smaller than store.max_size is treated like the cap: thin, never fill it.
     wait_for_log(agent, "store_thinned", 60)
-    assert "store_full" not in agent.log()
+    assert "store_write_failed" not in agent.log()
 
     # Something else fills the disk: the store cannot even thin, and holds on in memory.
     filler = small_disk / "filler"
     with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
         while True:
             out.write(b"\0" * 4096)
-    wait_for_log(agent, "store_full", 30)
-    full_at = agent.log().index("store_full")
+    wait_for_log(agent, "store_write_failed", 30)
+    full_at = agent.log().index("store_write_failed")
+    failed = next(line for line in agent.log().splitlines() if "store_write_failed" in line)
+    assert "full" in json.loads(failed)["reason"]
     deadline = time.monotonic() + 10
     while "alarm_raised" not in agent.log()[full_at:]:  # alarms are judged on a full disk
         assert time.monotonic() < deadline, "no alarm judged while the disk was full"
@@ -74,7 +77,7 @@ def test_a_full_disk_degrades_and_recovers(  # noqa: PLR0917  (pytest fixtures)
     assert agent.popen.poll() is None, "the agent keeps running"
 
     filler.unlink()
-    wait_for_log(agent, "store_writable_again", 15)
+    wait_for_log(agent, "store_write_recovered", 15)
     back = time.time()
     broker.start()
     platform.wait_for(drained_since(back), 60, "drained after space returned")
@@ -82,5 +85,7 @@ def test_a_full_disk_degrades_and_recovers(  # noqa: PLR0917  (pytest fixtures)
 
     messages = platform.messages
     assert_no_seq_gap(messages)
+    # Polls go on and whatever was not kept is declared: no hole without a ledger entry.
+    assert_holes_declared(messages, "HZ01.T000", max_gap_s=0.35)
     alarms = [i for m in envelopes(messages) if m.kind == "alarm" for i in m.body["items"]]
     assert any(a["tag"] == "HZ01.GT201" and a["state"] == "raised" for a in alarms)

@@ -3,8 +3,10 @@ a power loss that rolls the store back, and a cap reached during an outage."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -63,6 +65,90 @@ def test_a_corrupt_store_is_set_aside_and_the_agent_carries_on(rig: Rig) -> None
         m.body["seq"] for m in envelopes(rig.platform.messages) if m.body["seq"] > before
     )
     assert after[0] == before + 1, "numbering continues above everything published"
+    assert_copies_identical(rig.platform.messages)
+
+
+def wal_pages(wal: Path) -> set[int]:
+    """The database pages a WAL holds newer copies of (each frame header starts with one)."""
+    if not wal.exists() or wal.stat().st_size <= 32:
+        return set()
+    data = wal.read_bytes()
+    (page_size,) = struct.unpack(">I", data[8:12])
+    frame = 24 + page_size
+    return {
+        struct.unpack(">I", data[at : at + 4])[0] for at in range(32, len(data) - frame + 1, frame)
+    }
+
+
+def damage_a_page(store: Path) -> None:
+    """Overwrite a table leaf page (where rows are: most pages are) in the middle of the
+    file, one that no WAL frame shadows."""
+    data = store.read_bytes()
+    shadowed = wal_pages(store.with_name("store.db-wal"))
+    pages = len(data) // 4096
+    middle_first = sorted(range(2, pages), key=lambda p: abs(p - pages // 2))
+    page = next(
+        p
+        for p in middle_first
+        if p + 1 not in shadowed and data[p * 4096] == 0x0D  # a table b-tree leaf
+    )
+    with store.open("r+b") as file:
+        file.seek(page * 4096)
+        file.write(b"\xa5" * 4096)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("stop", ["clean", "kill9"])
+def test_a_damaged_store_is_set_aside_as_found_and_what_it_held_declared(
+    rig: Rig, stop: str
+) -> None:
+    device = busy_device(rig.plant, gas={"const": 5}, limits={"H": 25})
+    # A small cap keeps the WAL small: most of what waits is in the file itself.
+    agent = rig.start_agent([device], store={"max_size": "4MiB"})
+    rig.platform.wait_for(lambda ms: bool(envelopes(ms)), 15, "first messages")
+    rig.broker.stop()
+    time.sleep(3)  # about 6,000 readings wait in the store
+    if stop == "clean":
+        assert agent.terminate() == 0
+    else:
+        agent.kill9()
+    store = rig.tmp_path / "store.db"
+    damage_a_page(store)
+    found = {name: sha256(store.with_name(name)) for name in ("store.db", "store.db-wal")
+             if store.with_name(name).exists()}  # fmt: skip
+    before = max(m.body["seq"] for m in envelopes(rig.platform.messages))
+
+    agent.start()
+    rig.broker.start()
+    rig.platform.wait_for(
+        lambda ms: any(
+            e["reason"].startswith("store set aside")
+            for m in ms if m.kind == "state" for e in m.body.get("losses", [])
+        ),
+        30,
+        "the set-aside declared",
+    )  # fmt: skip
+    rig.platform.wait_for(lambda ms: max(m.body["seq"] for m in envelopes(ms)) > before, 15, "more")
+    assert agent.popen is not None
+    assert agent.popen.poll() is None, "no crash, no loop"
+    assert agent.terminate() == 0, agent.log()
+
+    (aside,) = rig.tmp_path.glob("store.db.corrupt-*Z")
+    kept = {name.replace("store.db", aside.name): digest for name, digest in found.items()}
+    assert {name: sha256(aside.with_name(name)) for name in kept} == kept, "byte for byte"
+    entry = next(
+        e for e in latest_state(rig.platform.messages)["losses"]
+        if e["reason"].startswith("store set aside")
+    )  # fmt: skip
+    assert entry["items"] > 1000, "counted"
+    assert entry["first"] <= entry["last"]
+    after = sorted(
+        m.body["seq"] for m in envelopes(rig.platform.messages) if m.body["seq"] > before
+    )
+    assert after[0] == before + 1 or "seq" in entry
     assert_copies_identical(rig.platform.messages)
 
 
@@ -149,7 +235,11 @@ def test_the_cap_reached_during_an_outage_thins_readings_and_keeps_alarms(rig: R
     assert {(a["kind"], a["state"]) for a in alarms} >= {("H", "raised"), ("HH", "raised")}
     state = latest_state(messages)
     assert state["losses_total"]["items"] > 0
-    assert all(e["reason"] == "store full: thinned back-log" for e in state["losses"])
+    reasons = {e["reason"] for e in state["losses"]}
+    assert "store full: thinned back-log" in reasons
+    # A thinning pass runs on the event loop and may hold a 50 ms poll past its deadline:
+    # declared as such, never silent.
+    assert reasons <= {"store full: thinned back-log", "not sampling: plc-1 missed poll deadlines"}
     assert file_bytes(rig.tmp_path / "store.db") <= 1024 * 1024, "the cap counts the WAL too"
 
 
