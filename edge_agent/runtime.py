@@ -84,7 +84,7 @@ COMMIT_STALL_S: Final = 10.0
 STATUS_EVERY_S: Final = 5.0
 """How often the STATUS line for systemd is refreshed (sent only when it changed)."""
 
-SHUTDOWN_S: Final = 4.5
+SHUTDOWN_S: Final = 3.5
 """A stop (SIGTERM) ends within this, whatever devices and broker do; the unit's
 TimeoutStopSec leaves room above it (deploy/systemd/edge-agent.service)."""
 
@@ -120,7 +120,6 @@ class Agent:
         self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
         self._started = time.monotonic()
         self._reload_requested = asyncio.Event()
-        self._server: StatusServer | None = None
         self._stop = asyncio.Event()
         self._tasks = TaskSupervisor(self._give_up)
         self.fatal: str | None = None
@@ -241,7 +240,7 @@ class Agent:
         metrics = self._config.metrics
         host, port = metrics.address()
         limits = HealthLimits(metrics.health.devices_down, metrics.health.uplink_down)
-        server = self._server = StatusServer(host, port, self.snapshot, limits)
+        server = StatusServer(host, port, self.snapshot, limits)
         self._tasks.start("http", server.run)  # a taken port is retried; polling goes on
 
     async def _shutdown(self) -> None:
@@ -277,7 +276,8 @@ class Agent:
 
     def _on_missed(self, poller: Poller, missed: int, first_ms: int, last_ms: int) -> None:
         """Deadlines a poll ran past were not sampled: declared, with the samples not taken."""
-        tags = sum(1 for tag in self._device(poller.name).tags if tag.poll is None)
+        device = self._device(poller.name)
+        tags = sum(1 for tag in device.tags if device.interval_of(tag) == device.poll)
         self._store.record_loss(
             Loss(
                 f"not sampling: {poller.name} missed poll deadlines",
@@ -490,7 +490,6 @@ class Agent:
             self.uplink.publish_state_soon()  # the devices may have changed
         if plan.restart_metrics:
             await self._tasks.stop("http")
-            self._server = None
             if config.metrics.enabled:
                 self._start_server()
         log.info(
