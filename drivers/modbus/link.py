@@ -199,8 +199,12 @@ class Link:
     async def _connect(self, limit: float) -> bool:
         client, lost = self._new_client(limit)
         started = time.monotonic()
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
             ok = bool(await asyncio.wait_for(client.connect(), limit))
+            if task is not None and task.cancelling() > cancelling:
+                raise asyncio.CancelledError  # swallowed by wait_for (Python 3.11): see request
             reason = "connect refused or unreachable"
         except TimeoutError:
             ok, reason = False, "connect timed out"
@@ -317,6 +321,7 @@ class Link:
                     self._inflight = None
                     if self._expired:  # the deadline passed as the answer came: the answer counts
                         self._take_back(task)
+                self._restore_swallowed_cancel(task, cancelling)
             except TimeoutError:
                 timed_out = True
                 raise TimeoutError(f"no answer within {limit:g}s") from None
@@ -363,6 +368,22 @@ class Link:
             return
         self._expired = True
         task.cancel()
+
+    def _restore_swallowed_cancel(self, task: asyncio.Task[object], cancelling: int) -> None:
+        """Raise the cancellation an answer arrived with.
+
+        pymodbus awaits its answer with `asyncio.wait_for`, which in Python 3.11
+        returns the answer and drops a cancellation that came in the same
+        instant: a poller stopped then would poll on, and a stop would hang. A
+        cancellation still counted on the task after the answer is raised
+        here, unless it is our own cut (the connection dropped as the answer
+        came), which the answer outdates.
+        """
+        if task.cancelling() <= cancelling:
+            return
+        if self._cut and task.uncancel() <= cancelling:
+            return
+        raise asyncio.CancelledError
 
     def _take_back(self, task: asyncio.Task[object]) -> int:
         """Withdraw the deadline's cancellation, as asyncio.timeout does on exit."""
