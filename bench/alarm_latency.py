@@ -40,8 +40,9 @@ from edge_agent.config.schema import AgentConfig
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.proxy import Proxy
 from edge_agent.model import Quality, Reading
+from edge_agent.reload import batch_limits, store_settings
 from edge_agent.runtime import Agent
-from edge_agent.store import BatchLimits, Store, StoreSettings
+from edge_agent.store import Store
 
 LATE_ACKS_S = 10.0
 SLOW_RATE = 32 * 1024
@@ -135,21 +136,18 @@ def agent_config(tmp: Path, plc_port: int, broker_port: int, priority: bool) -> 
     )
 
 
-def prefill(config: AgentConfig, readings: int) -> None:
+async def prefill(config: AgentConfig, readings: int) -> None:
     """Readings sampled an hour ago, waiting in the store as back-fill."""
-    store_config = config.store
-    store = Store.open(
-        StoreSettings(Path(store_config.path)),
-        BatchLimits(config.uplink.batch.max_items, config.uplink.batch.max_bytes),
-    )
+    store = Store(store_settings(config), batch_limits(config))
+    await store.open()
     start = time.time_ns() // 1_000_000 - 3_600_000
     for n in range(readings):
         store.add_reading(
             Reading(f"HZ01.OLD{n % 200:03}", "HZ01", start + n, 50.0 + n % 7, Quality.GOOD)
         )
         if n % 10_000 == 9_999:
-            store.flush()
-    store.close()
+            await store.flush()
+    await store.close()
 
 
 async def run_case(case: Case, broker: Mosquitto, duration_s: float) -> Result:
@@ -159,7 +157,7 @@ async def run_case(case: Case, broker: Mosquitto, duration_s: float) -> Result:
         simulator = await start_simulator(scenario())
         try:
             config = agent_config(Path(tmp), simulator.ports["plc"], link.port, case.priority)
-            prefill(config, case.backlog)
+            await prefill(config, case.backlog)
             agent = Agent(config)
             stop = asyncio.Event()
             running = asyncio.create_task(agent.run(stop))

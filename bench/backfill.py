@@ -52,7 +52,8 @@ from paho.mqtt.properties import Properties
 from edge_agent.config.schema import Uplink as UplinkConfig
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.model import Quality, Reading
-from edge_agent.store import BatchLimits, PackOptions, Store, StoredMessage, StoreSettings
+from edge_agent.reload import uplink_settings_of
+from edge_agent.store import Store, StoredMessage, StoreSettings
 from edge_agent.uplink import Identity, Uplink
 from edge_agent.uplink.envelope import envelope
 
@@ -110,9 +111,14 @@ class WriteResult:
     commit_p99_s: float
 
 
-def write(path: Path, count: int, per_commit: int, limits: BatchLimits) -> WriteResult:
+def write(path: Path, count: int, per_commit: int, limits: tuple[int, int]) -> WriteResult:
     """Fill a fresh store committing every `per_commit` readings; close it (a checkpoint)."""
-    store = Store.open(StoreSettings(path), limits)
+    return asyncio.run(_write(path, count, per_commit, limits))
+
+
+async def _write(path: Path, count: int, per_commit: int, limits: tuple[int, int]) -> WriteResult:
+    store = Store(StoreSettings(path), limits)
+    await store.open()
     busy = 0.0
     commits: list[float] = []
     for batch in reading_batches(count, first_second(count), per_commit):
@@ -120,11 +126,11 @@ def write(path: Path, count: int, per_commit: int, limits: BatchLimits) -> Write
         for reading in batch:
             store.add_reading(reading)
         before_flush = time.perf_counter()
-        store.flush()
+        await store.flush()
         end = time.perf_counter()
         busy += end - start
         commits.append(end - before_flush)
-    store.close()
+    await store.close()
     p99 = statistics.quantiles(commits, n=100)[98] if len(commits) >= 2 else commits[0]
     return WriteResult(count / busy, statistics.median(commits), p99)
 
@@ -217,44 +223,20 @@ def wait_items(counts: Counts, gateway: str, expected: int, timeout: float) -> i
 
 
 class TimedStore(Store):
-    """The real store, noting when the uplink connected, each PUBACK, and its own busy time."""
+    """The real store, noting when the uplink connected and each PUBACK."""
 
     connected_at = 0.0
     last_ack_at = 0.0
     acks = 0
-    pack_s = 0.0
-    guard_s = 0.0
-    unsent_s = 0.0
 
-    def mark_live(self) -> None:
+    async def mark_live(self) -> None:
         self.connected_at = self.connected_at or time.perf_counter()
-        super().mark_live()
+        await super().mark_live()
 
     def ack(self, seq: int) -> None:
         self.last_ack_at = time.perf_counter()
         self.acks += 1
         super().ack(seq)
-
-    def pack_next(
-        self, now_ms: int, linger_ms: int, options: PackOptions | None = None
-    ) -> StoredMessage | None:
-        start = time.perf_counter()
-        try:
-            return super().pack_next(now_ms, linger_ms, options)
-        finally:
-            self.pack_s += time.perf_counter() - start
-
-    def guard_published(self) -> None:
-        start = time.perf_counter()
-        super().guard_published()
-        self.guard_s += time.perf_counter() - start
-
-    def unsent(self, skip: set[int], limit: int, alarms_first: bool = True) -> list[StoredMessage]:
-        start = time.perf_counter()
-        try:
-            return super().unsent(skip, limit, alarms_first)
-        finally:
-            self.unsent_s += time.perf_counter() - start
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,22 +245,20 @@ class DrainResult:
     seconds: float
     connect_s: float
     messages: int
-    pack_s: float
-    guard_s: float
-    unsent_s: float
 
 
 def drained(store: Store) -> bool:
-    return store.backlog(in_flight=0).messages == 0 and not store.unsent(set(), 1)
+    figures = store.figures
+    return figures.readings == 0 and figures.messages == 0
 
 
 async def drain(path: Path, count: int, port: int, counts: Counts) -> DrainResult:
     """Run the real Uplink on the back-logged store until nothing waits."""
     config = UplinkConfig.model_validate({"mqtt": {"host": "127.0.0.1", "port": port}})
-    limits = BatchLimits(config.batch.max_items, config.batch.max_bytes)
-    store = TimedStore.open(StoreSettings(path), limits)
-    assert isinstance(store, TimedStore)
-    uplink = Uplink(config, Identity(PREFIX, ENTERPRISE, GATEWAY), store, dict, "bench")
+    settings = uplink_settings_of(config)
+    store = TimedStore(StoreSettings(path), (settings.max_items, settings.max_bytes))
+    await store.open()
+    uplink = Uplink(settings, Identity(PREFIX, ENTERPRISE, GATEWAY), store, dict, "bench")
     timeout = 120 + count / 1000
     start = time.perf_counter()
     task = asyncio.create_task(uplink.run())
@@ -298,16 +278,13 @@ async def drain(path: Path, count: int, port: int, counts: Counts) -> DrainResul
     finally:
         await uplink.stop()
         await task
-        store.close()
+        await store.close()
     seconds = store.last_ack_at - start
     return DrainResult(
         rate=count / seconds,
         seconds=seconds,
         connect_s=store.connected_at - start,
         messages=store.acks,
-        pack_s=store.pack_s,
-        guard_s=store.guard_s,
-        unsent_s=store.unsent_s,
     )
 
 
@@ -379,7 +356,7 @@ class Figures:
 
 def measure(count: int, work: Path) -> Figures:
     sample = min(BASELINE_SAMPLE, count)
-    limits = BatchLimits(500, 64 * 1024)  # the uplink.batch defaults
+    limits = (500, 64 * 1024)  # the uplink.batch defaults
     one_by_one = write(work / "one-by-one.db", sample, 1, limits)
     batched = write(work / "store.db", count, PER_COMMIT, limits)
     per_reading = disk_bytes(work / "store.db") / count
@@ -447,9 +424,7 @@ def report(f: Figures) -> None:
     )
     print(
         f"drain: {f.drain.seconds:.1f} s for {f.drain.messages:,} messages "
-        f"(connect {f.drain.connect_s * 1e3:.0f} ms); in the store: pack_next "
-        f"{f.drain.pack_s:.1f} s, guard_published {f.drain.guard_s:.1f} s, "
-        f"unsent {f.drain.unsent_s:.1f} s"
+        f"(connect {f.drain.connect_s * 1e3:.0f} ms)"
     )
     print(
         f"received: {f.received:,} of {f.count:,} back-filled readings "

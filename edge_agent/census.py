@@ -24,7 +24,7 @@ def store_snapshot(
 ) -> StoreSnapshot:
     """`connected`: whether the uplink is up (while it is down, everything stored waits)."""
     backlog = store.backlog(in_flight, connected=connected)
-    _, totals = store.losses()
+    totals = store.figures.losses
     return StoreSnapshot(
         backlog_messages=backlog.messages,
         oldest_ms=backlog.oldest_ms,

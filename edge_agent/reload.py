@@ -20,13 +20,18 @@ The runtime applies a `ReloadPlan` (docs/operations.md tells operators):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from edge_agent.config.schema import AgentConfig
+from edge_agent.config.schema import Uplink as UplinkConfig
 from edge_agent.config.tags import TagBase
 from edge_agent.rules import TagRules
+from edge_agent.store import StoreSettings
 from edge_agent.uplink import Identity
-from edge_agent.uplink.meta import build_meta
+from edge_agent.uplink.meta import Meta, build_meta
+from edge_agent.uplink.session import TlsFiles
+from edge_agent.uplink.settings import BrokerAddress, UplinkSettings
 
 
 class RulesSpec(NamedTuple):
@@ -106,4 +111,73 @@ def _store_change(old: AgentConfig, new: AgentConfig) -> str | None:
 
 
 def _meta_hash(config: AgentConfig) -> str:
-    return build_meta(identity_of(config), config, 0).config_hash
+    return meta_of(config, 0).config_hash
+
+
+def meta_of(config: AgentConfig, ts_ms: int) -> Meta:
+    """The retained `meta` of this config."""
+    entries = [
+        _meta_entry(tag, config.report_every(tag))
+        for device in config.devices
+        for tag in device.tags
+    ]
+    return build_meta(identity_of(config), entries, ts_ms)
+
+
+def _meta_entry(tag: TagBase, every_s: float) -> dict[str, object]:
+    """What `meta` tells of one tag; range and limits written by the tag's NumberFormat
+    (edge_agent/wire.py): decimal strings for a 64-bit integer tag, as its values are."""
+    entry: dict[str, object] = {"tag": tag.tag, "hz": tag.hazard}
+    number = tag.number_format
+    if tag.name is not None:
+        entry["name"] = tag.name
+    if number.type is not None:
+        entry["type"] = number.type
+    if tag.unit is not None:
+        entry["unit"] = tag.unit
+    if tag.range is not None:
+        entry["range"] = [number.limit(tag.range.low), number.limit(tag.range.high)]
+    if tag.limits is not None and tag.limits.items():
+        entry["limits"] = {kind: number.limit(limit) for kind, limit in tag.limits.items()}
+    entry["every"] = round(every_s)
+    return entry
+
+
+def uplink_settings(config: AgentConfig) -> UplinkSettings:
+    """The uplink's own settings, from the `uplink` section."""
+    return uplink_settings_of(config.uplink)
+
+
+def uplink_settings_of(uplink: UplinkConfig) -> UplinkSettings:
+    mqtt = uplink.mqtt
+    tls = TlsFiles(**mqtt.tls.model_dump()) if mqtt.tls else TlsFiles()
+    return UplinkSettings(
+        brokers=tuple(BrokerAddress(b.host, b.port) for b in mqtt.endpoints()),
+        topic_prefix=mqtt.topic_prefix,
+        mqtt5=mqtt.protocol == "5",
+        keepalive_s=mqtt.keepalive,
+        connect_timeout_s=mqtt.connect_timeout,
+        reconnect_min_s=mqtt.reconnect_min,
+        reconnect_max_s=mqtt.reconnect_max,
+        tls=tls if mqtt.uses_tls else None,
+        username_file=mqtt.username_file,
+        password_file=mqtt.password_file,
+        max_inflight=uplink.max_inflight,
+        state_interval_s=uplink.state_interval,
+        linger_s=uplink.batch.linger,
+        max_items=uplink.batch.max_items,
+        max_bytes=uplink.batch.max_bytes,
+        gzip=uplink.batch.gzip,
+        backfill_rate=uplink.backfill_rate,
+        alarm_priority=uplink.alarm_priority,
+    )
+
+
+def store_settings(config: AgentConfig) -> StoreSettings:
+    store = config.store
+    return StoreSettings(Path(store.path), store.max_size, store.retention, store.synchronous)
+
+
+def batch_limits(config: AgentConfig) -> tuple[int, int]:
+    """Most items and most bytes of one message (`uplink.batch`)."""
+    return config.uplink.batch.max_items, config.uplink.batch.max_bytes

@@ -39,6 +39,7 @@ buffered committed, the offline `state` published, the store closed clean.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Coroutine
@@ -58,22 +59,32 @@ from edge_agent.config.schema import AgentConfig, Device
 from edge_agent.errors import ConfigError, ConfigFileMissing
 from edge_agent.model import AlarmEvent, AlarmState, LinkState, Quality, Reading, Sample
 from edge_agent.poller import Poller
-from edge_agent.reload import ReloadPlan, identity_of, plan_reload, rule_specs
+from edge_agent.reload import (
+    ReloadPlan,
+    batch_limits,
+    identity_of,
+    meta_of,
+    plan_reload,
+    rule_specs,
+    store_settings,
+    uplink_settings,
+)
 from edge_agent.rules import CommJudge, TagRules
 from edge_agent.service.health import HealthLimits
 from edge_agent.service.http import StatusServer
 from edge_agent.service.notify import Notifier
 from edge_agent.service.snapshot import Snapshot
 from edge_agent.service.watchdog import Heartbeat, Watchdog
-from edge_agent.store import BatchLimits, Loss, Store, StoreSettings
+from edge_agent.store import Loss, Store
 from edge_agent.supervisor import TaskSupervisor
 from edge_agent.uplink import Uplink
-from edge_agent.uplink.meta import build_meta
 
 log = structlog.get_logger(component="runtime")
 
 MAINTENANCE_INTERVAL_S: Final = 5.0
-"""How often retention and the size cap are enforced."""
+"""How often retention and the size cap are checked when nothing is due."""
+MAINTENANCE_PAUSE_S: Final = 0.01
+"""Between two housekeeping steps while work waits."""
 
 STATS_GRACE_S: Final = 2.0
 """A statistics window is closed this long after its end, for samples still on their way."""
@@ -109,7 +120,7 @@ class Agent:
         self._config = config
         self._path = config_path
         self._systemd = systemd or Systemd()
-        self._store = _open_store(config)
+        self._store = Store(store_settings(config), batch_limits(config))
         self._clock = ClockGuard(clock or ClockWatch(), self._clock_changed)
         self._rules = {tag: spec.build() for tag, spec in rule_specs(config).items()}
         self._comm = {device.name: self._comm_judge(device) for device in config.devices}
@@ -118,6 +129,7 @@ class Agent:
         self._rules_failing: set[str] = set()
         self.uplink = self._uplink(config)
         self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
+        self._commit_now = asyncio.Event()
         self._started = time.monotonic()
         self._reload_requested = asyncio.Event()
         self._stop = asyncio.Event()
@@ -135,15 +147,13 @@ class Agent:
         return CommJudge(books, device.comm_alarm_after)
 
     def _uplink(self, config: AgentConfig) -> Uplink:
-        identity = identity_of(config)
-        meta = build_meta(identity, config, _now_ms())
         return Uplink(
-            config.uplink,
-            identity,
+            uplink_settings(config),
+            identity_of(config),
             self._store,
             self.device_links,
             __version__,
-            meta=meta,
+            meta=meta_of(config, _now_ms()),
             clock=lambda: self._clock.state,
         )
 
@@ -193,9 +203,11 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll, judge, store and forward until `stop` is set (or a core task gives up);
-        then shut down in order, within SHUTDOWN_S."""
+        then shut down in order, within SHUTDOWN_S. Raises StoreError when the store cannot
+        be opened."""
+        await self._store.open()
         log.info("agent_started", devices=len(self._pollers), tags=len(self._rules))
-        self._restore_alarms(lambda tag: True)
+        await self._restore_alarms(lambda tag: True)
         if self._config.metrics.enabled:
             self._start_server()
         notifier = self._systemd.notifier
@@ -257,11 +269,11 @@ class Agent:
             [asyncio.ensure_future(p.close()) for p in self._pollers.values()],
             timeout=within(1.0),
         )
-        self._store.flush()
+        await self._store.flush()
         self._tasks.ending("uplink")
         await self.uplink.stop(within(2.0))
         await self._tasks.stop("uplink", within(0.5))  # only if stop() ran out of time
-        self._store.close()
+        await asyncio.wait_for(self._store.close(), within(1.0))
         log.info("agent_stopped", fatal=self.fatal)
 
     # -- the pipeline ----------------------------------------------------------
@@ -318,7 +330,7 @@ class Agent:
                 # Report by exception reports every change of quality, so the last
                 # reading reported carries the tag's current quality.
                 self._quality[sample.tag] = reading.quality
-                self._store.add_reading(reading)
+                self._store.add_reading(reading, alarmed=bool(judged))
             events += judged
         self._alarm(events)
 
@@ -338,7 +350,8 @@ class Agent:
             log.info("rules_recovered", tag=tag)
 
     def _alarm(self, events: list[AlarmEvent]) -> None:
-        """Store alarm events together, durable at once, and wake the uplink for them."""
+        """Store alarm events together, committed at once (ahead of anything queued on the
+        store's thread), and wake the uplink for them."""
         if not events:
             return
         for event in events:
@@ -352,15 +365,15 @@ class Agent:
                 limit=event.limit,
                 id=event.id,
             )
-        self._store.flush()  # alarms never wait for the commit interval
+        self._commit_now.set()  # alarms never wait for the commit interval
         self.uplink.wake()
 
-    def _restore_alarms(self, in_scope: Callable[[str], bool]) -> None:
+    async def _restore_alarms(self, in_scope: Callable[[str], bool]) -> None:
         """Take back the stored active alarms of the tags `in_scope` into their rules;
         clear those the rules can no longer raise (or whose tag is gone)."""
         stale: list[AlarmEvent] = []
         restored = 0
-        for raised in self._store.active_alarms():
+        for raised in await self._store.active_alarms():
             if not in_scope(raised.tag):
                 continue
             rules = self._rules.get(raised.tag)
@@ -391,24 +404,30 @@ class Agent:
                     continue
                 for item in items:
                     self._store.add_stat(item)
-            self._store.flush()
+            await self._store.flush()
 
     async def _commit_periodically(self) -> None:
-        """Commit buffered readings every commit_interval.
+        """Commit what is buffered every commit_interval, and at once after an alarm.
 
-        A commit that cannot write (a full disk) is not a stall: the store keeps
-        what it could not write in memory, within its bound, and says so.
+        The heartbeat counts commits done, not asked for. A commit that cannot
+        write (a full disk) is not a stall: the store keeps what it could not
+        write in memory, within its bound, and says so.
         """
         while True:
-            await asyncio.sleep(self._config.store.commit_interval)
-            self._store.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_now.wait(), self._config.store.commit_interval)
+            urgent = self._commit_now.is_set()
+            self._commit_now.clear()
+            await self._store.flush(urgent=urgent)
             self._committed.beat()
 
     async def _maintain_periodically(self) -> None:
-        """Keep the store within its cap and retention."""
+        """Keep the store within its cap and retention: a bounded step at a time, one after
+        another while work waits (each behind any commit or packing), else every
+        MAINTENANCE_INTERVAL_S."""
         while True:
-            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
-            self._store.maintain(_now_ms())
+            more = await self._store.maintain(_now_ms())
+            await asyncio.sleep(MAINTENANCE_PAUSE_S if more else MAINTENANCE_INTERVAL_S)
 
     async def _report_status(self) -> None:
         """Refresh systemd's STATUS line when it changed."""
@@ -459,6 +478,7 @@ class Agent:
         await asyncio.gather(*(poller.close() for poller in gone))
         self._config = config
         self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
+        await self._store.set_limits(batch_limits(config))
         self._rules = {
             tag: self._rules[tag] if tag in plan.kept_tags else spec.build()
             for tag, spec in rule_specs(config).items()
@@ -470,7 +490,7 @@ class Agent:
             else self._comm_judge(device)
             for device in config.devices
         }
-        self._restore_alarms(lambda tag: tag not in plan.kept_tags)
+        await self._restore_alarms(lambda tag: tag not in plan.kept_tags)
         self._pollers = {
             device.name: self._pollers[device.name]
             if device.name in plan.kept_devices
@@ -529,14 +549,6 @@ async def _first(*waits: Coroutine[Any, Any, object]) -> None:
     finally:
         for task in tasks:
             task.cancel()
-
-
-def _open_store(config: AgentConfig) -> Store:
-    store, batch = config.store, config.uplink.batch
-    return Store.open(
-        StoreSettings(Path(store.path), store.max_size, store.retention, store.synchronous),
-        BatchLimits(batch.max_items, batch.max_bytes),
-    )
 
 
 def _now_ms() -> int:

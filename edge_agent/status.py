@@ -50,16 +50,13 @@ def read_status(path: Path, max_size: int) -> StoreStatus:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no store yet (the agent creates it on its first start)")
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        count = {
-            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("message", "reading", "event")
-        }
+        count = _waiting(db)
         oldest = [
             row[0]
             for row in (
                 db.execute("SELECT min(oldest) FROM message").fetchone(),
                 db.execute("SELECT ts FROM reading ORDER BY id LIMIT 1").fetchone(),
-                db.execute("SELECT min(ts) FROM event").fetchone(),
+                db.execute("SELECT ts FROM event ORDER BY id LIMIT 1").fetchone(),
             )
             if row is not None and row[0] is not None
         ]
@@ -83,6 +80,16 @@ def read_status(path: Path, max_size: int) -> StoreStatus:
     if mark:
         mark.close()
     return status
+
+
+def _waiting(db: sqlite3.Connection) -> dict[str, int]:
+    """What waits, from the counts the store keeps (schema 4); a store an older agent left
+    is counted row by row."""
+    counters = dict(db.execute("SELECT name, value FROM counter").fetchall())
+    kept = {"message": "messages", "reading": "readings", "event": "events"}
+    if all(name in counters for name in kept.values()):
+        return {table: int(counters[name]) for table, name in kept.items()}
+    return {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in kept}
 
 
 def render(status: StoreStatus) -> str:

@@ -1,20 +1,22 @@
-"""The durable store-and-forward buffer between the rules and the uplink."""
+"""The durable store-and-forward buffer between the rules and the uplink.
 
+`Store` (store.py) is what the event loop uses; the SQLite work runs on the
+store's own thread (actor.py, engine.py), split by job: the write buffer
+(buffer.py), the outbox (outbox.py), housekeeping (maintenance.py,
+capacity.py), the ledger (ledger.py), opening (database.py).
+"""
+
+from edge_agent.store.engine import Figures, StoreSettings
 from edge_agent.store.ledger import Loss, Totals
-from edge_agent.store.sqlite import (
-    Backlog,
-    BatchLimits,
-    PackOptions,
-    Store,
-    StoredMessage,
-    StoreSettings,
-)
+from edge_agent.store.outbox import Admission, Kind, StoredMessage
+from edge_agent.store.store import Backlog, Store
 
 __all__ = [
+    "Admission",
     "Backlog",
-    "BatchLimits",
+    "Figures",
+    "Kind",
     "Loss",
-    "PackOptions",
     "Store",
     "StoreSettings",
     "StoredMessage",

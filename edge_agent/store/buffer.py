@@ -1,13 +1,16 @@
 """What waits in memory for the store's next commit, within one memory bound.
 
 The runtime adds readings, alarm and statistics events, the alarms raised and
-cleared, acknowledgements and the newest sample time; a commit writes them in
-one transaction. While commits fail (a full disk, an I/O error) everything
-stays here, and `bound()` keeps it bounded whatever the cause: past
-`MAX_READINGS` the oldest readings are dropped, past `MAX_EVENTS` the oldest
-statistics and then the oldest alarm events; each drop becomes a ledger entry
-written with the first commit that succeeds. Acknowledgements and alarm
-states are bounded by what is in flight and what is configured.
+cleared, acknowledgements, declared losses and the newest sample time, on the
+event loop, without waiting for anything. A commit takes everything buffered
+as one `Batch` to the store's thread (at most one batch is there at a time);
+what it could not write (a full disk, an I/O error) comes back in front of
+what was added meanwhile. `bound()` keeps the whole, the batch away included,
+within one bound whatever the cause: past `MAX_READINGS` the oldest readings
+are dropped, past `MAX_EVENTS` the oldest statistics and then the oldest alarm
+events; each drop becomes a ledger entry written with the first commit that
+succeeds. Acknowledgements and alarm states are bounded by what is in flight
+and what is configured.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from edge_agent.model import Value
+from edge_agent.model import AlarmEvent, AlarmState, Reading, StatItem, Value
+from edge_agent.store import items
 from edge_agent.store.ledger import Loss
 
 MAX_READINGS: Final = 200_000
@@ -24,13 +28,15 @@ MAX_EVENTS: Final = 20_000
 """Most alarm and statistics events held in memory while commits fail."""
 
 ReadingRow = tuple[str, str, int, Value, int]
-"""(tag, hz, ts, value as stored, quality flags)."""
+"""(tag, hz, ts, value as stored, quality and flags: items.py)."""
 EventRow = tuple[str, int, str]
 """(topic, ts, item JSON)."""
 
 
 @dataclass
-class WriteBuffer:
+class Batch:
+    """Everything one commit writes."""
+
     readings: list[ReadingRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     raised: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -55,41 +61,106 @@ class WriteBuffer:
             + (self.sampled_ms is not None)
         )
 
+    def then(self, later: Batch) -> Batch:
+        """This batch followed by `later` (a batch given back, and what came meanwhile)."""
+        return Batch(
+            self.readings + later.readings,
+            self.events + later.events,
+            self.raised + later.raised,
+            self.cleared + later.cleared,
+            self.acks + later.acks,
+            self.losses + later.losses,
+            max(filter(None, (self.sampled_ms, later.sampled_ms)), default=None),
+            self.resumed_ms if self.resumed_ms is not None else later.resumed_ms,
+        )
+
+
+class WriteBuffer:
+    def __init__(self) -> None:
+        self._batch = Batch()
+        self.away = 0
+        """Items of the batch on the store's thread, not yet committed."""
+        self._resumed = False
+
+    def __len__(self) -> int:
+        return len(self._batch) + self.away
+
+    @property
+    def acks(self) -> list[int]:
+        return self._batch.acks
+
+    @property
+    def readings(self) -> list[ReadingRow]:
+        return self._batch.readings
+
+    @property
+    def events(self) -> list[EventRow]:
+        return self._batch.events
+
+    def add_reading(self, reading: Reading, alarmed: bool) -> None:
+        value, flags = items.stored(reading, alarmed)
+        self._batch.readings.append((reading.tag, reading.hz, reading.ts_ms, value, flags))
+
+    def add_alarm(self, event: AlarmEvent) -> None:
+        item = items.alarm_item(event)
+        self._batch.events.append(("alarm", event.ts_ms, item))
+        if event.state is AlarmState.RAISED:
+            self._batch.raised.append((event.id, event.tag, str(event.kind), item))
+        else:
+            self._batch.cleared.append(event.id)
+
+    def add_stat(self, stat: StatItem) -> None:
+        self._batch.events.append(("stat", stat.start_ms, items.stat_item(stat)))
+
+    def ack(self, seq: int) -> None:
+        self._batch.acks.append(seq)
+
+    def record(self, loss: Loss) -> None:
+        self._batch.losses.append(loss)
+
     def sampled(self, ts_ms: int) -> None:
-        if self.resumed_ms is None:
-            self.resumed_ms = ts_ms
-        if self.sampled_ms is None or ts_ms > self.sampled_ms:
-            self.sampled_ms = ts_ms
+        batch = self._batch
+        if not self._resumed:
+            self._resumed = True
+            batch.resumed_ms = ts_ms
+        if batch.sampled_ms is None or ts_ms > batch.sampled_ms:
+            batch.sampled_ms = ts_ms
 
-    def committed(self, readings: int) -> None:
-        """The first `readings` readings and everything else were written."""
-        del self.readings[:readings]
-        self.events.clear()
-        self.raised.clear()
-        self.cleared.clear()
-        self.acks.clear()
-        self.losses.clear()
-        self.sampled_ms = None
+    def take(self) -> Batch:
+        """Everything buffered, for one commit; the buffer starts afresh."""
+        batch, self._batch = self._batch, Batch()
+        self.away = len(batch)
+        return batch
 
-    def bound(self, cause: str) -> None:
-        """Drop the oldest readings and events beyond the bounds, and declare them."""
-        excess = len(self.readings) - MAX_READINGS
+    def give_back(self, unwritten: Batch, cause: str) -> None:
+        """What a commit could not write goes in front of what came meanwhile, within the
+        bound; what the bound drops is declared (`cause`: why it could not be written)."""
+        self.away = 0
+        self._batch = unwritten.then(self._batch)
+        self._bound(cause)
+
+    def committed(self) -> None:
+        self.away = 0
+
+    def _bound(self, cause: str) -> None:
+        batch = self._batch
+        excess = len(batch.readings) - MAX_READINGS
         if excess > 0:
-            dropped = self.readings[:excess]
-            del self.readings[:excess]
-            times = [row[2] for row in dropped]
-            self.losses.append(
+            times = [row[2] for row in batch.readings[:excess]]
+            del batch.readings[:excess]
+            batch.losses.append(
                 Loss(f"{cause}: readings not stored", excess, min(times), max(times))
             )
-        excess = len(self.events) - MAX_EVENTS
+        excess = len(batch.events) - MAX_EVENTS
         if excess > 0:
             # Statistics go first: an alarm event is what the platform must not miss.
-            order = sorted(range(len(self.events)), key=lambda i: (self.events[i][0] == "alarm", i))
+            events = batch.events
+            order = sorted(range(len(events)), key=lambda i: (events[i][0] == "alarm", i))
             drop = set(order[:excess])
             for topic, what in (("stat", "statistics"), ("alarm", "alarm events")):
-                times = [self.events[i][1] for i in drop if self.events[i][0] == topic]
+                times = [events[i][1] for i in drop if events[i][0] == topic]
                 if times:
-                    self.losses.append(
+                    batch.losses.append(
                         Loss(f"{cause}: {what} not stored", len(times), min(times), max(times))
                     )
-            self.events = [event for i, event in enumerate(self.events) if i not in drop]
+            batch.events = [event for i, event in enumerate(events) if i not in drop]

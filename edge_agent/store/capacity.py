@@ -1,16 +1,26 @@
 """Keeping the store within its size cap and retention, degrading gracefully when full.
 
 The cap counts everything on disk: the database file with its free pages and
-the WAL. Past `THIN_AT` of the cap the oldest waiting readings are thinned:
-in the oldest tenth of the back-log every second reading of each tag is
-dropped, so an outage keeps its shape at a coarser step, and each pass over
-the same stretch halves it again. Only readings not yet packed are thinned,
-so thinning never makes a `seq` gap. Alarm events and packed messages are
-dropped only when no reading is left to thin. Every drop is written to the
-loss ledger in the same transaction.
+the WAL. Past `THIN_AT` of the cap the waiting readings are thinned, one
+stretch of `THIN_STRETCH` rows at a time, oldest first, so that an outage
+gets coarser, never shorter: in each stretch, per tag and time bucket, the
+readings kept are the lowest and the highest (with their real `ts`, so a gas
+peak survives), every reading whose quality changed, every reading that
+raised or cleared an alarm, and every change of a value that is not a number;
+the rest go. When a pass over the whole back-log did not bring it under the
+cap, the buckets double (10 s, 20 s, ... up to about a day: `thin_level`,
+kept in the store) and the next pass starts again from the oldest. Only past
+the largest bucket do the oldest readings go outright, then statistics, then
+alarm events, then unsent messages (declared by `seq`). Only readings not yet
+packed are thinned, so thinning never makes a `seq` gap. Every drop is
+written to the loss ledger in the same transaction; consecutive passes grow
+one entry (ledger.py).
 
-After a back-log drains, the WAL is truncated and free pages are returned to
-the file system (incremental vacuum), so the file shrinks back.
+Retention drops readings and events older than `store.retention`, from the
+oldest, a slice at a time. After a back-log drains, free pages are returned to
+the file system (incremental vacuum) a slice at a time, so the file shrinks
+back. Every step here is bounded in rows or pages, so no step holds the
+store's thread (and with it an alarm's commit) for long.
 """
 
 from __future__ import annotations
@@ -19,15 +29,24 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from edge_agent.store import ledger
+from edge_agent.store.items import ALARMED
 from edge_agent.store.ledger import Loss
 
-THIN_AT = 0.9
+THIN_AT: Final = 0.9
 """Fraction of the cap at which thinning starts."""
-THIN_MIN_ROWS = 1000
-"""The smallest stretch of readings one thinning pass works on."""
-
+THIN_STRETCH: Final = 20_000
+"""Waiting readings one thinning step works on."""
+BUCKET_MS: Final = 10_000
+"""The time bucket of the first thinning level; each level doubles it."""
+MAX_LEVEL: Final = 13
+"""10 s x 2**13: buckets of about 23 hours. Past it, the oldest readings go outright."""
+DROP_SLICE: Final = 5_000
+"""Rows one retention or last-resort step deletes at most."""
+SHRINK_PAGES: Final = 256
+"""Pages one shrinking step gives back."""
 
 WAL_SHARE = 0.1
 """Share of the cap kept for the WAL (at most WAL_MAX_PAGES); the database file gets the rest."""
@@ -65,10 +84,14 @@ class Budget:
         wal_pages = max(int(room * WAL_SHARE) // self.page_size, 16)
         return Budget(self.page_size, max(room // self.page_size - wal_pages, 16), wal_pages)
 
-    def apply(self, db: sqlite3.Connection) -> None:
-        """Make SQLite hold the file within the cap: past it, inserts fail as on a full disk."""
+    def apply(self, db: sqlite3.Connection, *, checkpoints: bool = True) -> None:
+        """Make SQLite hold the file within the cap: past it, inserts fail as on a full disk.
+
+        Without `checkpoints` the WAL is never folded into the file automatically
+        (while the file is still being checked: database.py).
+        """
         db.execute(f"PRAGMA max_page_count={self.db_pages}")
-        db.execute(f"PRAGMA wal_autocheckpoint={self.wal_pages}")
+        db.execute(f"PRAGMA wal_autocheckpoint={self.wal_pages if checkpoints else 0}")
 
 
 def file_bytes(path: Path) -> int:
@@ -84,40 +107,92 @@ def over_cap(db: sqlite3.Connection, budget: Budget) -> bool:
     return bool(pages - free >= THIN_AT * budget.db_pages)
 
 
-def thin_oldest(db: sqlite3.Connection) -> Loss | None:
-    """One thinning pass (inside the caller's transaction); None when no reading is left."""
-    (count,) = db.execute("SELECT count(*) FROM reading").fetchone()
-    if count == 0:
+@dataclass
+class Thinning:
+    """Where thinning stands: its level (buckets of BUCKET_MS x 2**level) and the next row."""
+
+    level: int = 0
+    after_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """What one step removed: the loss declared, and how many of its rows were back-fill."""
+
+    loss: Loss
+    below: int = 0
+    table: str = "reading"
+
+
+_VICTIMS = """
+INSERT INTO temp.victim (id, ts)
+SELECT id, ts FROM (
+    SELECT id, ts, q, v, typeof(v) IN ('integer', 'real') AS number,
+           row_number() OVER (PARTITION BY tag_id, ts / :bucket ORDER BY v, id) AS low,
+           row_number() OVER (PARTITION BY tag_id, ts / :bucket ORDER BY v DESC, id) AS high,
+           lag(q) OVER (PARTITION BY tag_id ORDER BY id) AS previous_q,
+           lag(v) OVER (PARTITION BY tag_id ORDER BY id) AS previous_v
+    FROM reading WHERE id BETWEEN :first AND :last)
+WHERE low > 1 AND high > 1 AND q & :alarmed = 0 AND previous_q = q
+      AND (number OR previous_v IS v)
+"""
+
+
+def thin_step(db: sqlite3.Connection, thinning: Thinning, boundary: int) -> Dropped | None:
+    """One thinning step (inside the caller's transaction); None when nothing could go.
+
+    `boundary`: the first live row id, to count how many of the dropped were back-fill.
+    """
+    while thinning.level <= MAX_LEVEL:
+        stretch = db.execute(
+            "SELECT min(id), max(id) FROM (SELECT id FROM reading WHERE id > ? ORDER BY id "
+            "LIMIT ?)",
+            (thinning.after_id, THIN_STRETCH),
+        ).fetchone()
+        if stretch[0] is None:  # a whole pass done: coarser buckets, from the oldest again
+            thinning.level += 1
+            thinning.after_id = 0
+            db.execute("UPDATE counter SET value = ? WHERE name = 'thin_level'", (thinning.level,))
+            continue
+        thinning.after_id = stretch[1]
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS victim (id INTEGER PRIMARY KEY, ts INTEGER)")
+        bounds = {"first": stretch[0], "last": stretch[1], "alarmed": ALARMED}
+        db.execute(_VICTIMS, {**bounds, "bucket": BUCKET_MS << thinning.level})
+        dropped = _drop_victims(db, boundary)
+        if dropped is not None:
+            return dropped
+    return drop_oldest(db, boundary)
+
+
+def _drop_victims(db: sqlite3.Connection, boundary: int) -> Dropped | None:
+    count, first, last, below = db.execute(
+        "SELECT count(*), min(ts), max(ts), count(*) FILTER (WHERE id < ?) FROM temp.victim",
+        (boundary,),
+    ).fetchone()
+    if count:
+        db.execute("DELETE FROM reading WHERE id IN (SELECT id FROM temp.victim)")
+    db.execute("DELETE FROM temp.victim")
+    if not count:
         return None
-    span = max(count // 10, min(THIN_MIN_ROWS, count))
-    low, high = db.execute(
-        "SELECT min(id), max(id) FROM (SELECT id FROM reading ORDER BY id LIMIT ?)", (span,)
+    return _declare(db, Loss("store full: thinned back-log", count, first, last), below)
+
+
+def drop_oldest(db: sqlite3.Connection, boundary: int) -> Dropped | None:
+    """The last resort, past the largest bucket: the oldest readings outright, then the
+    oldest statistics, alarm events, unsent messages; None when nothing is left."""
+    count, first, last, below = db.execute(
+        "SELECT count(*), min(ts), max(ts), count(*) FILTER (WHERE id < ?) FROM "
+        "(SELECT id, ts FROM reading ORDER BY id LIMIT ?)",
+        (boundary, DROP_SLICE),
     ).fetchone()
-    victims: tuple[str, tuple[int, ...]] = (
-        "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY tag_id ORDER BY id) AS n "
-        "FROM reading WHERE id BETWEEN ? AND ?) WHERE n % 2 = 0",
-        (low, high),
-    )
-    loss = _delete_readings(db, *victims)
-    if loss.items == 0:  # one reading per tag in the stretch: the oldest half goes outright
-        loss = _delete_readings(
-            db, "SELECT id FROM reading ORDER BY id LIMIT ?", (max(span // 2, 1),)
+    if count:
+        db.execute(
+            "DELETE FROM reading WHERE id IN (SELECT id FROM reading ORDER BY id LIMIT ?)",
+            (DROP_SLICE,),
         )
-    ledger.record(db, loss)
-    return loss
-
-
-def _delete_readings(db: sqlite3.Connection, victims: str, args: tuple[int, ...]) -> Loss:
-    items, first, last = db.execute(
-        f"SELECT count(*), min(ts), max(ts) FROM reading WHERE id IN ({victims})", args
-    ).fetchone()
-    db.execute(f"DELETE FROM reading WHERE id IN ({victims})", args)
-    return Loss("store full: thinned back-log", items, first, last)
-
-
-def drop_oldest_event_or_message(db: sqlite3.Connection) -> Loss | None:
-    """When no reading is left: the oldest waiting event (statistics before alarms), else
-    the oldest unsent message."""
+        return _declare(
+            db, Loss("store full: dropped the oldest readings", count, first, last), below
+        )
     row = db.execute(
         "SELECT id, ts, topic FROM event ORDER BY topic = 'alarm', id LIMIT 1"
     ).fetchone()
@@ -125,29 +200,47 @@ def drop_oldest_event_or_message(db: sqlite3.Connection) -> Loss | None:
         db.execute("DELETE FROM event WHERE id = ?", (row[0],))
         what = "an alarm event" if row[2] == "alarm" else "a statistics item"
         loss = Loss(f"store full: dropped {what}", 1, row[1], row[1])
-    else:
-        row = db.execute("SELECT seq, oldest FROM message ORDER BY seq LIMIT 1").fetchone()
-        if row is None:
-            return None
-        db.execute("DELETE FROM message WHERE seq = ?", (row[0],))
-        loss = Loss("store full: dropped an unsent message", 0, None, None, (row[0], row[0]))
+        return _declare(db, loss, 0, "event")
+    row = db.execute(
+        "SELECT seq, oldest, json_array_length(items), "
+        "(SELECT max(value ->> 'ts') FROM json_each(items)) FROM message ORDER BY seq LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    seq, oldest, count, newest = row
+    db.execute("DELETE FROM message WHERE seq = ?", (seq,))
+    loss = Loss("store full: dropped an unsent message", count, oldest, newest, (seq, seq))
+    return _declare(db, loss, 0, "message")
+
+
+def expire_step(
+    db: sqlite3.Connection, table: str, before_ms: int, boundary: int
+) -> Dropped | None:
+    """Drop up to DROP_SLICE of the oldest rows of `table` sampled before `before_ms`."""
+    oldest = f"SELECT id, ts FROM {table} ORDER BY id LIMIT {DROP_SLICE}"
+    count, first, last, below = db.execute(
+        f"SELECT count(*), min(ts), max(ts), count(*) FILTER (WHERE id < ?) FROM ({oldest}) "
+        "WHERE ts < ?",
+        (boundary, before_ms),
+    ).fetchone()
+    if not count:
+        return None
+    db.execute(
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM ({oldest}) WHERE ts < ?)", (before_ms,)
+    )
+    what = "readings" if table == "reading" else "alarm events and statistics"
+    loss = Loss(f"older than the store retention: {what}", count, first, last)
+    return _declare(db, loss, below, table)
+
+
+_COUNTERS = {"reading": "readings", "event": "events", "message": "messages"}
+
+
+def _declare(db: sqlite3.Connection, loss: Loss, below: int, table: str = "reading") -> Dropped:
+    removed = 1 if table == "message" else loss.items
+    db.execute("UPDATE counter SET value = value - ? WHERE name = ?", (removed, _COUNTERS[table]))
     ledger.record(db, loss)
-    return loss
-
-
-def drop_expired(db: sqlite3.Connection, before_ms: int) -> list[Loss]:
-    """Drop waiting readings and events sampled before `before_ms` (the retention)."""
-    losses = []
-    for table, what in (("reading", "readings"), ("event", "alarm events and statistics")):
-        items, first, last = db.execute(
-            f"SELECT count(*), min(ts), max(ts) FROM {table} WHERE ts < ?", (before_ms,)
-        ).fetchone()
-        if items:
-            db.execute(f"DELETE FROM {table} WHERE ts < ?", (before_ms,))
-            loss = Loss(f"older than the store retention: {what}", items, first, last)
-            ledger.record(db, loss)
-            losses.append(loss)
-    return losses
+    return Dropped(loss, below, table)
 
 
 def mostly_free(db: sqlite3.Connection) -> bool:
@@ -158,12 +251,14 @@ def mostly_free(db: sqlite3.Connection) -> bool:
     return bool(free * 4 >= pages and free * page_size >= 1024 * 1024)
 
 
-def shrink(db: sqlite3.Connection) -> None:
-    """Give free pages back and truncate the WAL; call when little is waiting."""
+def shrink_step(db: sqlite3.Connection) -> bool:
+    """Give up to SHRINK_PAGES free pages back and truncate the WAL; True while free pages
+    remain."""
     # Through execute() Python steps this pragma once, freeing a single page;
     # executescript() runs it to completion.
-    db.executescript("PRAGMA incremental_vacuum;")
+    db.executescript(f"PRAGMA incremental_vacuum({SHRINK_PAGES});")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return bool(db.execute("PRAGMA freelist_count").fetchone()[0])
 
 
 BYTES_PER_READING = 28

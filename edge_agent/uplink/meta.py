@@ -2,9 +2,8 @@
 
 Each tag's entry carries its name, the `type` of its value as read from the
 device (when the config says it), unit, range, limits and `every`, the
-longest interval between two of its reports. Range and limits are written by
-the tag's NumberFormat (edge_agent/wire.py): decimal strings for a 64-bit
-integer tag, as its values are. `config` is the SHA-256 of the
+longest interval between two of its reports; the runtime builds the entries
+from the config (reload.py, `meta_entries`). `config` is the SHA-256 of the
 tag entries (canonical JSON), so it changes exactly when what the platform
 is told changes, and not with the time of publishing.
 
@@ -21,8 +20,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from edge_agent.config.schema import AgentConfig
-from edge_agent.config.tags import TagBase
 from edge_agent.uplink.envelope import Identity
 
 MAX_META_BYTES = 256 * 1024 - 1024
@@ -36,17 +33,15 @@ class Meta:
     """(topic, payload) to publish retained, parts first and `meta` last."""
 
 
-def build_meta(identity: Identity, config: AgentConfig, ts_ms: int) -> Meta:
-    tags = [
-        _entry(tag, config.report_every(tag)) for device in config.devices for tag in device.tags
-    ]
-    canonical = json.dumps(tags, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def build_meta(identity: Identity, entries: list[dict[str, object]], ts_ms: int) -> Meta:
+    """The retained payloads of `meta` for these tag entries."""
+    canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     config_hash = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     head = {"v": 1, "ent": identity.enterprise, "gw": identity.gateway, "ts": ts_ms}
     head["config"] = config_hash
-    parts = _split(tags)
+    parts = _split(entries)
     if len(parts) == 1:
-        return Meta(config_hash, [(identity.topic("meta"), _dump({**head, "tags": tags}))])
+        return Meta(config_hash, [(identity.topic("meta"), _dump({**head, "tags": entries}))])
     payloads = [
         (identity.topic(f"meta/{n}"), _dump({**head, "part": n, "tags": part}))
         for n, part in enumerate(parts, start=1)
@@ -65,23 +60,6 @@ def held_hash(payload: bytes | None) -> str | None:
         return None
     held = body.get("config") if isinstance(body, dict) else None
     return held if isinstance(held, str) else None
-
-
-def _entry(tag: TagBase, every_s: float) -> dict[str, object]:
-    entry: dict[str, object] = {"tag": tag.tag, "hz": tag.hazard}
-    number = tag.number_format
-    if tag.name is not None:
-        entry["name"] = tag.name
-    if number.type is not None:
-        entry["type"] = number.type
-    if tag.unit is not None:
-        entry["unit"] = tag.unit
-    if tag.range is not None:
-        entry["range"] = [number.limit(tag.range.low), number.limit(tag.range.high)]
-    if tag.limits is not None and tag.limits.items():
-        entry["limits"] = {kind: number.limit(limit) for kind, limit in tag.limits.items()}
-    entry["every"] = round(every_s)
-    return entry
 
 
 def _split(tags: list[dict[str, object]]) -> list[list[dict[str, object]]]:

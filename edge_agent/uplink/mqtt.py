@@ -1,16 +1,18 @@
 """The uplink: moves messages from the store to the platform's broker, and back-fills after outages.
 
 The loop per connection: mark the store live (what waits now is back-fill),
-publish `state`, then keep a bounded window of messages in flight: resends
-from the store first (alarms, then the oldest `seq`), then newly packed
-messages (alarms, due live readings, statistics, back-fill). Alarms have
-priority all the way to the broker: one slot of the window is kept for them,
-and the bytes of everything else in flight are bounded by what the link
-drains in half a second (pace.py), so an alarm never queues behind a
-back-log already handed to paho. A message is acknowledged in the store
-only on a PUBACK with a success reason code; a refusal keeps it and retries it
-after `REFUSED_RETRY_S`. On any disconnect the session is dropped with
-whatever paho held, and the next connection starts again from the store.
+publish `state`, then keep the in-flight window (window.py) topped up: the
+store (an `Outbox`, settings.py) offers resends first (alarms, then the oldest
+`seq`), then packs new messages (alarms, due live readings, statistics,
+back-fill), as much as the window admits; every QoS 1 publish, retained
+`state` and `meta` included, counts against it. Alarms have priority all the
+way to the broker: one slot of the window is kept for them, and the bytes of
+everything else in flight are bounded by what the link drains in half a
+second (pace.py), so an alarm never queues behind a back-log already handed
+to paho. A message is acknowledged in the store only on a PUBACK with a
+success reason code; a refusal keeps it and retries it after
+`REFUSED_RETRY_S`. On any disconnect the session is dropped with whatever
+paho held, and the next connection starts again from the store.
 """
 
 from __future__ import annotations
@@ -27,13 +29,10 @@ from typing import Any
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.config.schema import Address
-from edge_agent.config.schema import Uplink as UplinkConfig
-from edge_agent.store import PackOptions, Store, StoredMessage
+from edge_agent.store import StoredMessage
 from edge_agent.uplink.brokers import TAKEOVER_EVIDENCE, ReconnectPolicy
 from edge_agent.uplink.envelope import Identity, envelope, offline_payload, state_payload
 from edge_agent.uplink.meta import Meta, held_hash
-from edge_agent.uplink.pace import LinkPace
 from edge_agent.uplink.ratelimit import ByteRate
 from edge_agent.uplink.session import (
     ConnectFailed,
@@ -41,15 +40,15 @@ from edge_agent.uplink.session import (
     Endpoint,
     NotConnected,
     Session,
-    TlsFiles,
     Will,
 )
+from edge_agent.uplink.settings import BrokerAddress, Outbox, UplinkSettings
+from edge_agent.uplink.window import Window
 
 log = structlog.get_logger(component="uplink")
 
 REFUSED_RETRY_S = 30.0
 """A message the broker refused (PUBACK >= 0x80) is tried again after this long."""
-
 
 META_WAIT_S = 1.0
 """How long to wait for the broker's retained `meta` after subscribing to it."""
@@ -90,55 +89,45 @@ class UplinkStats:
         self.connected, self.since = connected, time.monotonic()
 
 
-@dataclass
-class _Flight:
-    """What is in flight on the current connection."""
-
-    by_mid: dict[int, int] = field(default_factory=dict)
-    seqs: set[int] = field(default_factory=set)
-    hist_seqs: set[int] = field(default_factory=set)
-    retained_mids: set[int] = field(default_factory=set)
-    sizes: dict[int, int] = field(default_factory=dict)
-    """Item bytes of each seq in flight: what the pace is measured and bounded in."""
-    live_alarms: dict[int, int] = field(default_factory=dict)
-    """seq -> sample time of live alarm messages in flight, for their latency."""
-
-    @property
-    def bulk_bytes(self) -> int:
-        return sum(size for seq, size in self.sizes.items() if seq not in self.live_alarms)
-
-
 class Uplink:
     def __init__(
         self,
-        config: UplinkConfig,
+        settings: UplinkSettings,
         identity: Identity,
-        store: Store,
+        outbox: Outbox,
         devices: Callable[[], dict[str, str]],
         version: str,
         *,
         meta: Meta | None = None,
         clock: Callable[[], str] | None = None,
     ) -> None:
-        self._config = config
+        self._settings = settings
         self._meta = meta
         self._clock = clock
         self._identity = identity
-        self._store = store
+        self._outbox = outbox
         self._devices = devices
         self._version = version
         self._wake = asyncio.Event()
         self._state_due = True
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
-        self._flight = _Flight()
+        self._backfill_rate = ByteRate(settings.backfill_rate) if settings.backfill_rate else None
+        self._window = self._new_window(settings.max_inflight)
         self._refused_until: dict[int, float] = {}
         self._backlog_reported = 0
-        self._backfill_rate = ByteRate(config.backfill_rate) if config.backfill_rate else None
-        self._pace = LinkPace()
         self.stats = UplinkStats()
         self._busy_until = time.monotonic() + self._connect_bound()
         self._delivered_at = time.monotonic()
+
+    def _new_window(self, size: int) -> Window:
+        settings = self._settings
+        return Window(
+            size,
+            priority=settings.alarm_priority,
+            max_bytes=settings.max_bytes,
+            backfill_rate=self._backfill_rate,
+        )
 
     # -- called by the runtime -----------------------------------------------
 
@@ -153,8 +142,13 @@ class Uplink:
 
     @property
     def in_flight(self) -> int:
-        """Messages published on this connection and not yet acknowledged."""
-        return len(self._flight.seqs)
+        """Messages from the store published on this connection and not yet acknowledged."""
+        return len(self._window.seqs)
+
+    @property
+    def backfill_in_flight(self) -> int:
+        """Back-fill messages (`hist: true`) among those in flight."""
+        return self._window.backfill
 
     def alive(self, now: float) -> bool:
         """Delivering, idle, connecting or waiting out a backoff, each within its bound:
@@ -170,12 +164,7 @@ class Uplink:
         self._busy_until = time.monotonic() + within_s + STALL_SLACK_S
 
     def _connect_bound(self) -> float:
-        return 2 * self._config.mqtt.connect_timeout + 1.0
-
-    @property
-    def backfill_in_flight(self) -> int:
-        """Back-fill messages (`hist: true`) among those in flight."""
-        return len(self._flight.hist_seqs)
+        return 2 * self._settings.connect_timeout_s + 1.0
 
     async def run(self) -> None:
         """Connect, serve, reconnect with jittered backoff, until `stop()`.
@@ -191,57 +180,62 @@ class Uplink:
         will and the platform sees the gateway offline.
         """
         self._finished.clear()
-        mqtt = self._config.mqtt
-        brokers = mqtt.endpoints()
-        reconnect = ReconnectPolicy(len(brokers), mqtt.reconnect_min, mqtt.reconnect_max)
+        settings = self._settings
+        brokers = settings.brokers
+        reconnect = ReconnectPolicy(
+            len(brokers), settings.reconnect_min_s, settings.reconnect_max_s
+        )
         try:
             while not self._stopping.is_set():
                 broker = brokers[reconnect.broker]
                 session = Session(self._endpoint(broker), self._will(), self._on_ack)
                 self.stats.broker = f"{broker.host}:{broker.port}"
                 with structlog.contextvars.bound_contextvars(broker=f"{broker.host}:{broker.port}"):
-                    self._progress(self._connect_bound())
-                    try:
-                        receive_maximum = await session.connect()
-                    except ConnectFailed as exc:
-                        # A credential file an operator must fix is an error; a broker away is not.
-                        warn = log.error if isinstance(exc, CredentialsUnusable) else log.warning
-                        warn("mqtt_connect_failed", reason=str(exc))
-                        delay = reconnect.connect_failed()
-                    else:
-                        up_since = time.monotonic()
-                        try:
-                            await self._serve(session, receive_maximum)
-                        except Exception:
-                            session.drop()
-                            raise
-                        finally:
-                            self.stats.mark(connected=False)
-                            await session.disconnect()
-                        up_for = time.monotonic() - up_since
-                        delay, takeover = reconnect.connection_ended(
-                            up_for, session.taken_over, session.ended_by_broker
-                        )
-                        if takeover is not None:
-                            log.error(
-                                "mqtt_client_id_taken_over",
-                                gateway=self._identity.gateway,
-                                evidence=TAKEOVER_EVIDENCE[takeover],
-                                takeovers=reconnect.takeovers,
-                                retry_in=round(delay, 1),
-                                hint=(
-                                    f"another client connected with client id "
-                                    f"{self._identity.gateway!r}: check for a cloned gateway "
-                                    "(two gateways configured with the same gateway.code); "
-                                    "backing off instead of taking the id back"
-                                ),
-                            )
+                    delay = await self._connection(session, reconnect)
                 if delay > 0:
                     self._progress(delay + self._connect_bound())
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
             self._finished.set()
+
+    async def _connection(self, session: Session, reconnect: ReconnectPolicy) -> float:
+        """One connection, from connect to its end; returns the delay before the next."""
+        self._progress(self._connect_bound())
+        try:
+            receive_maximum = await session.connect()
+        except ConnectFailed as exc:
+            # A credential file an operator must fix is an error; a broker away is not.
+            warn = log.error if isinstance(exc, CredentialsUnusable) else log.warning
+            warn("mqtt_connect_failed", reason=str(exc))
+            return reconnect.connect_failed()
+        up_since = time.monotonic()
+        try:
+            await self._serve(session, receive_maximum)
+        except Exception:
+            session.drop()
+            raise
+        finally:
+            self.stats.mark(connected=False)
+            await session.disconnect()
+        delay, takeover = reconnect.connection_ended(
+            time.monotonic() - up_since, session.taken_over, session.ended_by_broker
+        )
+        if takeover is not None:
+            log.error(
+                "mqtt_client_id_taken_over",
+                gateway=self._identity.gateway,
+                evidence=TAKEOVER_EVIDENCE[takeover],
+                takeovers=reconnect.takeovers,
+                retry_in=round(delay, 1),
+                hint=(
+                    f"another client connected with client id "
+                    f"{self._identity.gateway!r}: check for a cloned gateway "
+                    "(two gateways configured with the same gateway.code); "
+                    "backing off instead of taking the id back"
+                ),
+            )
+        return delay
 
     async def stop(self, within_s: float = STOP_TIMEOUT_S) -> None:
         """End the send loop, publish the offline state last, and disconnect cleanly,
@@ -259,16 +253,15 @@ class Uplink:
 
     async def _serve(self, session: Session, receive_maximum: int) -> None:
         self._delivered_at = time.monotonic()
-        self._store.mark_live()
-        self._flight = _Flight()
+        await self._outbox.mark_live()
+        self._window = self._new_window(min(self._settings.max_inflight, receive_maximum))
         self._state_due = True
         self.stats.mark(connected=True)
         self.stats.connects += 1
-        window = min(self._config.max_inflight, receive_maximum)
-        log.info("mqtt_connected", receive_maximum=receive_maximum, window=window)
+        log.info("mqtt_connected", receive_maximum=receive_maximum, window=self._window.size)
         meta_sync = asyncio.create_task(self._sync_meta(session), name="meta-sync")
         try:
-            await self._send_loop(session, window)
+            await self._send_loop(session)
         finally:
             meta_sync.cancel()
         if self._stopping.is_set():
@@ -276,22 +269,22 @@ class Uplink:
         else:
             log.warning("mqtt_disconnected", reason=session.closed.result())
 
-    async def _send_loop(self, session: Session, window: int) -> None:
+    async def _send_loop(self, session: Session) -> None:
         next_state = 0.0
-        keepalive = self._config.mqtt.keepalive
+        keepalive = self._settings.keepalive_s
         while not session.closed.done() and not self._stopping.is_set():
-            if not self._flight.seqs and not self._refused_until:
+            if not self._window.seqs and not self._refused_until:
                 self._delivered_at = time.monotonic()  # nothing waits on the broker
                 self._progress(2 * keepalive)
             try:
                 if self._state_due or time.monotonic() >= next_state:
-                    self._publish_state(session)
-                    next_state = time.monotonic() + self._config.state_interval
-                self._fill_window(session, window)
+                    await self._publish_state(session)
+                    next_state = time.monotonic() + self._settings.state_interval_s
+                await self._fill_window(session)
             except NotConnected:
                 break
             self._wake.clear()
-            wait = min(self._config.batch.linger, max(next_state - time.monotonic(), 0.0))
+            wait = min(self._settings.linger_s, max(next_state - time.monotonic(), 0.0))
             if self._backfill_rate is not None:
                 wait = min(wait, max(self._backfill_rate.wait_s(), 0.01))
             await _wait_any(self._wake, session.closed, wait)
@@ -305,7 +298,7 @@ class Uplink:
             if held == self._meta.config_hash:
                 return
             for topic, payload in self._meta.payloads:
-                self._flight.retained_mids.add(session.publish(topic, payload, retain=True))
+                self._publish_retained(session, topic, payload)
         except NotConnected:
             return  # the next connection checks again
         except Exception:
@@ -316,138 +309,77 @@ class Uplink:
     async def _say_offline(self, session: Session) -> None:
         """Publish the retained offline state and give its PUBACK up to a second."""
         with contextlib.suppress(NotConnected):
-            mid = session.publish(
-                self._identity.topic("state"), offline_payload(self._identity), retain=True
+            mid = self._publish_retained(
+                session, self._identity.topic("state"), offline_payload(self._identity)
             )
-            self._flight.retained_mids.add(mid)
             for _ in range(20):
-                if mid not in self._flight.retained_mids or session.closed.done():
+                if mid not in self._window.retained or session.closed.done():
                     return
                 await asyncio.sleep(0.05)
 
-    def _fill_window(self, session: Session, window: int) -> None:
-        """Top the window up: resends first (alarms, then oldest seq), then newly packed messages.
-
-        With alarm priority, readings and statistics leave one slot free for
-        an alarm and stay within the pace's byte budget; alarms only need a
-        free slot. Without it, messages go first in, first out.
-        """
-        if len(self._flight.seqs) >= window:
+    async def _fill_window(self, session: Session) -> None:
+        """Top the window up with what the store offers: resends first, then new messages."""
+        window = self._window
+        if window.in_flight >= window.size:
             return
-        priority = self._config.alarm_priority
-        budget = _Budget(
-            slots=window - len(self._flight.seqs),
-            bulk_slots=window - len(self._flight.seqs) - (1 if priority and window > 1 else 0),
-            backfill_slots=self._backfill_slots(window),
-            bulk_bytes=(
-                self._pace.inflight_budget(time.monotonic()) - self._flight.bulk_bytes
-                if priority
-                else None
-            ),
-        )
-        outgoing: list[StoredMessage] = []
-        skip = self._flight.seqs | self._refused_seqs()
-        for message in self._store.unsent(skip, budget.slots, alarms_first=priority):
-            if not budget.take(message):
-                break  # keep resends in order; new alarms are packed below
-            outgoing.append(message)
-        linger_ms = int(self._config.batch.linger * 1000)
-        max_bytes = (
-            self._pace.message_budget(time.monotonic(), self._config.batch.max_bytes)
-            if priority
-            else None
-        )
-        while budget.slots > 0:
-            packed = self._store.pack_next(
-                now_ms(),
-                linger_ms,
-                PackOptions(
-                    backfill=budget.backfill_slots > 0,
-                    bulk=budget.bulk_allowed,
-                    priority=priority,
-                    max_bytes=max_bytes,
-                ),
-            )
-            if packed is None:
-                break
-            budget.take(packed, force=True)
-            outgoing.append(packed)
-        self._store.guard_published()
-        for message in outgoing:
+        top_up = window.top_up(time.monotonic())
+        skip = window.seqs | self._refused_seqs()
+        linger_ms = int(self._settings.linger_s * 1000)
+        for message in await self._outbox.take(top_up, skip, now_ms(), linger_ms):
             self._send(session, message)
-        if self._backlog_reported and not self._flight.seqs and not self._refused_until:
+        if self._backlog_reported and not window.seqs and not self._refused_until:
             self._state_due = True  # the back-log drained: say so at once
 
-    def _backfill_slots(self, window: int) -> int:
-        """How many back-fill messages may be added now.
-
-        Back-fill holds at most half the window, so live readings and alarms
-        always find a free slot, and none while the `backfill_rate` is spent.
-        """
-        if self._backfill_rate is not None and not self._backfill_rate.allows():
-            return 0
-        if not self._config.alarm_priority:
-            return window
-        return max(window // 2, 1) - len(self._flight.hist_seqs)
-
     def _send(self, session: Session, message: StoredMessage) -> None:
-        payload = envelope(self._identity, message, now_ms())
-        if self._config.batch.gzip:
-            payload = gzip.compress(payload, compresslevel=5, mtime=0)
-        self._pace.sending(time.monotonic(), len(self._flight.seqs))
+        payload = self._payload(envelope(self._identity, message, now_ms()))
         mid = session.publish(self._identity.topic(message.topic), payload)
-        self._flight.by_mid[mid] = message.seq
-        self._flight.seqs.add(message.seq)
-        self._flight.sizes[message.seq] = len(message.items_json)
-        if message.topic == "alarm" and not message.hist:
-            self._flight.live_alarms[message.seq] = message.oldest_ms
-        if message.hist:
-            self._flight.hist_seqs.add(message.seq)
-            if self._backfill_rate is not None:
-                self._backfill_rate.spend(len(payload))
+        self._window.sent(mid, message, len(payload), time.monotonic())
         self.stats.published += 1
 
-    def _publish_state(self, session: Session) -> None:
-        backlog = self._store.backlog(in_flight=len(self._flight.seqs))
+    def _publish_retained(self, session: Session, topic: str, payload: bytes) -> int:
+        mid = session.publish(topic, self._payload(payload), retain=True)
+        self._window.sent(mid, None, len(payload), time.monotonic())
+        return mid
+
+    def _payload(self, payload: bytes) -> bytes:
+        if self._settings.gzip:
+            return gzip.compress(payload, compresslevel=5, mtime=0)
+        return payload
+
+    async def _publish_state(self, session: Session) -> None:
+        losses = await self._outbox.losses()
+        backlog = self._outbox.backlog(self.in_flight)
         payload = state_payload(
             self._identity,
             ts_ms=now_ms(),
             version=self._version,
             backlog=backlog,
             devices=self._devices(),
-            losses=self._store.losses(),
+            losses=losses,
             clock=None if self._clock is None else self._clock(),
         )
-        mid = session.publish(self._identity.topic("state"), payload, retain=True)
-        self._flight.retained_mids.add(mid)
+        self._publish_retained(session, self._identity.topic("state"), payload)
         self._backlog_reported = backlog.messages
         self._state_due = False
 
     def _on_ack(self, mid: int, reason: ReasonCode | None) -> None:
         self._wake.set()
-        self._progress(2 * self._config.mqtt.keepalive)  # the broker answers
-        if mid in self._flight.retained_mids:
-            self._flight.retained_mids.discard(mid)
-            return
-        seq = self._flight.by_mid.pop(mid, None)
-        if seq is None:
-            return
-        self._flight.seqs.discard(seq)
-        self._flight.hist_seqs.discard(seq)
-        size = self._flight.sizes.pop(seq, 0)
-        sampled = self._flight.live_alarms.pop(seq, None)
-        self._pace.acked(time.monotonic(), size, len(self._flight.seqs))
+        self._progress(2 * self._settings.keepalive_s)  # the broker answers
+        ours, message = self._window.acked(mid, time.monotonic())
+        if not ours or message is None:
+            return  # a retained state or meta, or a publish of an earlier connection
+        seq = message.seq
         if reason is not None and reason.is_failure:
             self.stats.refused += 1
             self._refused_until[seq] = time.monotonic() + REFUSED_RETRY_S
             log.error("mqtt_publish_refused", seq=seq, reason=str(reason), retry_in=REFUSED_RETRY_S)
             return
         self._refused_until.pop(seq, None)
-        self._store.ack(seq)
+        self._outbox.ack(seq)
         self.stats.acked += 1
         self._delivered_at = time.monotonic()
-        if sampled is not None:
-            self.stats.alarm_deliveries.append((sampled, now_ms() - sampled))
+        if message.topic == "alarm" and not message.hist:
+            self.stats.alarm_deliveries.append((message.oldest_ms, now_ms() - message.oldest_ms))
 
     def _refused_seqs(self) -> set[int]:
         now = time.monotonic()
@@ -455,54 +387,22 @@ class Uplink:
             del self._refused_until[seq]
         return set(self._refused_until)
 
-    def _endpoint(self, broker: Address) -> Endpoint:
-        mqtt = self._config.mqtt
-        tls = TlsFiles(**mqtt.tls.model_dump()) if mqtt.tls else TlsFiles()
+    def _endpoint(self, broker: BrokerAddress) -> Endpoint:
+        settings = self._settings
         return Endpoint(
             host=broker.host,
             port=broker.port,
             client_id=self._identity.gateway,
-            mqtt5=mqtt.protocol == "5",
-            keepalive_s=max(int(mqtt.keepalive), 1),
-            connect_timeout_s=mqtt.connect_timeout,
-            tls=tls if mqtt.uses_tls else None,
-            username_file=mqtt.username_file,
-            password_file=mqtt.password_file,
+            mqtt5=settings.mqtt5,
+            keepalive_s=max(int(settings.keepalive_s), 1),
+            connect_timeout_s=settings.connect_timeout_s,
+            tls=settings.tls,
+            username_file=settings.username_file,
+            password_file=settings.password_file,
         )
 
     def _will(self) -> Will:
         return Will(self._identity.topic("state"), offline_payload(self._identity))
-
-
-@dataclass
-class _Budget:
-    """What one top-up of the window may still add."""
-
-    slots: int
-    bulk_slots: int
-    backfill_slots: int
-    bulk_bytes: int | None
-    """Item bytes readings and statistics may still add; None: no bound (no priority)."""
-
-    @property
-    def bulk_allowed(self) -> bool:
-        return self.bulk_slots > 0 and (self.bulk_bytes is None or self.bulk_bytes > 0)
-
-    def take(self, message: StoredMessage, force: bool = False) -> bool:
-        """Count `message` in if it fits (or `force`: it was packed to fit); False if not."""
-        alarm = message.topic == "alarm"
-        fits = self.slots > 0 and (
-            alarm or (self.bulk_allowed and (self.backfill_slots > 0 or not message.hist))
-        )
-        if not (fits or force):
-            return False
-        self.slots -= 1
-        if not alarm:
-            self.bulk_slots -= 1
-            if self.bulk_bytes is not None:
-                self.bulk_bytes -= len(message.items_json)
-        self.backfill_slots -= message.hist
-        return True
 
 
 async def _wait_any(event: asyncio.Event, closed: asyncio.Future[str], seconds: float) -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 from snapshots import TAKEN_MS, device_down, healthy
+from stores import SyncStore
 
 from edge_agent.cli import EX_NOINPUT, EX_OK, main
 from edge_agent.demo.broker import free_port
 from edge_agent.service.health import HealthLimits
 from edge_agent.service.http import StatusServer
 from edge_agent.service.snapshot import Snapshot
-from edge_agent.store import BatchLimits, Store, StoreSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def test_a_stopped_agent_is_said_so_and_the_store_file_speaks(
 def test_with_metrics_off_the_store_file_speaks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    Store.open(StoreSettings(tmp_path / "store.db"), BatchLimits(500, 65536)).close()
+    SyncStore.open(tmp_path / "store.db").close()
     assert main(["status", str(config(tmp_path, free_port(), enabled=False)), "--json"]) == EX_OK
     captured = capsys.readouterr()
     assert "metrics.enabled is false" in captured.err

@@ -23,13 +23,13 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stores import SyncStore
 
 from drivers.modbus.codec import decode
 from drivers.modbus.config import ModbusDevice, ModbusTag
 from drivers.modbus.driver import ModbusDriver
 from edge_agent.model import AlarmKind, Quality, Sample
 from edge_agent.rules import TagRules
-from edge_agent.store import BatchLimits, Store, StoreSettings
 from edge_agent.uplink.envelope import Identity, envelope
 from edge_agent.wire import VALUE_TYPES
 
@@ -109,7 +109,7 @@ def test_any_register_image_of_any_tag_reaches_the_wire_exact_or_null(
     (request,) = driver.plan
     rules = TagRules(tag, every_s=60, poll_s=1, stats_window_s=10)
     with tempfile.TemporaryDirectory() as directory:
-        store = Store.open(StoreSettings(Path(directory) / "store.db"), BatchLimits(500, 65536))
+        store = SyncStore.open(Path(directory) / "store.db")
         decoded: list[Sample] = []
         for n, registers in enumerate(images):
             out: list[Sample | None] = [None]
@@ -119,15 +119,13 @@ def test_any_register_image_of_any_tag_reaches_the_wire_exact_or_null(
             decoded.append(sample)
             reading, events = rules.judge(sample)
             if reading is not None:
-                store.add_reading(reading)
+                store.add_reading(reading, alarmed=bool(events))
             for event in events:
                 store.add_alarm(event)
         for item in rules.close_stats(T0 + 10**6):
             store.add_stat(item)
         store.mark_live()
-        bodies = []
-        while (message := store.pack_next(now_ms=T0 + 10**6, linger_ms=0)) is not None:
-            bodies.append(json.loads(envelope(IDENTITY, message, T0 + 10**6)))
+        bodies = [json.loads(envelope(IDENTITY, m, T0 + 10**6)) for m in store.pack_all()]
         store.close()
 
     raw = [_raw_value(tag, registers) for registers in images]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from edge_agent.census import alarms_by_kind, store_snapshot, tags_by_quality, uplink_snapshot
 from edge_agent.config.schema import Store as StoreConfig
-from edge_agent.config.schema import Uplink as UplinkConfig
 from edge_agent.config.tags import TagBase
 from edge_agent.model import AlarmKind, Quality, Reading
 from edge_agent.rules import TagRules
-from edge_agent.store import BatchLimits, Store, StoreSettings
+from edge_agent.store import Store, StoreSettings
 from edge_agent.uplink import Identity, Uplink
+from edge_agent.uplink.settings import BrokerAddress, UplinkSettings
 
 
 def test_tags_are_counted_by_quality_with_every_quality_named() -> None:
@@ -39,26 +39,29 @@ def test_active_alarms_are_counted_by_kind() -> None:
     assert alarms_by_kind([level, gas]) == {"H": 1, "HH": 1, "FAULT": 1}
 
 
-def test_the_store_figures_say_when_it_cannot_write(tmp_path: Path) -> None:
+async def test_the_store_figures_say_when_it_cannot_write(tmp_path: Path) -> None:
     config = StoreConfig.model_validate({"path": str(tmp_path / "store.db"), "max_size": "64KiB"})
-    store = Store.open(StoreSettings(tmp_path / "store.db", 64 * 1024), BatchLimits(50, 65536))
+    store = Store(StoreSettings(tmp_path / "store.db", 64 * 1024), (50, 65536))
+    await store.open()
     for i in range(5000):  # more than the cap holds in one commit
         store.add_reading(Reading(f"T{i % 4}", "HZ01", i, float(i), Quality.GOOD))
-    store.flush()
-    figures = store_snapshot(store, config, in_flight=0, connected=True)
+    await store.flush()
+    figures = store_snapshot(store, config, in_flight=0, connected=False)
     assert figures.write_error == "database or disk is full"
     assert figures.max_bytes == 64 * 1024
     assert figures.bytes_on_disk > 0
-    store.close()
+    assert figures.backlog_messages > 0, "what the full disk keeps in memory waits too"
+    await store.close()
 
 
 async def test_the_uplink_figures_say_how_long_it_has_been_down(tmp_path: Path) -> None:
-    store = Store.open(StoreSettings(tmp_path / "store.db"), BatchLimits(50, 65536))
-    config = UplinkConfig.model_validate({"mqtt": {"host": "127.0.0.1", "port": 1}})
-    uplink = Uplink(config, Identity("p", "e", "g"), store, dict, "0")
+    store = Store(StoreSettings(tmp_path / "store.db"), (50, 65536))
+    await store.open()
+    settings = UplinkSettings(brokers=(BrokerAddress("127.0.0.1", 1),))
+    uplink = Uplink(settings, Identity("p", "e", "g"), store, dict, "0")
     uplink.stats.mark(connected=False)
     figures = uplink_snapshot(uplink, time.monotonic() + 30)
     assert not figures.connected
     assert 29 < figures.state_for_s < 31
     assert figures.in_flight == 0
-    store.close()
+    await store.close()

@@ -6,11 +6,9 @@ import json
 from typing import Any
 
 from edge_agent.config.schema import AgentConfig
-from edge_agent.uplink.envelope import Identity
-from edge_agent.uplink.meta import MAX_META_BYTES, build_meta, held_hash
+from edge_agent.reload import meta_of
+from edge_agent.uplink.meta import MAX_META_BYTES, held_hash
 from edge_agent.uplink.pace import MIN_INFLIGHT_BYTES, MIN_MESSAGE_BYTES, LinkPace
-
-IDENTITY = Identity("safety/v1", "91370200MA3C00000K", "GW-01")
 
 
 def config(tags: list[dict[str, Any]], site: str = "mine") -> AgentConfig:
@@ -35,7 +33,7 @@ CO = {
 
 
 def test_meta_names_each_tag_with_its_report_interval_and_a_hash_of_them() -> None:
-    meta = build_meta(IDENTITY, config([CO, {"tag": "X", "hazard": "MINE1", "address": "hr:1"}]), 7)
+    meta = meta_of(config([CO, {"tag": "X", "hazard": "MINE1", "address": "hr:1"}]), 7)
     ((topic, payload),) = meta.payloads
     body = json.loads(payload)
     assert topic == "safety/v1/91370200MA3C00000K/GW-01/meta"
@@ -49,7 +47,7 @@ def test_meta_names_each_tag_with_its_report_interval_and_a_hash_of_them() -> No
 
 def test_meta_writes_a_64_bit_tags_range_and_limits_as_decimal_strings() -> None:
     counter = {**CO, "type": "uint64", "range": {"low": 0, "high": 1e19}, "limits": {"H": 5e18}}
-    ((_, payload),) = build_meta(IDENTITY, config([counter]), 7).payloads
+    ((_, payload),) = meta_of(config([counter]), 7).payloads
     (entry,) = json.loads(payload)["tags"]
     assert entry["type"] == "uint64"
     assert entry["range"] == ["0", "10000000000000000000"]
@@ -57,17 +55,14 @@ def test_meta_writes_a_64_bit_tags_range_and_limits_as_decimal_strings() -> None
 
 
 def test_the_hash_follows_the_tags_not_the_time() -> None:
-    assert (
-        build_meta(IDENTITY, config([CO]), 1).config_hash
-        == build_meta(IDENTITY, config([CO]), 2).config_hash
-    )
-    other = build_meta(IDENTITY, config([CO], site="chemical"), 1)
-    assert other.config_hash != build_meta(IDENTITY, config([CO]), 1).config_hash
+    assert meta_of(config([CO]), 1).config_hash == meta_of(config([CO]), 2).config_hash
+    other = meta_of(config([CO], site="chemical"), 1)
+    assert other.config_hash != meta_of(config([CO]), 1).config_hash
 
 
 def test_a_tag_list_too_large_for_one_payload_is_split_into_parts() -> None:
     tags = [{**CO, "tag": f"MINE1.CO.{n:04}", "name": "x" * 300} for n in range(1500)]
-    meta = build_meta(IDENTITY, config(tags), 1)
+    meta = meta_of(config(tags), 1)
     topics = [topic.rsplit("/", 2)[-2:] for topic, _ in meta.payloads]
     parts = len(meta.payloads) - 1
     assert parts >= 2

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stores import SyncStore
 
 from edge_agent.cli import EX_NOINPUT, EX_OK, main
 from edge_agent.demo.broker import free_port
 from edge_agent.model import Quality, Reading
-from edge_agent.store import BatchLimits, Store, StoreSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,9 +31,7 @@ def test_status_shows_what_waits_and_what_was_lost(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = config_with_store(tmp_path)
-    store = Store.open(
-        StoreSettings(tmp_path / "store.db", retention_s=60.0), BatchLimits(500, 65536)
-    )
+    store = SyncStore.open(tmp_path / "store.db", retention_s=60.0)
     for i in range(10):
         store.add_reading(Reading("HZ01.LT101", "HZ01", i * 1000, 1.0, Quality.GOOD))
     store.flush()

@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from stores import SyncStore
 
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading
-from edge_agent.store import BatchLimits, Store, StoreSettings
-
-LIMITS = BatchLimits(max_items=3, max_bytes=64 * 1024)
 
 
 def reading(ts: int, value: float | bool | None = 1.0, q: Quality = Quality.GOOD) -> Reading:
@@ -21,16 +19,16 @@ def alarm(ts: int) -> AlarmEvent:
     return AlarmEvent("a1", "HZ01.GT201", "HZ01", ts, AlarmKind.H, AlarmState.RAISED, 27.5, 25.0)
 
 
-def open_store(path: Path, **settings: object) -> Store:
-    return Store.open(StoreSettings(path, **settings), LIMITS)  # type: ignore[arg-type]
+def open_store(path: Path) -> SyncStore:
+    return SyncStore.open(path, max_items=3)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> SyncStore:
     return open_store(tmp_path / "store.db")
 
 
-def test_seq_starts_at_one_and_rises_by_one_per_packed_message(store: Store) -> None:
+def test_seq_starts_at_one_and_rises_by_one_per_packed_message(store: SyncStore) -> None:
     store.mark_live()
     for ts in range(7):
         store.add_reading(reading(ts))
@@ -40,7 +38,7 @@ def test_seq_starts_at_one_and_rises_by_one_per_packed_message(store: Store) -> 
     assert seqs == [1, 2, 3]
 
 
-def test_items_keep_their_types_and_quality(store: Store) -> None:
+def test_items_keep_their_types_and_quality(store: SyncStore) -> None:
     store.mark_live()
     store.add_reading(reading(1, True))
     store.add_reading(reading(2, None, Quality.COMM))
@@ -54,7 +52,7 @@ def test_items_keep_their_types_and_quality(store: Store) -> None:
     ]
 
 
-def test_alarms_are_packed_before_waiting_readings(store: Store) -> None:
+def test_alarms_are_packed_before_waiting_readings(store: SyncStore) -> None:
     for ts in range(5):
         store.add_reading(reading(ts))
     store.add_alarm(alarm(9))
@@ -63,7 +61,7 @@ def test_alarms_are_packed_before_waiting_readings(store: Store) -> None:
     assert (first.topic, first.seq) == ("alarm", 1)
 
 
-def test_readings_stored_while_down_are_back_fill(store: Store) -> None:
+def test_readings_stored_while_down_are_back_fill(store: SyncStore) -> None:
     store.add_reading(reading(1))
     store.mark_live()
     store.add_reading(reading(2))
@@ -74,14 +72,14 @@ def test_readings_stored_while_down_are_back_fill(store: Store) -> None:
     assert (live.hist, hist.hist) == (False, True)
 
 
-def test_live_readings_linger_until_due(store: Store) -> None:
+def test_live_readings_linger_until_due(store: SyncStore) -> None:
     store.mark_live()
     store.add_reading(reading(1000))
     assert store.pack_next(now_ms=1200, linger_ms=500) is None
     assert store.pack_next(now_ms=1500, linger_ms=500) is not None
 
 
-def test_a_message_stays_until_acked_and_is_resent_with_the_same_items(store: Store) -> None:
+def test_a_message_stays_until_acked_and_is_resent_with_the_same_items(store: SyncStore) -> None:
     store.mark_live()
     store.add_reading(reading(1))
     packed = store.pack_next(now_ms=10_000, linger_ms=0)
@@ -108,7 +106,7 @@ def test_seq_survives_reopening_and_is_never_reused(tmp_path: Path) -> None:
     assert again.seq == message.seq + 1
 
 
-def test_backlog_counts_waiting_messages_and_back_fill(store: Store) -> None:
+def test_backlog_counts_waiting_messages_and_back_fill(store: SyncStore) -> None:
     for ts in range(7):
         store.add_reading(reading(ts))
     store.mark_live()
@@ -119,7 +117,7 @@ def test_backlog_counts_waiting_messages_and_back_fill(store: Store) -> None:
     assert store.backlog(in_flight=3).messages == 0
 
 
-def test_readings_after_the_store_drained_empty_are_still_live(store: Store) -> None:
+def test_readings_after_the_store_drained_empty_are_still_live(store: SyncStore) -> None:
     store.mark_live()
     store.add_reading(reading(1))
     assert store.pack_next(now_ms=10_000, linger_ms=0) is not None
@@ -129,7 +127,7 @@ def test_readings_after_the_store_drained_empty_are_still_live(store: Store) -> 
     assert again.hist is False
 
 
-def test_an_acked_message_is_not_offered_again_before_the_flush(store: Store) -> None:
+def test_an_acked_message_is_not_offered_again_before_the_flush(store: SyncStore) -> None:
     store.mark_live()
     store.add_reading(reading(1))
     packed = store.pack_next(now_ms=10_000, linger_ms=0)
@@ -138,7 +136,7 @@ def test_an_acked_message_is_not_offered_again_before_the_flush(store: Store) ->
     assert store.unsent(skip=set(), limit=10) == []
 
 
-def test_alarms_stored_while_down_and_live_alarms_go_in_separate_messages(store: Store) -> None:
+def test_alarms_stored_while_down_and_live_alarms_go_in_separate_messages(store: SyncStore) -> None:
     store.add_alarm(alarm(1))
     store.mark_live()
     store.add_alarm(alarm(2))

@@ -8,16 +8,16 @@ import json
 import sqlite3
 from pathlib import Path
 
+from stores import SyncStore
+
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading, StatItem
-from edge_agent.store import BatchLimits, PackOptions, Store, StoreSettings
 from edge_agent.store.database import SCHEMA_VERSION
 
-LIMITS = BatchLimits(max_items=100, max_bytes=64 * 1024)
 RAISED = AlarmEvent("a1", "HZ01.GT201", "HZ01", 5, AlarmKind.H, AlarmState.RAISED, 27.5, 25.0)
 
 
-def open_store(path: Path) -> Store:
-    return Store.open(StoreSettings(path), LIMITS)
+def open_store(path: Path) -> SyncStore:
+    return SyncStore.open(path, max_items=100)
 
 
 def test_an_active_alarm_is_kept_across_a_restart_until_its_clear(tmp_path: Path) -> None:
@@ -37,8 +37,7 @@ def test_an_active_alarm_survives_a_crash_once_flushed(tmp_path: Path) -> None:
     store = open_store(tmp_path / "s.db")
     store.add_alarm(RAISED)
     store.flush()
-    # No close: the process dies here; a second store may open once the lock is gone.
-    store._lock.release()  # what the kernel does for a killed process
+    store.crash()  # no close: the process dies here
     again = open_store(tmp_path / "s.db")
     assert again.active_alarms() == [RAISED]
     again.close()
@@ -74,7 +73,7 @@ def test_statistics_go_on_their_own_topic_after_alarms_and_live_readings(tmp_pat
     store.close()
 
 
-def backlog_then_alarm(path: Path) -> Store:
+def backlog_then_alarm(path: Path) -> SyncStore:
     store = open_store(path)
     for ts in range(50):
         store.add_reading(Reading("A", "HZ01", ts, float(ts), Quality.GOOD))
@@ -93,9 +92,8 @@ def test_alarms_are_packed_ahead_of_back_fill(tmp_path: Path) -> None:
 
 def test_without_priority_back_fill_goes_first(tmp_path: Path) -> None:
     store = backlog_then_alarm(tmp_path / "s.db")
-    fifo = PackOptions(priority=False)
-    first = store.pack_next(now_ms=10_000, linger_ms=0, options=fifo)
-    second = store.pack_next(now_ms=10_000, linger_ms=0, options=fifo)
+    first = store.pack_next(now_ms=10_000, linger_ms=0, priority=False)
+    second = store.pack_next(now_ms=10_000, linger_ms=0, priority=False)
     assert first is not None
     assert second is not None
     assert [(m.topic, m.hist) for m in (first, second)] == [("rt", True), ("alarm", False)]
@@ -104,18 +102,18 @@ def test_without_priority_back_fill_goes_first(tmp_path: Path) -> None:
 
 def test_without_bulk_only_alarms_are_packed(tmp_path: Path) -> None:
     store = backlog_then_alarm(tmp_path / "s.db")
-    only_alarms = PackOptions(bulk=False)
-    first = store.pack_next(now_ms=10_000, linger_ms=0, options=only_alarms)
+    only_alarms = frozenset({"alarm"})
+    first = store.pack_next(now_ms=10_000, linger_ms=0, kinds=only_alarms)
     assert first is not None
     assert first.topic == "alarm"
-    assert store.pack_next(now_ms=10_000, linger_ms=0, options=only_alarms) is None
+    assert store.pack_next(now_ms=10_000, linger_ms=0, kinds=only_alarms) is None
     store.close()
 
 
 def test_a_smaller_message_budget_packs_fewer_readings(tmp_path: Path) -> None:
     store = backlog_then_alarm(tmp_path / "s.db")
     store.pack_next(now_ms=10_000, linger_ms=0)  # the alarm
-    small = store.pack_next(now_ms=10_000, linger_ms=0, options=PackOptions(max_bytes=1024))
+    small = store.pack_next(now_ms=10_000, linger_ms=0, max_bytes=1024)
     assert small is not None
     assert len(small.items_json) <= 1024
     assert 1 < len(json.loads(small.items_json)) < 50
@@ -140,9 +138,8 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_what_waits(tmp_path: P
 
 def test_after_a_reconnect_unacknowledged_alarms_are_resent_first(tmp_path: Path) -> None:
     store = backlog_then_alarm(tmp_path / "s.db")
-    fifo = PackOptions(priority=False)
-    backfill = store.pack_next(now_ms=10_000, linger_ms=0, options=fifo)
-    alarm = store.pack_next(now_ms=10_000, linger_ms=0, options=fifo)
+    backfill = store.pack_next(now_ms=10_000, linger_ms=0, priority=False)
+    alarm = store.pack_next(now_ms=10_000, linger_ms=0, priority=False)
     assert backfill is not None
     assert alarm is not None
     assert alarm.seq > backfill.seq

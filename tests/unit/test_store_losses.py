@@ -9,26 +9,26 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from stores import OneMessage, SyncStore
 
 from edge_agent.model import Quality, Reading
-from edge_agent.store import BatchLimits, Loss, Store, StoredMessage, StoreSettings, buffer
+from edge_agent.store import Kind, Loss, StoredMessage, buffer
 from edge_agent.store.hwm import HighWaterMark
 
-LIMITS = BatchLimits(max_items=50, max_bytes=64 * 1024)
 T0 = 1_764_441_000_000
 
 
-def open_store(path: Path) -> Store:
-    return Store.open(StoreSettings(path), LIMITS)
+def open_store(path: Path) -> SyncStore:
+    return SyncStore.open(path, max_items=50)
 
 
-def fill(store: Store, count: int, start_ms: int = T0) -> None:
+def fill(store: SyncStore, count: int, start_ms: int = T0) -> None:
     for i in range(count):
         store.add_reading(Reading(f"T{i % 4}", "HZ01", start_ms + i, float(i), Quality.GOOD))
     store.flush()
 
 
-def pack(store: Store) -> StoredMessage:
+def pack(store: SyncStore) -> StoredMessage:
     message = store.pack_next(now_ms=T0 + 10**6, linger_ms=0)
     assert message is not None
     return message
@@ -49,7 +49,7 @@ def digest(*files: Path) -> list[str]:
     return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
 
 
-def stretches(store: Store) -> list[Loss]:
+def stretches(store: SyncStore) -> list[Loss]:
     return [loss for loss in store.losses()[0] if loss.reason.startswith("not sampling")]
 
 
@@ -110,12 +110,21 @@ def test_a_seq_packed_before_a_crash_is_guarded_before_its_first_resend(tmp_path
     store.close()
 
     restarted = open_store(copy)
-    (resend,) = restarted.unsent(set(), 10)
-    restarted.guard_published()  # what the uplink does before publishing anything
+    (resend,) = restarted.engine.take(Resends(), set(), T0, 0)  # before its first publish
     mark = HighWaterMark(copy.with_name("store.db.seq"))
     assert mark.value == resend.seq == packed.seq
     mark.close()
     restarted.close()
+
+
+class Resends(OneMessage):
+    """Takes what is offered again, packs nothing new."""
+
+    def allows(self, kind: Kind) -> bool:
+        return False
+
+    def admit(self, message: StoredMessage, *, packed: bool) -> bool:
+        return True
 
 
 def corrupt_page(path: Path, page: int) -> None:
@@ -133,14 +142,14 @@ def test_a_store_damaged_after_a_clean_stop_is_set_aside_unchanged_and_what_it_h
     fill(store, 30_000)
     store.mark_live()
     sent = [pack(store).seq for _ in range(3)]
-    store.guard_published()
     store.ack(sent[0])
     store.close()
     pages = path.stat().st_size // 4096
     corrupt_page(path, pages // 2)
     before = digest(path)
 
-    fresh = open_store(path)
+    fresh = open_store(path)  # READY at once: the walk finds the damage after it
+    fresh.maintain(T0)
     (aside,) = tmp_path.glob("store.db.corrupt-*Z")
     assert digest(aside) == before, "the file set aside is byte for byte what was found"
     entries, totals = fresh.losses()
@@ -157,56 +166,84 @@ def test_a_store_damaged_after_a_clean_stop_is_set_aside_unchanged_and_what_it_h
     fresh.close()
 
 
-def test_a_store_damaged_before_a_crash_is_found_by_the_quick_check_and_left_unchanged(
+def test_a_store_damaged_before_a_crash_is_set_aside_with_what_was_found(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "store.db"
     store = open_store(path)
     fill(store, 30_000)
-    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.engine._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     fill(store, 100)
     copy = crash_copy(path, tmp_path / "crashed")
     store.close()
     corrupt_page(copy, copy.stat().st_size // 4096 // 2)
     wal = copy.with_name("store.db-wal")
-    before = digest(copy, wal)
+    found_wal = wal.read_bytes()
+    before = digest(copy)
 
     fresh = open_store(copy)
+    fresh.maintain(T0)
     aside = next(tmp_path.joinpath("crashed").glob("store.db.corrupt-*[0-9Z]"))
-    assert digest(aside, aside.with_name(aside.name + "-wal")) == before
+    assert digest(aside) == before
+    kept_wal = aside.with_name(aside.name + "-wal").read_bytes()
+    assert kept_wal.startswith(found_wal), "the WAL found, then what this run wrote"
     assert any(e.reason.startswith("store set aside") for e in fresh.losses()[0])
     fresh.close()
 
 
-def test_a_store_damaged_while_running_is_set_aside_and_nothing_buffered_is_lost(
+def test_a_store_damaged_while_running_is_set_aside_when_a_query_meets_the_damage(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "store.db"
     store = open_store(path)
     fill(store, 20_000)
-    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.maintain(T0)  # the first walk is through: the damage comes later
+    store.engine._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     corrupt_page(path, path.stat().st_size // 4096 // 2)
-    store._db.execute("PRAGMA shrink_memory")  # forget the pages cached before the damage
-    store.add_reading(Reading("LATE", "HZ01", T0 + 99, 1.0, Quality.GOOD))  # only buffered
-    store.backlog(0, connected=False)  # counts over the damaged pages, and does not raise
+    store.engine._db.execute("PRAGMA shrink_memory")  # forget the pages cached before
+    store.mark_live()
+    store.pack_all()  # packing meets the damaged pages, and does not raise
     assert list(tmp_path.glob("store.db.corrupt-*"))
     assert any(e.reason.startswith("store set aside") for e in store.losses()[0])
-    store.mark_live()
-    packed = store.pack_next(now_ms=T0 + 10**6, linger_ms=0)
+    store.add_reading(Reading("LATE", "HZ01", T0 + 99, 1.0, Quality.GOOD))
+    packed = store.pack_next()
     assert packed is not None
     assert "LATE" in packed.items_json
+    store.close()
+
+
+def test_a_commit_that_meets_damage_goes_into_the_fresh_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(tmp_path / "store.db")
+    fill(store, 10)
+    write = store.engine._write
+    damaged = iter([sqlite3.DatabaseError("database disk image is malformed")])
+
+    def once_damaged(batch: object, readings: object) -> None:
+        error = next(damaged, None)
+        if error is not None:
+            raise error
+        write(batch, readings)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.engine, "_write", once_damaged)
+    store.add_reading(Reading("LATE", "HZ01", T0 + 99, 1.0, Quality.GOOD))
+    store.flush()
+    assert store.unflushed == 0
+    assert list(tmp_path.glob("store.db.corrupt-*"))
+    store.mark_live()
+    assert "LATE" in (pack(store).items_json)
     store.close()
 
 
 def test_no_call_raises_when_the_connection_is_gone(tmp_path: Path) -> None:
     store = open_store(tmp_path / "store.db")
     fill(store, 10)
-    store._db.close()  # every query now raises sqlite3.ProgrammingError
+    store.engine._db.close()  # every query now raises sqlite3.ProgrammingError
     store.add_reading(Reading("T", "HZ01", T0, 1.0, Quality.GOOD))
     store.flush()
     assert store.write_error is not None
     assert store.pack_next(now_ms=T0, linger_ms=0) is None
-    assert store.unsent(set(), 5) == []
     assert store.backlog(0).messages == 0
     assert store.active_alarms() == []
     store.maintain(T0)
@@ -220,10 +257,10 @@ def test_a_failing_disk_holds_readings_in_memory_within_the_bound_and_declares_t
     store = open_store(tmp_path / "store.db")
     failing = sqlite3.OperationalError("disk I/O error")
 
-    def cannot_write(readings: object) -> None:
+    def cannot_write(batch: object, readings: object) -> None:
         raise failing
 
-    monkeypatch.setattr(store, "_write_buffers", cannot_write)
+    monkeypatch.setattr(store.engine, "_write", cannot_write)
     fill(store, 250)
     assert store.write_error == "OperationalError: disk I/O error"
     assert len(store._buffer.readings) == 100

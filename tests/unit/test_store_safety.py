@@ -8,36 +8,30 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from stores import SyncStore
 
 from edge_agent.errors import StoreError
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading
-from edge_agent.store import BatchLimits, Store, StoreSettings
 from edge_agent.store.capacity import file_bytes
 
-LIMITS = BatchLimits(max_items=50, max_bytes=64 * 1024)
+
+def open_store(path: Path, **settings: object) -> SyncStore:
+    return SyncStore.open(path, max_items=50, **settings)
 
 
-def open_store(path: Path, **settings: object) -> Store:
-    return Store.open(StoreSettings(path, **settings), LIMITS)  # type: ignore[arg-type]
-
-
-def fill(store: Store, count: int, tags: int = 4, start_ms: int = 1_000_000) -> None:
+def fill(store: SyncStore, count: int, tags: int = 4, start_ms: int = 1_000_000) -> None:
     for i in range(count):
         store.add_reading(Reading(f"T{i % tags}", "HZ01", start_ms + i, float(i), Quality.GOOD))
     store.flush()
 
 
-def publish_all(store: Store) -> list[int]:
-    """Pack everything as the uplink would (guarding the seq mark), return the seqs."""
+def publish_all(store: SyncStore) -> list[int]:
+    """Pack everything as the uplink would (the seq mark raised first), return the seqs."""
     store.mark_live()
-    seqs = []
-    while (message := store.pack_next(now_ms=10**13, linger_ms=0)) is not None:
-        seqs.append(message.seq)
-    store.guard_published()
-    return seqs
+    return [message.seq for message in store.pack_all()]
 
 
-def reasons(store: Store) -> list[str]:
+def reasons(store: SyncStore) -> list[str]:
     entries, _ = store.losses()
     return [loss.reason for loss in entries]
 
@@ -111,10 +105,8 @@ def test_reopening_after_a_clean_or_crashed_stop_skips_nothing(tmp_path: Path) -
     store = open_store(path)
     fill(store, 60)
     second = publish_all(store)
-    # A crash: no close and no clean mark; what the kernel does when the process
-    # dies is to drop its lock and file descriptors, and keep what was committed.
-    store._lock.release()
-    store._db.close()
+    # A crash: no close and no clean mark.
+    store.crash()
     crashed = open_store(path)
     fill(crashed, 60)
     third = publish_all(crashed)
@@ -131,9 +123,9 @@ def test_the_size_cap_thins_the_oldest_readings_and_keeps_alarms(tmp_path: Path)
     entries, totals = store.losses()
     assert entries, "thinning must have happened"
     assert all(e.reason == "store full: thinned back-log" for e in entries)
-    (waiting,) = store._db.execute("SELECT count(*) FROM reading").fetchone()
+    (waiting,) = store.engine._db.execute("SELECT count(*) FROM reading").fetchone()
     assert waiting + totals.items == 50_000, "the ledger counts exactly what was thinned"
-    (alarms,) = store._db.execute("SELECT count(*) FROM event").fetchone()
+    (alarms,) = store.engine._db.execute("SELECT count(*) FROM event").fetchone()
     assert alarms == 1
 
 

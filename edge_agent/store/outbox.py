@@ -1,0 +1,209 @@
+"""The outbox: what waits becomes messages with their `seq`, and leaves only when acknowledged.
+
+Runs on the store's thread (engine.py). Packing order, within what the
+uplink's window admits for one top-up (`Admission`, decided by the uplink):
+messages packed before and not yet acknowledged are offered again first
+(alarms, then the oldest `seq`); then new ones: alarm events (back-fill
+first), live readings once the oldest has lingered or a message is full,
+statistics, then back-fill readings. With priority off (a switch for tests)
+back-fill readings go first and resends go in `seq` order.
+
+A message is committed with its `seq` in the same transaction that moves its
+items out of the waiting tables and updates the counts of what waits; every
+copy of a `seq` carries the same items and `hist`. Back-fill and live items are
+never mixed in one message: rows below the live boundary (the next row ids when
+the uplink connected) are back-fill.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from edge_agent.store import items
+
+Kind = Literal["alarm", "live", "stat", "backfill"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A packed message: everything of the envelope but `sent` and the identity."""
+
+    seq: int
+    topic: str
+    hist: bool
+    oldest_ms: int
+    items_json: str
+
+
+class Admission(Protocol):
+    """What one top-up of the uplink's in-flight window may still take (uplink/window.py)."""
+
+    @property
+    def priority(self) -> bool:
+        """Alarms first, and readings bounded by bytes; else first in, first out."""
+        ...
+
+    @property
+    def slots(self) -> int:
+        """Messages that may still be taken."""
+        ...
+
+    @property
+    def max_bytes(self) -> int:
+        """Largest readings message to pack now."""
+        ...
+
+    def allows(self, kind: Kind) -> bool:
+        """Whether a new message of this kind may be packed now."""
+        ...
+
+    def admit(self, message: StoredMessage, *, packed: bool) -> bool:
+        """Count `message` in; False (and not counted) when an offered resend does not fit.
+        A message just `packed` for this admission is always counted."""
+        ...
+
+
+@dataclass
+class Boundary:
+    """Row ids from which rows are live (set when the uplink connects); below them, what
+    waited is back-fill. The counts of what waits below them are kept as rows go."""
+
+    reading: int
+    event: int
+    backfill_readings: int = 0
+    backfill_events: int = 0
+
+
+class Outbox:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        boundary: Boundary,
+        limits: tuple[int, int],
+        prefix: Callable[[int], str],
+    ) -> None:
+        self._db = db
+        self.boundary = boundary
+        self.max_items, self.max_bytes = limits
+        """Most items, and most bytes, of one message (`uplink.batch`; a reload may change
+        them)."""
+        self._prefix = prefix
+        """Tag id -> the start of its items (engine.py keeps them)."""
+
+    def unsent(self, skip: set[int], limit: int, alarms_first: bool) -> list[StoredMessage]:
+        """Packed messages not in `skip`, alarms then the oldest `seq` first."""
+        order = "topic != 'alarm', seq" if alarms_first else "seq"
+        rows = self._db.execute(
+            f"SELECT seq, topic, hist, oldest, items FROM message ORDER BY {order} LIMIT ?",
+            (len(skip) + limit,),
+        ).fetchall()
+        unsent = [StoredMessage(s, t, bool(h), o, i) for s, t, h, o, i in rows if s not in skip]
+        return unsent[:limit]
+
+    def pack_next(
+        self, admission: Admission, now_ms: int, linger_ms: int
+    ) -> tuple[StoredMessage, Kind] | None:
+        """Pack the next message the admission allows, in the order of the module docstring;
+        None when nothing is due. Call inside a transaction."""
+        back_fill = f"id < {self.boundary.reading}"
+        steps: list[tuple[Kind, Callable[[], bool], Callable[[], StoredMessage]]] = [
+            ("alarm", lambda: self._has_events("alarm"), lambda: self._pack_events("alarm")),
+            ("live", lambda: self._live_due(now_ms, linger_ms), self._pack_live(admission)),
+            ("stat", lambda: self._has_events("stat"), lambda: self._pack_events("stat")),
+            ("backfill", lambda: self._has_rows(back_fill), self._pack_backfill(admission)),
+        ]
+        if not admission.priority:
+            steps.insert(0, steps.pop())
+        for kind, due, pack in steps:
+            if admission.allows(kind) and due():
+                return pack(), kind
+        return None
+
+    def ack(self, seqs: list[int]) -> int:
+        """Delete acknowledged messages; returns how many were still there."""
+        before = self._db.total_changes
+        self._db.executemany("DELETE FROM message WHERE seq = ?", ((s,) for s in seqs))
+        return self._db.total_changes - before
+
+    # -- packing ---------------------------------------------------------------
+
+    def _pack_live(self, admission: Admission) -> Callable[[], StoredMessage]:
+        return lambda: self._pack_readings(f"id >= {self.boundary.reading}", False, admission)
+
+    def _pack_backfill(self, admission: Admission) -> Callable[[], StoredMessage]:
+        return lambda: self._pack_readings(f"id < {self.boundary.reading}", True, admission)
+
+    def _pack_readings(self, where: str, hist: bool, admission: Admission) -> StoredMessage:
+        rows = self._db.execute(
+            f"SELECT id, tag_id, ts, v, q FROM reading WHERE {where} ORDER BY id LIMIT ?",
+            (self.max_items,),
+        ).fetchall()
+        prefix = self._prefix
+        texts = [items.reading_item(prefix(tag), ts, v, q) for _, tag, ts, v, q in rows]
+        taken = items.fit(texts, min(admission.max_bytes, self.max_bytes))
+        first, last = rows[0][0], rows[taken - 1][0]
+        self._db.execute("DELETE FROM reading WHERE id BETWEEN ? AND ?", (first, last))
+        self._count("readings", -taken)
+        if hist:
+            self.boundary.backfill_readings -= taken
+        oldest = min(row[2] for row in rows[:taken])
+        return self._message("rt", hist, oldest, texts[:taken])
+
+    def _pack_events(self, topic: str) -> StoredMessage:
+        """Events of one topic, back-fill first: a message never mixes back-fill and live."""
+        below = self.boundary.event
+        hist = self._has_events(topic, f"AND id < {below}")
+        where = f"id < {below}" if hist else f"id >= {below}"
+        rows = self._db.execute(
+            f"SELECT id, ts, item FROM event WHERE topic = ? AND {where} ORDER BY id LIMIT ?",
+            (topic, self.max_items),
+        ).fetchall()
+        texts = [item for _, _, item in rows]
+        taken = items.fit(texts, self.max_bytes)
+        rows = rows[:taken]
+        self._db.executemany("DELETE FROM event WHERE id = ?", ((row[0],) for row in rows))
+        self._count("events", -taken)
+        if hist:
+            self.boundary.backfill_events -= taken
+        return self._message(topic, hist, min(ts for _, ts, _ in rows), texts[:taken])
+
+    def _message(self, topic: str, hist: bool, oldest_ms: int, texts: list[str]) -> StoredMessage:
+        items_json = "[" + ",".join(texts) + "]"
+        (seq,) = self._db.execute(
+            "UPDATE counter SET value = value + 1 WHERE name = 'next_seq' RETURNING value - 1"
+        ).fetchone()
+        self._db.execute(
+            "INSERT INTO message (seq, topic, hist, oldest, items) VALUES (?, ?, ?, ?, ?)",
+            (seq, topic, int(hist), oldest_ms, items_json),
+        )
+        self._count("messages", 1)
+        return StoredMessage(seq, topic, hist, oldest_ms, items_json)
+
+    def _count(self, name: str, change: int) -> None:
+        self._db.execute("UPDATE counter SET value = value + ? WHERE name = ?", (change, name))
+
+    def _live_due(self, now_ms: int, linger_ms: int) -> bool:
+        first = self._db.execute(
+            "SELECT ts FROM reading WHERE id >= ? ORDER BY id LIMIT 1", (self.boundary.reading,)
+        ).fetchone()
+        if first is None:
+            return False
+        if first[0] <= now_ms - linger_ms:
+            return True
+        full = self._db.execute(
+            "SELECT 1 FROM reading WHERE id >= ? ORDER BY id LIMIT 1 OFFSET ?",
+            (self.boundary.reading, self.max_items - 1),
+        ).fetchone()
+        return full is not None
+
+    def _has_events(self, topic: str, where: str = "") -> bool:
+        sql = f"SELECT 1 FROM event WHERE topic = ? {where} LIMIT 1"
+        return self._db.execute(sql, (topic,)).fetchone() is not None
+
+    def _has_rows(self, where: str) -> bool:
+        return (
+            self._db.execute(f"SELECT 1 FROM reading WHERE {where} LIMIT 1").fetchone() is not None
+        )

@@ -1,0 +1,165 @@
+"""The store as the event loop sees it: add without waiting, await what needs the disk.
+
+What the rules produce is added to the write buffer (buffer.py) at once and
+never waits; committing, packing, counting and housekeeping are jobs for the
+store's thread (actor.py, engine.py), awaited. Only one batch is away at a
+time: what a commit could not write comes back into the buffer, within its one
+memory bound. Figures of what waits come back with every job, so `backlog()`
+and `figures` answer at once, whatever the back-log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from edge_agent.model import AlarmEvent, Reading, StatItem
+from edge_agent.store.actor import Actor, Urgency
+from edge_agent.store.buffer import WriteBuffer
+from edge_agent.store.engine import Engine, Figures, StoreSettings
+from edge_agent.store.ledger import Loss, Totals
+from edge_agent.store.outbox import Admission, StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits, for `state`: `backlog` (messages) and `oldest` (sample time)."""
+
+    messages: int
+    oldest_ms: int | None
+
+
+def backlog_of(
+    figures: Figures, buffer: WriteBuffer, max_items: int, in_flight: int, connected: bool
+) -> Backlog:
+    """`Store.backlog` from the store's figures and what its buffer holds."""
+    f = figures
+    if connected:
+        readings, events, oldest = f.backfill_readings, f.backfill_events, f.backfill_oldest_ms
+    else:
+        readings, events = f.readings + len(buffer.readings), f.events + len(buffer.events)
+        held = [row[2] for row in buffer.readings[:1]] + [row[1] for row in buffer.events[:1]]
+        oldest = min(filter(None, (f.oldest_ms, *held)), default=None)
+    waiting = max(f.messages - in_flight, 0) + -(-readings // max_items) + (events > 0)
+    return Backlog(waiting, oldest if waiting else None)
+
+
+class Store:
+    def __init__(self, settings: StoreSettings, limits: tuple[int, int]) -> None:
+        self._settings = settings
+        self._limits = limits
+        self._buffer = WriteBuffer()
+        self._actor = Actor("store", self._take_figures)
+        self._committing = asyncio.Lock()
+        self.figures = Figures()
+        """What waits, and how the store is, as of the last job on its thread."""
+
+    async def open(self) -> None:
+        """Open the store on its thread; raises StoreError (locked, newer, unusable)."""
+        settings, limits = self._settings, self._limits
+        await self._actor.start(lambda: Engine.open(settings, limits))
+
+    async def close(self) -> None:
+        """Commit what is buffered, mark the store clean, release it."""
+        await self.flush()
+        await self._actor.stop(Engine.close)
+
+    # -- adding: never waits -------------------------------------------------------
+
+    def add_reading(self, reading: Reading, alarmed: bool = False) -> None:
+        """`alarmed`: the reading changed an alarm (thinning keeps it)."""
+        self._buffer.add_reading(reading, alarmed)
+
+    def add_alarm(self, event: AlarmEvent) -> None:
+        self._buffer.add_alarm(event)
+
+    def add_stat(self, stat: StatItem) -> None:
+        self._buffer.add_stat(stat)
+
+    def ack(self, seq: int) -> None:
+        """The message `seq` was delivered; it is deleted with the next commit."""
+        self._buffer.ack(seq)
+
+    def sampled(self, ts_ms: int) -> None:
+        """Samples were taken up to `ts_ms` on a synchronised clock (the mark a stop is
+        declared from)."""
+        self._buffer.sampled(ts_ms)
+
+    def record_loss(self, loss: Loss) -> None:
+        """Declare a loss found outside the store (skipped polls)."""
+        self._buffer.record(loss)
+
+    # -- telling: never waits ------------------------------------------------------
+
+    @property
+    def unflushed(self) -> int:
+        """Items in memory, the batch on the store's thread included."""
+        return len(self._buffer)
+
+    @property
+    def write_error(self) -> str | None:
+        return self.figures.write_error
+
+    def backlog(self, in_flight: int, *, connected: bool = True) -> Backlog:
+        """What waits, for `state.backlog` and `oldest` (and /metrics, status).
+
+        While the uplink is connected: packed messages not in flight, plus what
+        waited from before the connection (back-fill); live readings on their
+        way are not a back-log. While it is down, nothing moves: everything in
+        the store counts, and what a failing disk holds in memory too.
+        """
+        return backlog_of(self.figures, self._buffer, self._limits[0], in_flight, connected)
+
+    # -- work on the store's thread ------------------------------------------------
+
+    async def flush(self, urgent: bool = False) -> None:
+        """Commit everything buffered; back once it is on disk (or given back to the buffer,
+        when the disk refused it). `urgent`: ahead of everything queued (alarms)."""
+        async with self._committing:
+            if not len(self._buffer):
+                return
+            batch = self._buffer.take()
+            urgency = Urgency.URGENT if urgent else Urgency.NORMAL
+            committed = await self._actor.call(urgency, lambda engine: engine.commit(batch))
+            if committed.unwritten is None:
+                self._buffer.committed()
+            else:
+                self._buffer.give_back(committed.unwritten, committed.cause)
+
+    async def take(
+        self, admission: Admission, skip: set[int], now_ms: int, linger_ms: int
+    ) -> list[StoredMessage]:
+        """What the uplink may publish now (engine.take); everything buffered is committed
+        first, and messages acknowledged but not yet deleted are never offered."""
+        await self.flush()
+        skip = skip | set(self._buffer.acks)
+        return await self._actor.call(
+            Urgency.NORMAL, lambda engine: engine.take(admission, skip, now_ms, linger_ms)
+        )
+
+    async def mark_live(self) -> None:
+        """The uplink is up from now: what waits already is back-fill (`hist: true`)."""
+        await self.flush()
+        await self._actor.call(Urgency.NORMAL, Engine.mark_live)
+
+    async def losses(self) -> tuple[list[Loss], Totals]:
+        """The newest ledger entries and the totals since installation, declarations still
+        buffered included."""
+        await self.flush()
+        return await self._actor.call(Urgency.NORMAL, Engine.losses)
+
+    async def active_alarms(self) -> list[AlarmEvent]:
+        """The `raised` events of the alarms active when the agent last stopped."""
+        return await self._actor.call(Urgency.NORMAL, Engine.active_alarms)
+
+    async def maintain(self, now_ms: int) -> bool:
+        """One bounded housekeeping step; True when more is waiting."""
+        return await self._actor.call(Urgency.IDLE, lambda engine: engine.maintain(now_ms))
+
+    async def set_limits(self, limits: tuple[int, int]) -> None:
+        """`uplink.batch` changed (a reload): messages packed from now on follow it."""
+        self._limits = limits
+        await self._actor.call(Urgency.NORMAL, lambda engine: engine.set_limits(limits))
+
+    def _take_figures(self, figures: Figures) -> None:
+        self.figures = figures

@@ -1,0 +1,101 @@
+"""The store as the event loop sees it: work runs on the store's thread, the most urgent
+first; adding never waits; the figures of what waits come back with every job."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading
+from edge_agent.store import Store, StoreSettings
+from edge_agent.store.actor import Urgency
+from edge_agent.store.engine import Engine
+from edge_agent.uplink.window import Window
+
+T0 = 1_764_441_000_000
+RAISED = AlarmEvent("a1", "HZ01.GT201", "HZ01", T0, AlarmKind.H, AlarmState.RAISED, 27.5, 25.0)
+
+
+async def opened(tmp_path: Path) -> Store:
+    store = Store(StoreSettings(tmp_path / "store.db"), (500, 64 * 1024))
+    await store.open()
+    return store
+
+
+async def test_no_sqlite_call_runs_on_the_event_loops_thread(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    threads: set[str] = set()
+    original = Engine.commit
+
+    def commit(engine: Engine, batch: object) -> object:
+        threads.add(threading.current_thread().name)
+        return original(engine, batch)  # type: ignore[arg-type]
+
+    Engine.commit = commit  # type: ignore[method-assign]
+    try:
+        store.add_reading(Reading("A", "HZ01", T0, 1.0, Quality.GOOD))
+        await store.flush()
+    finally:
+        Engine.commit = original  # type: ignore[method-assign]
+    assert threads == {"store"}
+    await store.close()
+
+
+async def test_an_urgent_job_goes_ahead_of_housekeeping_already_queued(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    order: list[str] = []
+
+    def slow(name: str) -> object:
+        def run(engine: Engine) -> None:
+            time.sleep(0.02)
+            order.append(name)
+
+        return run
+
+    actor = store._actor
+    idle = [asyncio.ensure_future(actor.call(Urgency.IDLE, slow(f"idle{n}"))) for n in range(5)]
+    await asyncio.sleep(0.005)  # the first is running
+    await actor.call(Urgency.URGENT, slow("alarm"))
+    await asyncio.gather(*idle)
+    assert order.index("alarm") <= 1, order
+    await store.close()
+
+
+async def test_the_figures_are_fresh_when_a_job_returns(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    for n in range(1200):
+        store.add_reading(Reading(f"T{n % 4}", "HZ01", T0 + n, float(n), Quality.GOOD))
+    assert store.backlog(0, connected=False).messages == 3, "counted while still in memory"
+    await store.flush()
+    assert (store.figures.readings, store.figures.oldest_ms) == (1200, T0)
+    assert store.backlog(0, connected=False).messages == 3
+    await store.close()
+
+
+async def test_a_take_commits_first_and_never_offers_an_acknowledged_message(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path)
+    await store.mark_live()
+    store.add_alarm(RAISED)
+    window = Window(10, priority=True, max_bytes=64 * 1024)
+    (alarm,) = await store.take(window.top_up(time.monotonic()), set(), T0, 0)
+    assert alarm.topic == "alarm"
+    store.ack(alarm.seq)  # acknowledged, deleted with the next commit only
+    assert await store.take(window.top_up(time.monotonic()), set(), T0, 0) == []
+    await store.close()
+
+
+async def test_a_reading_that_changed_an_alarm_is_marked_for_thinning_to_keep(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path)
+    store.add_reading(Reading("A", "HZ01", T0, 30.0, Quality.GOOD), alarmed=True)
+    await store.flush()
+    flags = await store._actor.call(
+        Urgency.NORMAL, lambda engine: engine._db.execute("SELECT q FROM reading").fetchone()[0]
+    )
+    assert flags & 0x20
+    await store.close()
