@@ -149,11 +149,12 @@ class Counts:
 
     FIELDS = 3
 
-    def __init__(self, ctx: Any) -> None:
-        self._array: Any = ctx.Array("q", 2 * self.FIELDS)
+    def __init__(self, ctx: Any, gateways: tuple[str, ...] = ()) -> None:
+        self._gateways = gateways or (GATEWAY, BASELINE_GATEWAY)
+        self._array: Any = ctx.Array("q", len(self._gateways) * self.FIELDS)
 
     def _base(self, gateway: str) -> int:
-        return 0 if gateway == GATEWAY else self.FIELDS
+        return self._gateways.index(gateway) * self.FIELDS
 
     def add(self, gateway: str, items: int, duplicate: bool) -> None:
         base = self._base(gateway)

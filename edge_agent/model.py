@@ -69,9 +69,10 @@ class AlarmState(enum.StrEnum):
     CLEARED = "cleared"
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """A sample on its way to the platform: the `rt` item, with the tag's hazard code."""
+class Reading(NamedTuple):
+    """A sample on its way to the platform: the `rt` item, with the tag's hazard code.
+
+    A NamedTuple like `Sample`, for the same reason: one is made per reported value."""
 
     tag: str
     hz: str

@@ -56,6 +56,7 @@ VALUE_TYPES: Final = (
 
 MAX_DECIMALS: Final = 12
 _FLOAT32 = struct.Struct("<f")
+_pack, _unpack = _FLOAT32.pack, _FLOAT32.unpack
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -74,25 +75,29 @@ def shortest_float32(value: float) -> float:
     single = _as_float32(value)
     if single == 0.0:
         return single  # 0.0 or -0.0, kept as they are
-    # The shortest round-tripping precision is the least `digits` that reads
-    # back; more digits only come closer, so the search can start at 6 (what
-    # most set points need) and move whichever way round-tripping says.
-    digits = 6
-    if _reads_back(single, digits):
-        while digits > 1 and _reads_back(single, digits - 1):
-            digits -= 1
-    else:
-        while not _reads_back(single, digits):
-            digits += 1  # 9 digits always read back
-    return float(f"{single:.{digits}g}")
+    # The shortest round-tripping precision is the least number of digits that
+    # reads back; more digits only come closer. A measured value needs 7 to 9
+    # (nearly always 7 or 8), a set point fewer: start at 7 and move whichever
+    # way round-tripping says.
+    text = _DIGITS[7] % single
+    if _as_float32(float(text)) == single:
+        for digits in (6, 5, 4, 3, 2, 1):
+            shorter = _DIGITS[digits] % single
+            if _as_float32(float(shorter)) != single:
+                break
+            text = shorter
+        return float(text)
+    text = _DIGITS[8] % single
+    if _as_float32(float(text)) == single:
+        return float(text)
+    return float(_DIGITS[9] % single)  # 9 digits always read back
 
 
-def _reads_back(single: float, digits: int) -> bool:
-    return _as_float32(float(f"{single:.{digits}g}")) == single
+_DIGITS: Final = tuple(f"%.{digits}g" for digits in range(10))
 
 
 def _as_float32(value: float) -> float:
-    single: float = _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    single: float = _unpack(_pack(value))[0]
     return single
 
 

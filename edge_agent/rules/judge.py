@@ -44,6 +44,7 @@ class TagRules:
         self.hz = tag.hazard
         self.alarms = AlarmBook(tag.tag, tag.hazard, new_id)
         self._format = tag.number_format
+        self._big = self._format.big_integer
         self._range = tag.range
         limits = tag.limits
         self._limits = LimitJudge(self.alarms, limits) if limits and limits.items() else None
@@ -65,14 +66,19 @@ class TagRules:
 
     def judge(self, sample: Sample) -> tuple[Reading | None, list[AlarmEvent]]:
         sample = _plausible(_carried(sample, self._format), self._range)
-        ts, value, quality = sample.ts_ms, sample.value, sample.quality
-        events = judge_fault(self.alarms, sample)
-        if quality.is_bad:
+        _, ts, value, quality = sample
+        events = (
+            judge_fault(self.alarms, sample)
+            if quality is Quality.SENSOR or self.alarms.is_active(AlarmKind.FAULT)
+            else []
+        )
+        if quality >= Quality.COMM:
             if self._stuck:
                 self._stuck.interrupt()
             if self._stats:
                 self._stats.add_bad(ts)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif value.__class__ is float or (isinstance(value, int) and not isinstance(value, bool)):
+            assert isinstance(value, int | float)
             if self._limits:
                 events += self._limits.judge(sample, value)
             if self._stuck:
@@ -81,10 +87,11 @@ class TagRules:
                 events += self._roc.judge(ts, value)
             if self._stats:
                 self._stats.add_value(ts, value)
-        if self._format.big_integer:
+        if self._big and events:
             events = [_wired(event, self._format) for event in events]
         if self._report.due(ts, value, quality, bool(events)):
-            return Reading(self.tag, self.hz, ts, self._format.wire(value), quality), events
+            wired = self._format.wire(value) if self._big else value
+            return Reading(self.tag, self.hz, ts, wired, quality), events
         return None, events
 
     def close_stats(self, before_ms: int) -> list[StatItem]:
@@ -102,13 +109,17 @@ class TagRules:
 def _carried(sample: Sample, number_format: NumberFormat) -> Sample:
     """The sample with its number as the wire carries it; NaN and infinities are not
     values: the platform gets null with q=4 (decoding failed)."""
-    value = sample.value
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    tag, ts, value, quality = sample
+    if value.__class__ is not float and (not isinstance(value, int) or isinstance(value, bool)):
         return sample
     try:
-        return sample._replace(value=number_format.number(value))
+        return _new_sample(Sample, (tag, ts, number_format.number(value), quality))
     except NotCarried:
-        return Sample.bad(sample.tag, sample.ts_ms, Quality.CONFIG)
+        return Sample.bad(tag, ts, Quality.CONFIG)
+
+
+_new_sample = tuple.__new__
+"""Sample's own constructor without its Python frame (Sample is a NamedTuple)."""
 
 
 def _wired(event: AlarmEvent, number_format: NumberFormat) -> AlarmEvent:

@@ -43,6 +43,8 @@ class WindowStats:
         self._window_s = window_s
         self._window_ms = window_s * 1000
         self._open: dict[int, _Window] = {}
+        self._current: tuple[int, int, _Window] | None = None
+        """(start, end, window) of the last sample's window."""
         self._closed_before = 0
 
     def add_value(self, ts: int, value: float | int) -> None:
@@ -62,15 +64,20 @@ class WindowStats:
         """Emit the windows that end at or before `before_ms`, oldest first."""
         ended = sorted(s for s in self._open if s + self._window_ms <= before_ms)
         self._closed_before = max(self._closed_before, before_ms - before_ms % self._window_ms)
+        self._current = None
         return [self._item(start, self._open.pop(start)) for start in ended]
 
     def _window(self, ts: int) -> _Window | None:
+        current = self._current
+        if current is not None and current[0] <= ts < current[1]:
+            return current[2]  # the common case: the same window as the last sample
         start = ts - ts % self._window_ms
         if start < self._closed_before:
             return None
         window = self._open.get(start)
         if window is None:
             window = self._open[start] = _Window()
+        self._current = (start, start + self._window_ms, window)
         return window
 
     def _item(self, start: int, w: _Window) -> StatItem:

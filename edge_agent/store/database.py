@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -170,6 +171,9 @@ def open_database(path: Path, synchronous: Synchronous) -> Opened:
         except _Corrupt as corrupt:
             set_aside = set_aside_files(path, corrupt.reason, corrupt.held)
             last_stop = corrupt.last_stop
+        else:
+            if last_stop is not None and not last_stop.clean:
+                keep_found_wal(path)
     try:
         db = open_writable(path, synchronous)
     except _Corrupt as corrupt:  # passed the read-only checks, failed writing: the same
@@ -320,6 +324,8 @@ def _salvage(db: sqlite3.Connection, query: str, low: int, high: int) -> list[_S
 def open_writable(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
+        # No checkpoint folds the WAL into the file before the integrity walk is through.
+        db.execute("PRAGMA wal_autocheckpoint=0")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             # Chosen before anything is written (the WAL switch writes the header):
@@ -361,14 +367,38 @@ def mark_clean(db: sqlite3.Connection) -> None:
     db.execute("UPDATE counter SET value = 1 WHERE name = 'clean'")
 
 
+FOUND_WAL: Final = "-wal.found"
+
+
+def keep_found_wal(path: Path) -> None:
+    """After an unclean stop, copy the WAL as found (a few MiB at most: the cap keeps it
+    small) before anything writes: SQLite overwrites the torn frames at its end. The copy
+    goes when the integrity walk is through (`drop_found_wal`), or stands in for the WAL
+    if the store is set aside."""
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        shutil.copyfile(wal, path.with_name(path.name + FOUND_WAL))
+
+
+def drop_found_wal(path: Path) -> None:
+    path.with_name(path.name + FOUND_WAL).unlink(missing_ok=True)
+
+
 def set_aside_files(path: Path, reason: str, held: Held) -> SetAside:
-    """Rename the store and its WAL and shared-memory files to `<store>.corrupt-<UTC time>`."""
+    """Rename the store and its WAL and shared-memory files to `<store>.corrupt-<UTC time>`.
+
+    The WAL kept is the one found at the start, where there was one
+    (`keep_found_wal`); what this run wrote after it is kept as `...-wal.run`.
+    """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     kept_as = path.with_name(f"{path.name}.corrupt-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
+    found = path.with_name(path.name + FOUND_WAL)
+    renames = {"": "", "-shm": "-shm"}
+    renames.update({"-wal": "-wal.run", FOUND_WAL: "-wal"} if found.exists() else {"-wal": "-wal"})
+    for suffix, kept_suffix in renames.items():
         source = path.with_name(path.name + suffix)
         if source.exists():
-            source.rename(kept_as.with_name(kept_as.name + suffix))
+            source.rename(kept_as.with_name(kept_as.name + kept_suffix))
     log.error(
         "store_set_aside",
         path=str(path),

@@ -196,6 +196,7 @@ class Engine:
         self._packed_max = self._counter("next_seq") - 1
         self._stretch_open = self._has_open_stretch()
         self._counts = self._read_counts()
+        self._totals = ledger.totals(db)
 
     # -- opening -----------------------------------------------------------------
 
@@ -326,6 +327,8 @@ class Engine:
             if self._stretch_open and batch.resumed_ms is not None:
                 self._stretch_open = False
             self._counts = self._read_counts()
+            if batch.losses:
+                self._totals = ledger.totals(self._db)
             return
         raise _Full("still full after thinning")
 
@@ -485,6 +488,7 @@ class Engine:
     def _note_dropped(self, dropped: Dropped) -> None:
         if dropped.loss.reason.startswith("store full"):
             self._thinned += dropped.loss.items
+        self._totals = ledger.totals(self._db)
 
     def figures(self) -> Figures:
         """What waits, and how the store is (a few indexed reads)."""
@@ -492,11 +496,9 @@ class Engine:
         try:
             oldest = self._oldest(None)
             backfill_oldest = self._oldest(boundary)
-            totals = ledger.totals(self._db)
         except sqlite3.Error as exc:
             self._read_failed("figures", exc)
             oldest = backfill_oldest = None
-            totals = Totals(0, 0)
         return Figures(
             readings=counts["readings"],
             events=counts["events"],
@@ -505,7 +507,7 @@ class Engine:
             backfill_events=boundary.backfill_events,
             oldest_ms=oldest,
             backfill_oldest_ms=backfill_oldest,
-            losses=totals,
+            losses=self._totals,
             write_error=self.write_error,
             disk_full=self._disk_full,
             next_seq=counts["next_seq"],

@@ -23,7 +23,7 @@ from typing import Final
 
 from edge_agent.store import capacity
 from edge_agent.store.capacity import Budget, Dropped, Thinning
-from edge_agent.store.database import TABLES, in_transaction
+from edge_agent.store.database import TABLES, drop_found_wal, in_transaction
 from edge_agent.store.outbox import Boundary
 
 WALK_SLICE: Final = 50_000
@@ -98,6 +98,7 @@ class Maintenance:
             walk.step()
             if walk.done:
                 self.budget.apply(self.db)  # the file is sound: checkpoints may fold the WAL in
+                drop_found_wal(self.path)
             return True, None
         budget = self.budget.fitted(self.path)
         budget.apply(self.db)

@@ -60,24 +60,26 @@ def test_a_full_disk_degrades_and_recovers(  # noqa: PLR0917  (pytest fixtures)
     wait_for_log(agent, "store_thinned", 60)
     assert "store_write_failed" not in agent.log()
 
-    # Something else fills the disk: the store cannot even thin, and holds on in memory.
+    # Something else fills the disk. The store thins within the pages it already has (its
+    # WAL is reused in place), and what it cannot write it holds in memory, within a
+    # bound: either way polling and alarms go on, and nothing is lost undeclared.
+    filled = len(agent.log())
     filler = small_disk / "filler"
     with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
         while True:
             out.write(b"\0" * 4096)
-    wait_for_log(agent, "store_write_failed", 30)
-    full_at = agent.log().index("store_write_failed")
-    failed = next(line for line in agent.log().splitlines() if "store_write_failed" in line)
-    assert "full" in json.loads(failed)["reason"]
-    deadline = time.monotonic() + 10
-    while "alarm_raised" not in agent.log()[full_at:]:  # alarms are judged on a full disk
+    deadline = time.monotonic() + 20
+    while agent.log()[filled:].count("alarm_raised") < 3:  # alarms are judged on a full disk
         assert time.monotonic() < deadline, "no alarm judged while the disk was full"
         time.sleep(0.2)
     assert agent.popen is not None
     assert agent.popen.poll() is None, "the agent keeps running"
 
     filler.unlink()
-    wait_for_log(agent, "store_write_recovered", 15)
+    if "store_write_failed" in agent.log()[filled:]:
+        failed = next(line for line in agent.log().splitlines() if "store_write_failed" in line)
+        assert "full" in json.loads(failed)["reason"]
+        wait_for_log(agent, "store_write_recovered", 15)
     back = time.time()
     broker.start()
     platform.wait_for(drained_since(back), 60, "drained after space returned")
