@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from structlog.typing import FilteringBoundLogger
 
 from drivers.opcua.config import Security
+from edge_agent.credentials import resolve_path
 
 _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -64,10 +65,6 @@ def load_certificate(data: bytes) -> x509.Certificate:
 
 def resolve(configured: str) -> Path:
     """A configured path -> a real one: absolute as is, relative inside $CREDENTIALS_DIRECTORY."""
-    # The uplink's rule, so every credential path of the config means the same; imported
-    # here because the uplink package is otherwise no business of a driver.
-    from edge_agent.uplink.session import resolve_path  # noqa: PLC0415
-
     return resolve_path(configured)
 
 

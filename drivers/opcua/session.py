@@ -26,6 +26,7 @@ from drivers.opcua.address import BrowseElement, parse_browse_path
 from drivers.opcua.config import OpcuaDevice
 from drivers.opcua.quality import status_name
 from drivers.opcua.security import secure
+from edge_agent.credentials import CredentialFileError, read_secret
 from edge_agent.logs import register_secret
 
 # asyncua logs every publish at INFO and every failed request with a traceback; the
@@ -103,12 +104,9 @@ async def resolve_refused(device: OpcuaDevice, session: Session) -> Session:
 
 
 def _secret(configured: str) -> str:
-    # The uplink's rule for credential files (see security.resolve).
-    from edge_agent.uplink.session import read_secret  # noqa: PLC0415
-
     try:
         value = read_secret(configured)
-    except Exception as exc:  # the uplink's CredentialsUnusable: unreadable, empty, no directory
+    except CredentialFileError as exc:
         raise CredentialError(str(exc)) from None
     register_secret(value)
     return value

@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent.credentials import CredentialFileError, read_secret, resolve_path
 from edge_agent.errors import AgentError
 from edge_agent.logs import register_secret
 
@@ -201,11 +201,12 @@ class Session:
         if ep.tls is not None:
             self._client.tls_set_context(tls_context(ep.tls))
         if ep.username_file is not None:
-            password = None if ep.password_file is None else read_secret(ep.password_file)
+            password = None if ep.password_file is None else _secret(ep.password_file)
+            user = _secret(ep.username_file)
             if password is not None:
                 # Not the user name: it is often the gateway code, which logs must show.
                 register_secret(password)
-            self._client.username_pw_set(read_secret(ep.username_file), password)
+            self._client.username_pw_set(user, password)
         self._client.connect(ep.host, ep.port, ep.keepalive_s, **connect_args)
 
     async def disconnect(self) -> None:
@@ -387,32 +388,6 @@ class Session:
         self._resolve_closed("closed by the agent")
 
 
-def resolve_path(configured: str, environ: Mapping[str, str] = os.environ) -> Path:
-    """An absolute path as is; a relative one inside systemd's $CREDENTIALS_DIRECTORY."""
-    path = Path(configured)
-    if path.is_absolute():
-        return path
-    directory = environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
-        raise CredentialsUnusable(
-            f"{configured!r} is a relative path, taken inside $CREDENTIALS_DIRECTORY, which is "
-            "not set: give an absolute path, or start the agent from systemd with LoadCredential="
-        )
-    return Path(directory) / path
-
-
-def read_secret(configured: str) -> str:
-    """The first line of a credential file (a user name or a password), without its newline."""
-    path = resolve_path(configured)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CredentialsUnusable(f"cannot read the credential file {path}: {exc}") from None
-    if not lines or not lines[0]:
-        raise CredentialsUnusable(f"the credential file {path} is empty")
-    return lines[0]
-
-
 def tls_context(files: TlsFiles) -> ssl.SSLContext:
     """TLS 1.2 or newer, the server's certificate and host name verified; never less."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
@@ -420,15 +395,29 @@ def tls_context(files: TlsFiles) -> ssl.SSLContext:
     if files.ca_file is None:
         context.load_default_certs()
     else:
-        ca = resolve_path(files.ca_file)
+        ca = _resolved(files.ca_file)
         with _naming("ca_file", ca):
             context.load_verify_locations(cafile=ca)
     if files.cert_file is not None:
-        cert = resolve_path(files.cert_file)
-        key = None if files.key_file is None else resolve_path(files.key_file)
+        cert = _resolved(files.cert_file)
+        key = None if files.key_file is None else _resolved(files.key_file)
         with _naming("cert_file/key_file", cert if key is None else f"{cert}, {key}"):
             context.load_cert_chain(cert, key)
     return context
+
+
+def _secret(configured: str) -> str:
+    try:
+        return read_secret(configured)
+    except CredentialFileError as exc:
+        raise CredentialsUnusable(str(exc)) from None
+
+
+def _resolved(configured: str) -> Path:
+    try:
+        return resolve_path(configured)
+    except CredentialFileError as exc:
+        raise CredentialsUnusable(str(exc)) from None
 
 
 @contextlib.contextmanager

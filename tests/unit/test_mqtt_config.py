@@ -11,11 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from edge_agent.config.schema import Address, Mqtt, is_loopback
+from edge_agent.credentials import CredentialFileError, read_secret, resolve_path
 from edge_agent.uplink.session import (
     CredentialsUnusable,
     TlsFiles,
-    read_secret,
-    resolve_path,
     tls_context,
 )
 
@@ -110,7 +109,7 @@ def test_a_relative_path_is_taken_in_the_credentials_directory() -> None:
 
 
 def test_a_relative_path_without_a_credentials_directory_is_refused() -> None:
-    with pytest.raises(CredentialsUnusable, match="CREDENTIALS_DIRECTORY"):
+    with pytest.raises(CredentialFileError, match="CREDENTIALS_DIRECTORY"):
         resolve_path("mqtt-user", {})
 
 
@@ -124,12 +123,12 @@ def test_a_secret_is_the_first_line_of_its_file(tmp_path: Path) -> None:
 def test_an_empty_secret_is_refused(tmp_path: Path, content: str, expected: str) -> None:
     path = tmp_path / "password"
     path.write_text(content)
-    with pytest.raises(CredentialsUnusable, match=expected):
+    with pytest.raises(CredentialFileError, match=expected):
         read_secret(str(path))
 
 
 def test_a_missing_secret_file_is_refused_with_its_path(tmp_path: Path) -> None:
-    with pytest.raises(CredentialsUnusable, match="cannot read the credential file"):
+    with pytest.raises(CredentialFileError, match="cannot read the credential file"):
         read_secret(str(tmp_path / "nope"))
 
 
@@ -145,3 +144,12 @@ def test_an_unusable_ca_file_is_refused(tmp_path: Path) -> None:
     bogus.write_text("not a certificate")
     with pytest.raises(CredentialsUnusable, match="TLS files unusable"):
         tls_context(TlsFiles(ca_file=str(bogus)))
+
+
+def test_a_tls_file_outside_any_credentials_directory_is_the_uplinks_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The credential-file rule's error becomes the uplink's own, logged as an operator's to fix.
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(CredentialsUnusable, match="CREDENTIALS_DIRECTORY"):
+        tls_context(TlsFiles(ca_file="ca.pem"))
