@@ -131,7 +131,8 @@ async def _bare(ports: list[int], tags: int, poll_s: float, broker: int) -> None
     async def device(d: int, port: int) -> None:
         nonlocal seq
         modbus = AsyncModbusTcpClient("127.0.0.1", port=port)
-        await modbus.connect()
+        while not await modbus.connect():  # a hundred servers may take a moment to listen
+            await asyncio.sleep(0.5)
         prefixes = [items.tag_prefix(f"D{d:03}.T{n:03}", "HZ01") for n in range(tags)]
         unpack = struct.Struct(f">{tags}f").unpack
         deadline = time.monotonic()

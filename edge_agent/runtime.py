@@ -318,20 +318,22 @@ class Agent:
 
     def _handle(self, samples: list[Sample]) -> None:
         events: list[AlarmEvent] = []
+        rules_of, quality_of, add_reading = self._rules, self._quality, self._store.add_reading
         for sample in samples:
             try:
-                rules = self._rules[sample.tag]
-                reading, judged = rules.judge(sample)
+                reading, judged = rules_of[sample.tag].judge(sample)
             except Exception as exc:
                 reading, judged = self._rules_failed(sample, exc), []
             else:
-                self._rules_recovered(sample.tag)
+                if self._rules_failing:
+                    self._rules_recovered(sample.tag)
             if reading is not None:
                 # Report by exception reports every change of quality, so the last
                 # reading reported carries the tag's current quality.
-                self._quality[sample.tag] = reading.quality
-                self._store.add_reading(reading, alarmed=bool(judged))
-            events += judged
+                quality_of[sample.tag] = reading.quality
+                add_reading(reading, bool(judged))
+            if judged:
+                events += judged
         self._alarm(events)
 
     def _rules_failed(self, sample: Sample, error: Exception) -> Reading | None:
@@ -345,7 +347,7 @@ class Agent:
         return Reading(sample.tag, rules.hz, sample.ts_ms, None, Quality.CONFIG)
 
     def _rules_recovered(self, tag: str) -> None:
-        if self._rules_failing and tag in self._rules_failing:
+        if tag in self._rules_failing:
             self._rules_failing.discard(tag)
             log.info("rules_recovered", tag=tag)
 

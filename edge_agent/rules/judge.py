@@ -26,6 +26,7 @@ from edge_agent.rules.stats import WindowStats
 from edge_agent.wire import NotCarried, NumberFormat
 
 _ALWAYS = frozenset({AlarmKind.FAULT, AlarmKind.COMM})
+_GOOD = Quality.GOOD
 
 
 class TagRules:
@@ -44,6 +45,7 @@ class TagRules:
         self.hz = tag.hazard
         self.alarms = AlarmBook(tag.tag, tag.hazard, new_id)
         self._format = tag.number_format
+        self._number = self._format.number
         self._big = self._format.big_integer
         self._range = tag.range
         limits = tag.limits
@@ -65,6 +67,36 @@ class TagRules:
         """The alarm kinds this tag can raise."""
 
     def judge(self, sample: Sample) -> tuple[Reading | None, list[AlarmEvent]]:
+        tag, ts, value, quality = sample
+        kind = value.__class__
+        if quality is not _GOOD or (kind is not float and kind is not int) or self._big:
+            return self._judge(sample)
+        # The common case, judged without building a new sample: a good plain number
+        # (bool is not `int` here), on a tag that is not a 64-bit integer.
+        try:
+            number = self._number(value)  # type: ignore[arg-type]  # a float or int: its class
+        except NotCarried:
+            return self._judge(sample)
+        span = self._range
+        if (span is not None and not span.low <= number <= span.high) or self.alarms.is_active(
+            AlarmKind.FAULT
+        ):
+            return self._judge(sample)
+        events: list[AlarmEvent] = []
+        if self._limits:
+            events = self._limits.judge(ts, number)
+        if self._stuck:
+            events += self._stuck.judge(ts, number)
+        if self._roc:
+            events += self._roc.judge(ts, number)
+        if self._stats:
+            self._stats.add_value(ts, number)
+        if self._report.due(ts, number, quality, bool(events)):
+            return _new_reading(Reading, (tag, self.hz, ts, number, quality)), events
+        return None, events
+
+    def _judge(self, sample: Sample) -> tuple[Reading | None, list[AlarmEvent]]:
+        """Any sample: bad, uncertain, out of range, not a number, or a 64-bit integer."""
         sample = _plausible(_carried(sample, self._format), self._range)
         _, ts, value, quality = sample
         events = (
@@ -80,7 +112,7 @@ class TagRules:
         elif value.__class__ is float or (isinstance(value, int) and not isinstance(value, bool)):
             assert isinstance(value, int | float)
             if self._limits:
-                events += self._limits.judge(sample, value)
+                events += self._limits.judge(ts, value)
             if self._stuck:
                 events += self._stuck.judge(ts, value)
             if self._roc:
@@ -118,8 +150,8 @@ def _carried(sample: Sample, number_format: NumberFormat) -> Sample:
         return Sample.bad(tag, ts, Quality.CONFIG)
 
 
-_new_sample = tuple.__new__
-"""Sample's own constructor without its Python frame (Sample is a NamedTuple)."""
+_new_sample = _new_reading = tuple.__new__
+"""Sample's and Reading's own constructor without its Python frame (both are NamedTuples)."""
 
 
 def _wired(event: AlarmEvent, number_format: NumberFormat) -> AlarmEvent:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_agent.config.tags import Limits
-from edge_agent.model import AlarmEvent, AlarmKind, Sample
+from edge_agent.model import AlarmEvent, AlarmKind
 from edge_agent.rules.alarms import AlarmBook
 
 _HIGH = frozenset({AlarmKind.H, AlarmKind.HH})
@@ -61,9 +61,8 @@ class LimitJudge:
     def kinds(self) -> frozenset[AlarmKind]:
         return frozenset(lim.kind for lim in self._limits)
 
-    def judge(self, sample: Sample, value: float) -> list[AlarmEvent]:
-        """Judge a good or uncertain numeric sample whose value is `value`."""
-        ts = sample.ts_ms
+    def judge(self, ts: int, value: float) -> list[AlarmEvent]:
+        """Judge a good or uncertain numeric sample: its time and value."""
         cleared: list[AlarmEvent] = []
         raised: list[AlarmEvent] = []
         for lim in reversed(self._limits):

@@ -31,7 +31,12 @@ class ReportFilter:
             or alarmed
             or quality is not last[2]
             or ts - last[0] >= self._heartbeat_ms
-            or _moved(last[1], value, self._deadband)
+            or (
+                # Two floats (the common case) compared here, anything else by _moved.
+                (abs(value - last[1]) > self._deadband if self._deadband else value != last[1])
+                if value.__class__ is float and last[1].__class__ is float
+                else _moved(last[1], value, self._deadband)
+            )
         ):
             self._last = (ts, value, quality)
             return True

@@ -48,7 +48,11 @@ class WindowStats:
         self._closed_before = 0
 
     def add_value(self, ts: int, value: float | int) -> None:
-        window = self._window(ts)
+        current = self._current
+        if current is not None and current[0] <= ts < current[1]:
+            window: _Window | None = current[2]  # the common case, without a call
+        else:
+            window = self._window(ts)
         if window is not None:
             window.n += 1
             window.total += value

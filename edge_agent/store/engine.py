@@ -494,8 +494,7 @@ class Engine:
         """What waits, and how the store is (a few indexed reads)."""
         counts, boundary = self._counts, self._outbox.boundary
         try:
-            oldest = self._oldest(None)
-            backfill_oldest = self._oldest(boundary)
+            oldest, backfill_oldest = self._oldest(boundary)
         except sqlite3.Error as exc:
             self._read_failed("figures", exc)
             oldest = backfill_oldest = None
@@ -514,23 +513,20 @@ class Engine:
             seq_mark=self._hwm.value,
         )
 
-    def _oldest(self, boundary: Boundary | None) -> int | None:
-        """The oldest sample time waiting (below the boundary, if one is given)."""
-        below = (boundary.reading, boundary.event) if boundary else (2**62, 2**62)
-        times = [
-            row[0]
-            for row in (
-                self._db.execute("SELECT min(oldest) FROM message").fetchone(),
-                self._db.execute(
-                    "SELECT ts FROM reading WHERE id < ? ORDER BY id LIMIT 1", (below[0],)
-                ).fetchone(),
-                self._db.execute(
-                    "SELECT ts FROM event WHERE id < ? ORDER BY id LIMIT 1", (below[1],)
-                ).fetchone(),
-            )
-            if row is not None and row[0] is not None
-        ]
-        return min(times, default=None)
+    def _oldest(self, boundary: Boundary) -> tuple[int | None, int | None]:
+        """The oldest sample time waiting, and the oldest of what waits below the boundary
+        (packed messages count in both): three indexed reads."""
+        db = self._db
+        (packed,) = db.execute("SELECT min(oldest) FROM message").fetchone()
+        reading = db.execute("SELECT id, ts FROM reading ORDER BY id LIMIT 1").fetchone()
+        event = db.execute("SELECT id, ts FROM event ORDER BY id LIMIT 1").fetchone()
+        rows = ((reading, boundary.reading), (event, boundary.event))
+        waiting = [row[1] for row, _ in rows if row is not None]
+        below = [row[1] for row, live_from in rows if row is not None and row[0] < live_from]
+        if packed is not None:
+            waiting.append(packed)
+            below.append(packed)
+        return min(waiting, default=None), min(below, default=None)
 
     def losses(self) -> tuple[list[Loss], Totals]:
         """The newest ledger entries and the totals since installation."""

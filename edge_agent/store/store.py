@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from edge_agent.model import AlarmEvent, Reading, StatItem
 from edge_agent.store.actor import Actor, Urgency
 from edge_agent.store.buffer import WriteBuffer
-from edge_agent.store.engine import Engine, Figures, StoreSettings
+from edge_agent.store.engine import Committed, Engine, Figures, StoreSettings
 from edge_agent.store.ledger import Loss, Totals
 from edge_agent.store.outbox import Admission, StoredMessage
 
@@ -120,22 +120,30 @@ class Store:
                 return
             batch = self._buffer.take()
             urgency = Urgency.URGENT if urgent else Urgency.NORMAL
-            committed = await self._actor.call(urgency, lambda engine: engine.commit(batch))
-            if committed.unwritten is None:
-                self._buffer.committed()
-            else:
-                self._buffer.give_back(committed.unwritten, committed.cause)
+            self._settle(await self._actor.call(urgency, lambda engine: engine.commit(batch)))
 
     async def take(
         self, admission: Admission, skip: set[int], now_ms: int, linger_ms: int
     ) -> list[StoredMessage]:
-        """What the uplink may publish now (engine.take); everything buffered is committed
-        first, and messages acknowledged but not yet deleted are never offered."""
-        await self.flush()
-        skip = skip | set(self._buffer.acks)
-        return await self._actor.call(
-            Urgency.NORMAL, lambda engine: engine.take(admission, skip, now_ms, linger_ms)
-        )
+        """What the uplink may publish now (engine.take), everything buffered committed first,
+        in one job; messages acknowledged but not yet deleted are never offered."""
+        async with self._committing:
+            batch = self._buffer.take()
+            skip = skip | set(batch.acks)  # acknowledged, even if the commit fails
+
+            def commit_and_take(engine: Engine) -> tuple[Committed, list[StoredMessage]]:
+                committed = engine.commit(batch) if len(batch) else Committed()
+                return committed, engine.take(admission, skip, now_ms, linger_ms)
+
+            committed, taken = await self._actor.call(Urgency.NORMAL, commit_and_take)
+            self._settle(committed)
+        return taken
+
+    def _settle(self, committed: Committed) -> None:
+        if committed.unwritten is None:
+            self._buffer.committed()
+        else:
+            self._buffer.give_back(committed.unwritten, committed.cause)
 
     async def mark_live(self) -> None:
         """The uplink is up from now: what waits already is back-fill (`hist: true`)."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drivers.modbus.config import ModbusTag
 from edge_agent.config.tags import Limits, TagBase
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Sample
 from edge_agent.rules import TagRules
@@ -156,3 +157,36 @@ def test_a_restart_anywhere_says_what_an_uninterrupted_run_says(
         assert after.restore(raised)
     rest = [e for _, es in judge_all(after, all_samples[cut:]) for e in es]
     assert first + rest == uninterrupted
+
+
+@given(
+    steps,
+    limit_sets,
+    st.sampled_from([None, {"low": 0, "high": 100}]),
+    st.sampled_from(["float32", "int16"]),
+)
+def test_the_quick_path_for_good_numbers_judges_as_the_full_one(
+    sequence: list[Step], limits: Limits, span: dict[str, float] | None, kind: str
+) -> None:
+    # TagRules.judge takes a shortcut for good plain numbers; TagRules._judge is the
+    # full path every sample could take. Both must say exactly the same, statistics too.
+    def build() -> TagRules:
+        ids = itertools.count()
+        tag = ModbusTag(
+            tag="T",
+            hazard="HZ01",
+            address="hr:0",
+            type=kind,
+            limits=limits,
+            range=span,
+            stuck={"after": "3s"},
+            roc={"limit": 30, "window": "5s"},
+        )
+        return TagRules(tag, every_s=60, poll_s=1, stats_window_s=10, new_id=lambda: str(next(ids)))
+
+    quick, full = build(), build()
+    for sample in samples(sequence):
+        value = sample.value
+        judged = sample._replace(value=int(value)) if kind != "float32" and value else sample
+        assert quick.judge(judged) == full._judge(judged)
+    assert quick.close_stats(10**9) == full.close_stats(10**9)
