@@ -344,7 +344,9 @@ class Engine:
                     (tag, hz),
                 ).fetchone()
                 new_tags[tag] = (tag_id, hz)
-        ids = self._tag_ids | {tag: tag_id for tag, (tag_id, _) in new_tags.items()}
+        ids = self._tag_ids
+        if new_tags:
+            ids = ids | {tag: tag_id for tag, (tag_id, _) in new_tags.items()}
         db.executemany(
             "INSERT INTO reading (tag_id, ts, v, q) VALUES (?, ?, ?, ?)",
             ((ids[tag], ts, v, q) for tag, _, ts, v, q in readings),
