@@ -37,7 +37,7 @@ from edge_agent.store.ledger import Loss
 
 THIN_AT: Final = 0.9
 """Fraction of the cap at which thinning starts."""
-THIN_STRETCH: Final = 20_000
+THIN_STRETCH: Final = 5_000
 """Waiting readings one thinning step works on."""
 BUCKET_MS: Final = 10_000
 """The time bucket of the first thinning level; each level doubles it."""

@@ -371,8 +371,9 @@ FOUND_WAL: Final = "-wal.found"
 
 
 def keep_found_wal(path: Path) -> None:
-    """After an unclean stop, copy the WAL as found (a few MiB at most: the cap keeps it
-    small) before anything writes: SQLite overwrites the torn frames at its end. The copy
+    """After an unclean stop, copy the WAL as found (at most about 64 MiB: the WAL held
+    back for the integrity walk is bounded, maintenance.py) before anything writes:
+    SQLite overwrites the torn frames at its end. The copy
     goes when the integrity walk is through (`drop_found_wal`), or stands in for the WAL
     if the store is set aside."""
     wal = path.with_name(path.name + "-wal")

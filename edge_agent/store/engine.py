@@ -382,9 +382,10 @@ class Engine:
             return False
         if dropped is not None:
             self._note_dropped(dropped)
-        with contextlib.suppress(sqlite3.OperationalError):
-            # Move the WAL into the pages just freed, so it is reused rather than grown.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self._maintenance.checkpoints:  # never before the file is checked (maintenance.py)
+            with contextlib.suppress(sqlite3.OperationalError):
+                # Move the WAL into the pages just freed, so it is reused rather than grown.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return dropped is not None
 
     def _recover(self, exc: sqlite3.Error | Damaged) -> None:

@@ -12,7 +12,8 @@ store), of which no stretch can be declared.
 
 A crash is a copy of the store's files taken while it is open (closing a connection, even
 by garbage collection, checkpoints the WAL and hides the crash); a power loss is that copy
-with the WAL cut at a frame boundary, which rolls the last commits back.
+with the WAL cut at a frame boundary, which rolls the last commits back (never inside the
+frames a checkpoint already copied into the file: SQLite syncs those before it copies).
 """
 
 from __future__ import annotations
@@ -133,9 +134,10 @@ class StoreMachine(RuleBasedStateMachine):
             source = old.engine._settings.path.with_name("store.db" + suffix)
             if source.exists():
                 shutil.copy(source, path.with_name(path.name + suffix))
+        synced = _checkpointed_frames(old.engine._settings.path.with_name("store.db-shm"))
         old.crash()
         if cut is not None:
-            _cut_wal(path.with_name("store.db-wal"), cut)
+            _cut_wal(path.with_name("store.db-wal"), cut, synced)
             self.acked_for_good.clear()  # a rolled-back acknowledgement may bring it back
         self.acks.clear()
         self.out.clear()
@@ -173,13 +175,25 @@ def _readings(items_json: str) -> set[tuple[str, int]]:
     return {(item["tag"], item["ts"]) for item in json.loads(items_json)}
 
 
-def _cut_wal(wal: Path, keep: float) -> None:
+def _checkpointed_frames(shm: Path) -> int:
+    """Frames of the WAL already checkpointed (`nBackfill` in the WAL index, after its two
+    48-byte header copies): SQLite syncs the WAL before a checkpoint, so a power loss cannot
+    take them."""
+    if not shm.exists() or shm.stat().st_size < 100:
+        return 0
+    (backfilled,) = struct.unpack("=I", shm.read_bytes()[96:100])
+    return int(backfilled)
+
+
+def _cut_wal(wal: Path, keep: float, synced: int) -> None:
+    """Cut the WAL at a frame boundary, never inside the `synced` frames."""
     if not wal.exists() or wal.stat().st_size <= 32:
         return
     data = wal.read_bytes()
     (page_size,) = struct.unpack(">I", data[8:12])
     frames = (len(data) - 32) // (24 + page_size)
-    wal.write_bytes(data[: 32 + int(frames * keep) * (24 + page_size)])
+    kept = max(int(frames * keep), min(synced, frames))
+    wal.write_bytes(data[: 32 + kept * (24 + page_size)])
     wal.with_name(wal.name.replace("-wal", "-shm")).unlink(missing_ok=True)
 
 
