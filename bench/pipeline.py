@@ -49,6 +49,7 @@ import yaml
 from backfill import Counts, subscriber
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
 from simulated import spawn_simulator
 
 from edge_agent.demo.broker import Mosquitto, free_port
@@ -131,18 +132,23 @@ async def _bare(ports: list[int], tags: int, poll_s: float, broker: int) -> None
     async def device(d: int, port: int) -> None:
         nonlocal seq
         modbus = AsyncModbusTcpClient("127.0.0.1", port=port)
-        while not await modbus.connect():  # a hundred servers may take a moment to listen
-            await asyncio.sleep(0.5)
         prefixes = [items.tag_prefix(f"D{d:03}.T{n:03}", "HZ01") for n in range(tags)]
         unpack = struct.Struct(f">{tags}f").unpack
         deadline = time.monotonic()
         while True:
             registers: list[int] = []
-            for start in range(0, 2 * tags, 124):
-                answer = await modbus.read_holding_registers(
-                    start, count=min(124, 2 * tags - start), device_id=1
-                )
-                registers += answer.registers
+            try:
+                if not modbus.connected:  # a hundred servers may take a moment to listen
+                    await modbus.connect()
+                for start in range(0, 2 * tags, 124):
+                    answer = await modbus.read_holding_registers(
+                        start, count=min(124, 2 * tags - start), device_id=1
+                    )
+                    registers += answer.registers
+            except ModbusException:
+                deadline = time.monotonic() + poll_s  # this poll is lost; try again at the next
+                await asyncio.sleep(poll_s)
+                continue
             now = time.time_ns() // 1_000_000
             values = unpack(struct.pack(f">{2 * tags}H", *registers))
             texts = [
