@@ -16,7 +16,7 @@ the stretch it did not sample is declared.
 
 Faults stop at the stage that meets them: a tag whose rules raise gets a
 reading with q=4 (the others are judged as usual), and the store never raises
-(store/sqlite.py).
+(store/engine.py).
 
 Start: the store is opened (declaring the stretch the last stop left, until
 the first sample on a synchronised clock), alarms active when the agent last
