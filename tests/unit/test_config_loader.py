@@ -7,8 +7,10 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+import yaml
 
 from edge_agent.config import AgentConfig, load_config
+from edge_agent.config.loader import _Walker
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -440,3 +442,28 @@ def test_a_tag_read_less_often_than_the_site_requires_is_refused_where_it_is(
         "20s (the site's rate, or its report.every): poll it faster, or give it a longer "
         "report.every"
     ]
+
+
+ANCHORS_AND_MERGES = """
+defaults: &modbus {driver: modbus, host: 127.0.0.1, poll: 1s}
+devices:
+  - <<: *modbus
+    name: plc-1
+    port: 502
+    tags:
+      - {tag: "A.1", hazard: HZ01, address: 40001, type: 'float32', limits: {H: 1e2}}
+"""
+
+
+@pytest.mark.parametrize(
+    "name", [*sorted(p.name for p in ROOT.joinpath("config").glob("*.yaml")), "anchors"]
+)
+def test_libyaml_composes_what_pyyaml_composes_with_the_same_positions(name: str) -> None:
+    # The loader composes with libyaml for speed and memory; every position an error
+    # names must be the one PyYAML's composer gives.
+    text = ANCHORS_AND_MERGES if name == "anchors" else (ROOT / "config" / name).read_text()
+    walked = []
+    for loader in (yaml.CSafeLoader, yaml.SafeLoader):
+        walker = _Walker()
+        walked.append((walker.walk(yaml.compose(text, Loader=loader), ()), walker.source))
+    assert walked[0] == walked[1]
