@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from stores import SyncStore
 
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading
+from edge_agent.store.engine import insert_readings
 
 
 def reading(ts: int, value: float | bool | None = 1.0, q: Quality = Quality.GOOD) -> Reading:
@@ -148,3 +150,12 @@ def test_alarms_stored_while_down_and_live_alarms_go_in_separate_messages(store:
         (True, 1),
         (False, 2),
     ]
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 31, 33, 256, 300, 1000])
+def test_rows_inserted_many_per_statement_all_arrive_in_order(count: int) -> None:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE reading (id INTEGER PRIMARY KEY, tag_id, ts, v, q)")
+    rows = [(n % 7, 1000 + n, n * 0.5 if n % 3 else "text", n % 5) for n in range(count)]
+    insert_readings(db, rows)
+    assert db.execute("SELECT tag_id, ts, v, q FROM reading ORDER BY id").fetchall() == rows
