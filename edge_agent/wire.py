@@ -81,7 +81,9 @@ def shortest_float32(value: float) -> float:
     # way round-tripping says.
     text = _DIGITS[7] % single
     if _as_float32(float(text)) == single:
-        for digits in (6, 5, 4, 3, 2, 1):
+        # %g drops trailing zeros, so fewer digits than the text shows give it again:
+        # try from one digit fewer than it has (21.3 tries 2 digits, not 6, 5, 4, 3, 2).
+        for digits in range(_significant(text) - 1, 0, -1):
             shorter = _DIGITS[digits] % single
             if _as_float32(float(shorter)) != single:
                 break
@@ -94,6 +96,12 @@ def shortest_float32(value: float) -> float:
 
 
 _DIGITS: Final = tuple(f"%.{digits}g" for digits in range(10))
+
+
+def _significant(text: str) -> int:
+    """The significant digits of a %g text ("-0.00123" and "1.23e-05": 3)."""
+    mantissa = text.partition("e")[0]
+    return len(mantissa.replace("-", "").replace(".", "").lstrip("0"))
 
 
 def _as_float32(value: float) -> float:
