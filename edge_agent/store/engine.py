@@ -478,7 +478,10 @@ class Engine:
                 if self._make_room():
                     continue
                 return None  # a full disk: nothing can be packed until room returns
-            return None if found is None else found[0]
+            if found is None:
+                return None
+            self._outbox.settle(found)
+            return found.message
         return None
 
     def maintain(self, now_ms: int) -> bool:

@@ -66,6 +66,15 @@ class Admission(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """One message just packed, and what it took: `items` rows of `table`."""
+
+    message: StoredMessage
+    table: Literal["reading", "event"]
+    items: int
+
+
 @dataclass
 class Boundary:
     """Row ids from which rows are live (set when the uplink connects); below them, what
@@ -103,13 +112,12 @@ class Outbox:
         unsent = [StoredMessage(s, t, bool(h), o, i) for s, t, h, o, i in rows if s not in skip]
         return unsent[:limit]
 
-    def pack_next(
-        self, admission: Admission, now_ms: int, linger_ms: int
-    ) -> tuple[StoredMessage, Kind] | None:
+    def pack_next(self, admission: Admission, now_ms: int, linger_ms: int) -> Packed | None:
         """Pack the next message the admission allows, in the order of the module docstring;
-        None when nothing is due. Call inside a transaction."""
+        None when nothing is due. Call inside a transaction, and `settle` what it packed
+        once that transaction is committed."""
         back_fill = f"id < {self.boundary.reading}"
-        steps: list[tuple[Kind, Callable[[], bool], Callable[[], StoredMessage]]] = [
+        steps: list[tuple[Kind, Callable[[], bool], Callable[[], Packed]]] = [
             ("alarm", lambda: self._has_events("alarm"), lambda: self._pack_events("alarm")),
             ("live", lambda: self._live_due(now_ms, linger_ms), self._pack_live(admission)),
             ("stat", lambda: self._has_events("stat"), lambda: self._pack_events("stat")),
@@ -119,8 +127,17 @@ class Outbox:
             steps.insert(0, steps.pop())
         for kind, due, pack in steps:
             if admission.allows(kind) and due():
-                return pack(), kind
+                return pack()
         return None
+
+    def settle(self, packed: Packed) -> None:
+        """A packing was committed: its back-fill no longer waits. Counted only now, so that
+        a transaction rolled back (a full disk) leaves the counts as they were."""
+        if packed.message.hist:
+            if packed.table == "reading":
+                self.boundary.backfill_readings -= packed.items
+            else:
+                self.boundary.backfill_events -= packed.items
 
     def ack(self, seqs: list[int]) -> int:
         """Delete acknowledged messages; returns how many were still there."""
@@ -130,13 +147,13 @@ class Outbox:
 
     # -- packing ---------------------------------------------------------------
 
-    def _pack_live(self, admission: Admission) -> Callable[[], StoredMessage]:
+    def _pack_live(self, admission: Admission) -> Callable[[], Packed]:
         return lambda: self._pack_readings(f"id >= {self.boundary.reading}", False, admission)
 
-    def _pack_backfill(self, admission: Admission) -> Callable[[], StoredMessage]:
+    def _pack_backfill(self, admission: Admission) -> Callable[[], Packed]:
         return lambda: self._pack_readings(f"id < {self.boundary.reading}", True, admission)
 
-    def _pack_readings(self, where: str, hist: bool, admission: Admission) -> StoredMessage:
+    def _pack_readings(self, where: str, hist: bool, admission: Admission) -> Packed:
         rows = self._db.execute(
             f"SELECT id, tag_id, ts, v, q FROM reading WHERE {where} ORDER BY id LIMIT ?",
             (self.max_items,),
@@ -147,12 +164,10 @@ class Outbox:
         first, last = rows[0][0], rows[taken - 1][0]
         self._db.execute("DELETE FROM reading WHERE id BETWEEN ? AND ?", (first, last))
         self._count("readings", -taken)
-        if hist:
-            self.boundary.backfill_readings -= taken
         oldest = min(row[2] for row in rows[:taken])
-        return self._message("rt", hist, oldest, texts[:taken])
+        return Packed(self._message("rt", hist, oldest, texts[:taken]), "reading", taken)
 
-    def _pack_events(self, topic: str) -> StoredMessage:
+    def _pack_events(self, topic: str) -> Packed:
         """Events of one topic, back-fill first: a message never mixes back-fill and live."""
         below = self.boundary.event
         hist = self._has_events(topic, f"AND id < {below}")
@@ -166,9 +181,8 @@ class Outbox:
         rows = rows[:taken]
         self._db.executemany("DELETE FROM event WHERE id = ?", ((row[0],) for row in rows))
         self._count("events", -taken)
-        if hist:
-            self.boundary.backfill_events -= taken
-        return self._message(topic, hist, min(ts for _, ts, _ in rows), texts[:taken])
+        message = self._message(topic, hist, min(ts for _, ts, _ in rows), texts[:taken])
+        return Packed(message, "event", taken)
 
     def _message(self, topic: str, hist: bool, oldest_ms: int, texts: list[str]) -> StoredMessage:
         items_json = "[" + ",".join(texts) + "]"

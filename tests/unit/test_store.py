@@ -159,3 +159,29 @@ def test_rows_inserted_many_per_statement_all_arrive_in_order(count: int) -> Non
     rows = [(n % 7, 1000 + n, n * 0.5 if n % 3 else "text", n % 5) for n in range(count)]
     insert_readings(db, rows)
     assert db.execute("SELECT tag_id, ts, v, q FROM reading ORDER BY id").fetchall() == rows
+
+
+def test_a_packing_rolled_back_leaves_the_back_log_counts_as_they_were(
+    store: SyncStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The counts of what waits below the live boundary live in memory; a packing whose
+    # transaction fails (an I/O error) must not count its rows as gone: they are still there.
+    for ts in range(10):
+        store.add_reading(reading(ts))
+    store.add_alarm(alarm(10))
+    store.mark_live()
+    outbox = store.engine._outbox
+    message = outbox._message
+    refusals = iter([True, True, False, False])
+
+    def failing_twice(*args: object) -> object:
+        if next(refusals, False):
+            raise sqlite3.OperationalError("disk I/O error")
+        return message(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox, "_message", failing_twice)
+    tries = (store.pack_next(now_ms=10_000, linger_ms=0) for _ in range(12))
+    packed = [m for m in tries if m is not None]  # a refused packing gives nothing, then on
+    assert sum(len(json.loads(m.items_json)) for m in packed if m.topic == "rt") == 10
+    assert (outbox.boundary.backfill_readings, outbox.boundary.backfill_events) == (0, 0)
+    assert store.backlog(in_flight=len(packed)).messages == 0
