@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Final
@@ -37,7 +37,8 @@ WALK_SLICE: Final = 100_000
 """Rows of one table counted per step of the integrity walk (about 8 ms on the reference
 machine: an alarm's commit waits for at most one)."""
 HELD_WAL_MAX: Final = 64 * 1024**2
-"""Most bytes of WAL held back from the file while the walk runs (less on a small cap)."""
+"""Most bytes of WAL held back from the file while the walk runs, beyond the WAL found at
+the start (less on a small cap)."""
 
 
 class Damaged(Exception):
@@ -103,6 +104,11 @@ class Maintenance:
     checkpoints: bool = False
     """Whether the WAL may be folded into the file: once the walk is through, or once the
     WAL held back outgrew its bound."""
+    wal_found: int = field(init=False, default=0)
+    """The WAL's size at the start (after a crash, up to the cap's WAL budget)."""
+
+    def __post_init__(self) -> None:
+        self.wal_found = self._held_wal_bytes()
 
     def step(self, now_ms: int, walk: IntegrityWalk) -> tuple[bool, Dropped | None]:
         """One bounded step of whatever is due, the integrity walk first, then retention,
@@ -149,8 +155,12 @@ class Maintenance:
         return wal.stat().st_size if wal.exists() else 0
 
     def _held_wal_max(self) -> int:
-        share = int(self.budget.page_size * (self.budget.db_pages + self.budget.wal_pages) * 0.1)
-        return min(HELD_WAL_MAX, max(share, self.budget.wal_pages * self.budget.page_size))
+        """The WAL found, plus 10 % of the cap (at least four times the WAL's own budget,
+        at most HELD_WAL_MAX)."""
+        budget = self.budget
+        share = budget.page_size * (budget.db_pages + budget.wal_pages) // 10
+        allowance = max(share, 4 * budget.wal_pages * budget.page_size)
+        return self.wal_found + min(HELD_WAL_MAX, allowance)
 
     def _expire(self, before_ms: int) -> Dropped | None:
         boundary = self.boundary
