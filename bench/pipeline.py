@@ -190,9 +190,17 @@ class Window:
         return 1e6 * self.cpu_s / self.values if self.values else math.nan
 
 
-def measure(pid: int, counts: Counts, gateway: str, seconds: float, expected_rate: float) -> Window:
-    """Wait for the items to flow, then count CPU and items over `seconds`."""
-    deadline = time.monotonic() + 60
+def measure(
+    pid: int,
+    counts: Counts,
+    gateway: str,
+    seconds: float,
+    expected_rate: float,
+    *,
+    patience_s: float = 60,
+) -> Window:
+    """Wait (up to `patience_s`) for the items to flow, then count CPU and items over `seconds`."""
+    deadline = time.monotonic() + patience_s
     start_items = counts.items(gateway)
     while counts.items(gateway) - start_items < expected_rate * 2:
         if time.monotonic() > deadline:
@@ -236,7 +244,9 @@ def compare(args: argparse.Namespace, work: Path, broker: int, counts: Counts) -
             row = Row(poll_s, Window(), Window())
             config = agent_config(work, ports, args.tags, poll_s, broker)
             for _ in range(args.rounds):
-                bare = ctx.Process(target=bare_reader, args=(ports, args.tags, poll_s, broker))
+                bare = ctx.Process(
+                    target=bare_reader, args=(ports, args.tags, poll_s, broker), daemon=True
+                )
                 bare.start()
                 window = measure(bare.pid or 0, counts, BARE_GATEWAY, args.seconds, rate)
                 stop(bare)
@@ -264,13 +274,13 @@ def memory(
     simulator, ports = spawn_simulator(scenario(args.rss_devices, args.tags), work)
     rate = args.rss_devices * args.tags
     try:
-        bare = ctx.Process(target=bare_reader, args=(ports, args.tags, 1.0, broker))
+        bare = ctx.Process(target=bare_reader, args=(ports, args.tags, 1.0, broker), daemon=True)
         bare.start()
-        measure(bare.pid or 0, counts, BARE_GATEWAY, 5.0, rate)
+        measure(bare.pid or 0, counts, BARE_GATEWAY, 5.0, rate, patience_s=180)
         bare_mb = rss_mb(bare.pid or 0)
         stop(bare)
         agent = run_agent(agent_config(work, ports, args.tags, 1.0, broker))
-        measure(agent.pid, counts, AGENT_GATEWAY, 5.0, rate)
+        measure(agent.pid, counts, AGENT_GATEWAY, 5.0, rate, patience_s=180)
         agent_mb = rss_mb(agent.pid)
         stop(agent)
     finally:
@@ -305,11 +315,21 @@ def main() -> None:
             if not ready.wait(20):
                 raise TimeoutError("the subscriber could not subscribe")
             rows = compare(args, work, broker.port, counts)
+            print_rows(args, rows)  # before the RSS run, which takes a while
             rss = memory(args, work, broker.port, counts) if args.rss_devices else None
         finally:
             done.set()
             platform.join(10)
             broker.stop()
+    if rss is not None:
+        print()
+        print(f"RSS at {args.rss_devices * args.tags:,} tags, 1 s poll: bare {rss[0]:.0f} MB, "
+              f"agent {rss[1]:.0f} MB")  # fmt: skip
+    print(json.dumps({"rows": [[r.poll_s, r.bare.ms_per_1000, r.agent.ms_per_1000] for r in rows],
+                      "rss": rss}))  # fmt: skip
+
+
+def print_rows(args: argparse.Namespace, rows: list[Row]) -> None:
     print()
     print(f"{args.devices} devices x {args.tags} float32 tags, every value changing every poll; "
           f"{args.rounds} rounds of {args.seconds:g} s each; CPU-seconds per 1,000 delivered "
@@ -322,12 +342,6 @@ def main() -> None:
         rate = row.agent.values / (args.rounds * args.seconds)
         print(f"| {row.poll_s:g} s | {row.bare.ms_per_1000 / 1000:.4f} | "
               f"{row.agent.ms_per_1000 / 1000:.4f} | {ratio:.2f}x | {rate:,.0f} |")  # fmt: skip
-    if rss is not None:
-        print()
-        print(f"RSS at {args.rss_devices * args.tags:,} tags, 1 s poll: bare {rss[0]:.0f} MB, "
-              f"agent {rss[1]:.0f} MB")  # fmt: skip
-    print(json.dumps({"rows": [[r.poll_s, r.bare.ms_per_1000, r.agent.ms_per_1000] for r in rows],
-                      "rss": rss}))  # fmt: skip
 
 
 if __name__ == "__main__":
