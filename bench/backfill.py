@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -212,6 +213,28 @@ def subscriber(port: int, counts: Counts, ready: MpEvent, stop: MpEvent) -> None
     client.loop_stop()
 
 
+@contextlib.contextmanager
+def platform_stand_in(ctx: Any, directory: Path, counts: Counts) -> Iterator[Mosquitto]:
+    """A private Mosquitto in `directory` and the subscriber counting into `counts`,
+    subscribed before this yields; both stopped afterwards, whatever happened."""
+    broker = Mosquitto(directory)
+    ready, stop = ctx.Event(), ctx.Event()
+    platform = ctx.Process(target=subscriber, args=(broker.port, counts, ready, stop))
+    broker.start()
+    try:
+        platform.start()
+        if not ready.wait(20):
+            raise TimeoutError("the subscriber could not subscribe")
+        yield broker
+    finally:
+        stop.set()
+        if platform.pid is not None:
+            platform.join(10)
+            if platform.is_alive():
+                platform.terminate()
+        broker.stop()
+
+
 def wait_items(counts: Counts, gateway: str, expected: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while counts.items(gateway) < expected and time.monotonic() < deadline:
@@ -363,27 +386,13 @@ def measure(count: int, work: Path) -> Figures:
     per_reading = disk_bytes(work / "store.db") / count
     print("store written; draining through the uplink ...", flush=True)
 
-    broker = Mosquitto(work / "broker")
     ctx = mp.get_context("spawn")
     counts = Counts(ctx)
-    ready, stop = ctx.Event(), ctx.Event()
-    platform = ctx.Process(target=subscriber, args=(broker.port, counts, ready, stop))
-    broker.start()
-    try:
-        platform.start()
-        if not ready.wait(20):
-            raise TimeoutError("the subscriber could not subscribe")
+    with platform_stand_in(ctx, work / "broker", counts) as broker:
         base_rate = baseline(broker.port, sample)
         base_received = wait_items(counts, BASELINE_GATEWAY, sample, 30)
         result = asyncio.run(drain(work / "store.db", count, broker.port, counts))
         received = wait_items(counts, GATEWAY, count, 60)
-    finally:
-        stop.set()
-        if platform.pid is not None:
-            platform.join(10)
-            if platform.is_alive():
-                platform.terminate()
-        broker.stop()
     return Figures(
         count,
         sample,

@@ -46,13 +46,13 @@ from typing import Any
 import paho.mqtt.client as paho
 import structlog
 import yaml
-from backfill import Counts, subscriber
+from backfill import Counts, platform_stand_in
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from simulated import spawn_simulator
 
-from edge_agent.demo.broker import Mosquitto, free_port
+from edge_agent.demo.broker import free_port
 from edge_agent.store import StoredMessage, items
 from edge_agent.uplink.envelope import Identity, envelope
 from edge_agent.wire import NumberFormat
@@ -306,22 +306,11 @@ def main() -> None:
     counts = Counts(ctx, gateways=(AGENT_GATEWAY, BARE_GATEWAY))
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         work = Path(tmp)
-        broker = Mosquitto(work / "broker")
-        ready, done = ctx.Event(), ctx.Event()
-        platform = ctx.Process(target=subscriber, args=(broker.port, counts, ready, done))
-        broker.start()
-        try:
-            platform.start()
-            if not ready.wait(20):
-                raise TimeoutError("the subscriber could not subscribe")
+        with platform_stand_in(ctx, work / "broker", counts) as broker:
             # Memory first: after minutes at 20 ms polls the platform stand-in may lag.
             rss = memory(args, work, broker.port, counts) if args.rss_devices else None
             rows = compare(args, work, broker.port, counts)
             print_rows(args, rows)
-        finally:
-            done.set()
-            platform.join(10)
-            broker.stop()
     if rss is not None:
         print()
         print(f"RSS at {args.rss_devices * args.tags:,} tags, 1 s poll: bare {rss[0]:.0f} MB, "

@@ -78,11 +78,10 @@ from pathlib import Path
 from types import FrameType
 
 import structlog
-from backfill import Counts, subscriber
+from backfill import Counts, platform_stand_in
 
 from edge_agent.config.schema import Store as StoreConfig
 from edge_agent.config.schema import Uplink as UplinkConfig
-from edge_agent.demo.broker import Mosquitto
 from edge_agent.model import Quality, Reading
 from edge_agent.reload import uplink_settings_of
 from edge_agent.runtime import MAINTENANCE_INTERVAL_S, MAINTENANCE_PAUSE_S
@@ -571,32 +570,22 @@ def lag_run(path: Path, seconds: float) -> Lag:
     """The lag measurement in an agent's process that is killed at its end."""
     ctx = mp.get_context("spawn")
     counts = Counts(ctx, gateways=(GATEWAY,))
-    ready, stop = ctx.Event(), ctx.Event()
-    broker = Mosquitto(path.parent / f"broker-{os.getpid()}")
-    platform = ctx.Process(target=subscriber, args=(broker.port, counts, ready, stop))
-    broker.start()
+    directory = path.parent / f"broker-{os.getpid()}"
     try:
-        platform.start()
-        if not ready.wait(20):
-            raise TimeoutError("the subscriber could not subscribe")
-        received, sender = ctx.Pipe(duplex=False)
-        agent = ctx.Process(
-            target=lag_then_die, args=(str(path), seconds, broker.port, counts, sender)
-        )
-        agent.start()
-        if not received.poll(seconds + 600):
-            raise TimeoutError("the lag measurement did not end")
-        lag: Lag = received.recv()
-        agent.join()
-        killed(agent)
-        return lag
+        with platform_stand_in(ctx, directory, counts) as broker:
+            received, sender = ctx.Pipe(duplex=False)
+            agent = ctx.Process(
+                target=lag_then_die, args=(str(path), seconds, broker.port, counts, sender)
+            )
+            agent.start()
+            if not received.poll(seconds + 600):
+                raise TimeoutError("the lag measurement did not end")
+            lag: Lag = received.recv()
+            agent.join()
+            killed(agent)
+            return lag
     finally:
-        stop.set()
-        platform.join(10)
-        if platform.is_alive():
-            platform.terminate()
-        broker.stop()
-        shutil.rmtree(path.parent / f"broker-{os.getpid()}", ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- the report ------------------------------------------------------------------------
