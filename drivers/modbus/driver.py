@@ -39,6 +39,7 @@ from typing import cast
 import structlog
 from pymodbus.pdu import ModbusPDU
 
+from drivers.modbus import reasons
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.link import SILENCE_ERRORS, TRANSPORT_ERRORS, Link, join_link, leave_link
 from drivers.modbus.plan import ReadRequest, Slot, plan_reads, split
@@ -94,6 +95,8 @@ class Reading:
 
     sample: Sample
     raw: Raw | None = field(default=None)
+    reason: str | None = field(default=None)
+    """Why the tag has no good value, in Modbus terms (`drivers/modbus/reasons.py`)."""
 
 
 class ModbusDriver:
@@ -117,6 +120,7 @@ class ModbusDriver:
         self._refused: dict[tuple[int, int, int], int] = {}
         self._undecodable: set[int] = set()
         self._raw: dict[int, Raw] = {}
+        self._reasons: dict[int, str] = {}
         self._keep_raw = False
         # id(request) -> (request, its decoder); holding the request keeps its id from
         # being reused by another request while the entry lives.
@@ -169,11 +173,16 @@ class ModbusDriver:
         """Every tag once, whatever its poll group, with its raw registers."""
         self._keep_raw = True
         self._raw.clear()
+        self._reasons.clear()
         try:
             samples = await self._read(force=True)
         finally:
             self._keep_raw = False
-        return [Reading(s, self._raw.get(i)) for i, s in enumerate(samples) if s is not None]
+        return [
+            Reading(s, self._raw.get(i), self._reasons.get(i))
+            for i, s in enumerate(samples)
+            if s is not None
+        ]
 
     async def close(self) -> None:
         link, self._link = self._link, None
@@ -233,21 +242,22 @@ class ModbusDriver:
             if link.last_error and not link.connected:
                 self._went_down(link.last_error)
             now = _now_ms()
+            reason = f"connection: {link.last_error}" if link.last_error else "backing off"
             for group in due:
                 for request in group.plan:
-                    self._fill(out, request.slots, now, Quality.COMM)
+                    self._fill(out, request.slots, now, Quality.COMM, reason)
             return out
-        failed = False
+        failed: str | None = None
         for group in due:
-            if failed:
+            if failed is not None:
                 for request in group.plan:
-                    self._fill(out, request.slots, _now_ms(), Quality.COMM)
+                    self._fill(out, request.slots, _now_ms(), Quality.COMM, failed)
             else:
                 failed = await self._poll_group(link, group, out)
         return out
 
-    async def _poll_group(self, link: Link, group: PollGroup, out: _Out) -> bool:
-        """Send a group's requests; True if the unit or link failed on the way.
+    async def _poll_group(self, link: Link, group: PollGroup, out: _Out) -> str | None:
+        """Send a group's requests; why, if the unit or link failed on the way.
 
         Responses are decoded once the group's last answer is in: a sample made
         on arrival would stay alive through the awaits of the requests after
@@ -260,7 +270,8 @@ class ModbusDriver:
         kept: list[ReadRequest] = []
         answered: list[tuple[ReadRequest, ModbusPDU, int]] = []
         unit, timeout = self._device.unit, self._device.timeout
-        changed = failed = False
+        changed = False
+        failed: str | None = None
         while pending:
             request = pending.popleft()
             try:
@@ -271,10 +282,10 @@ class ModbusDriver:
             except Exception as exc:  # the request boundary: nothing the device does escapes
                 self._failed(link, exc, request)
                 now = _now_ms()
+                failed = reasons.failure(exc)
                 for later in (request, *pending):
-                    self._fill(out, later.slots, now, Quality.COMM)
+                    self._fill(out, later.slots, now, Quality.COMM, failed)
                 kept.extend((request, *pending))
-                failed = True
                 break
             now = _now_ms()
             self._answered(link)
@@ -290,13 +301,13 @@ class ModbusDriver:
                     continue
                 self.stats.refused += 1
                 self._note_refused(request, code)
-                self._fill(out, request.slots, now, Quality.COMM)
+                self._fill(out, request.slots, now, Quality.COMM, reasons.refused(code))
             else:
                 if self._refused:
                     self._note_accepted(request)
                 answered.append((request, response, now))
             kept.append(request)
-        if changed or failed:
+        if changed or failed is not None:
             group.plan = kept
         if changed:
             self._decoders.clear()
@@ -360,15 +371,22 @@ class ModbusDriver:
                 self._log.info("decode_recovered", tag=slot.tag.tag)
 
     def _note_undecodable(self, index: int, exc: Exception) -> None:
+        if self._keep_raw:
+            self._reasons[index] = f"cannot decode: {exc}"
         if index in self._undecodable:
             return
         self._undecodable.add(index)
         tag = self._tags[index]
         self._log.warning("decode_failed", tag=tag.tag, address=tag.address, error=str(exc))
 
-    def _fill(self, out: _Out, slots: tuple[Slot, ...], now: int, q: Quality) -> None:
+    def _fill(self, out: _Out, slots: tuple[Slot, ...], now: int, q: Quality, reason: str) -> None:
         for slot in slots:
-            out[slot.index] = Sample.bad(slot.tag.tag, now, q)
+            self._fill_one(out, slot.index, now, q, reason)
+
+    def _fill_one(self, out: _Out, index: int, now: int, q: Quality, reason: str) -> None:
+        out[index] = Sample.bad(self._tags[index].tag, now, q)
+        if self._keep_raw:
+            self._reasons[index] = reason
 
     # state
 
