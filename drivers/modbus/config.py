@@ -266,6 +266,24 @@ class ModbusDevice(DeviceBase):
     max_bits: int = Field(
         2000, ge=1, le=2000, description="Largest coil/input read in one request."
     )
+    connection: Literal["shared", "own"] = Field(
+        "shared",
+        description=(
+            "tcp and rtu-over-tcp: shared (the units at one host:port take turns on one "
+            "connection) or own (this unit gets a connection of its own, so a slow sibling "
+            "cannot delay it when the device serves connections in parallel; behind a "
+            "TCP-to-RTU gateway it adds no isolation, as the gateway serialises its bus)."
+        ),
+    )
+    max_connections: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description=(
+            "The most connections the agent may open to this host:port (one shared, plus "
+            "one per unit with connection: own). Leave the device's other slots to SCADA."
+        ),
+    )
     max_gap: int = Field(
         0,
         ge=0,
@@ -284,6 +302,10 @@ class ModbusDevice(DeviceBase):
                 raise ValueError("transport rtu needs serial: {port: /dev/ttyS1, ...}")
             if self.host is not None:
                 raise ValueError("transport rtu reads a serial line: remove host")
+            if self.connection == "own":
+                raise ValueError(
+                    "a serial line is one connection: connection: own needs tcp or rtu-over-tcp"
+                )
         else:
             if self.host is None:
                 raise ValueError(f"transport {self.transport} needs host")
@@ -314,7 +336,16 @@ class ModbusDevice(DeviceBase):
         """Devices with the same key share one connection (and one request at a time)."""
         if self.serial is not None:
             return ("serial", self.serial.port)
-        return ("tcp", f"{self.host}:{self.port}")
+        if self.connection == "own":
+            return ("tcp", f"{self.endpoint} unit {self.unit}")
+        return ("tcp", self.endpoint)
+
+    @property
+    def endpoint(self) -> str:
+        """host:port, or the serial port: where the device is, whatever the connection."""
+        if self.serial is not None:
+            return self.serial.port
+        return f"{self.host}:{self.port}"
 
     def link_settings(self) -> tuple[object, ...]:
         """What devices sharing a link must agree on."""
@@ -342,6 +373,50 @@ def shared_link_problems(devices: Iterable[ModbusDevice]) -> list[str]:
     return problems
 
 
+def connection_problems(
+    devices: Iterable[tuple[int, ModbusDevice]],
+) -> list[tuple[int, str]]:
+    """(position, problem) for each host:port that would get more connections than
+    the `max_connections` of a device there allows; `devices` come with their positions
+    in the config."""
+    at: dict[str, list[tuple[int, ModbusDevice]]] = {}
+    for position, device in devices:
+        if device.serial is None:
+            at.setdefault(device.endpoint, []).append((position, device))
+    problems = []
+    for endpoint, members in at.items():
+        own = sum(1 for _, d in members if d.connection == "own")
+        shared = any(d.connection == "shared" for _, d in members)
+        needed = own + shared
+        position, strictest = min(members, key=lambda m: m[1].max_connections)
+        if needed > strictest.max_connections:
+            problems.append(
+                (
+                    position,
+                    f"{endpoint} would get {needed} connections ({own} own"
+                    f"{' + 1 shared' if shared else ''}) but device {strictest.name} allows "
+                    f"max_connections {strictest.max_connections}: give fewer units "
+                    "connection: own, or raise max_connections if the device has the slots",
+                )
+            )
+    return problems
+
+
+def connection_advice(devices: Iterable[ModbusDevice]) -> list[str]:
+    """Warnings for `check`: what `connection: own` costs where it cannot isolate."""
+    own: dict[str, list[ModbusDevice]] = {}
+    for device in devices:
+        if device.connection == "own":
+            own.setdefault(device.endpoint, []).append(device)
+    return [
+        f"warning: {len(members)} unit(s) at {endpoint} have connection: own "
+        f"({', '.join(d.name for d in members)}): behind a TCP-to-RTU gateway this adds no "
+        "isolation (the gateway serialises its RS-485 bus) and takes connection slots the "
+        "plant's SCADA may need; use it only where the device serves connections in parallel"
+        for endpoint, members in own.items()
+    ]
+
+
 def tags_with_interval(device: ModbusDevice, interval: float) -> Sequence[ModbusTag]:
     return [t for t in device.tags if device.interval_of(t) == interval]
 
@@ -354,5 +429,7 @@ __all__ = [
     "ModbusTag",
     "Scale",
     "SerialLine",
+    "connection_advice",
+    "connection_problems",
     "shared_link_problems",
 ]

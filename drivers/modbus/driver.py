@@ -8,21 +8,29 @@ Invariants:
   whose own monotonic deadline has come. It never raises for what the device
   or the network does; a cancelled `read()` still raises CancelledError.
 - Qualities: an exception response -> q=2 for that request's tags only; no
-  answer or a transport error -> q=2 for that request and every request after
-  it in this poll; a value that cannot be decoded -> q=4 for that tag only;
-  an NE43 fault band or a device fault value -> q=3, no value; outside the
-  instrument range -> q=1, value kept; while down or backing off -> q=2 for
-  every due tag, without touching the network.
-- A merged read refused with exception 2 (illegal address) is split at once
-  (first without gap fill, then one request per tag) and re-sent in the same
-  poll; the split is kept, so the missing address costs only the tags that
-  name it from then on.
-- Isolation: a unit that stops answering backs off on its own; the link is
-  dropped only when the transport fails or every unit on it is silent.
+  answer, a gateway's exception 10/11 or a transport error -> q=2 for that
+  request and every request after it in this poll; a value that cannot be
+  decoded -> q=4 for that tag only; an NE43 fault band or a device fault
+  value -> q=3, no value; outside the instrument range -> q=1, value kept;
+  while the link is down or the unit demoted -> q=2 for every due tag,
+  without touching the network. With `read_all`, every bad tag says why
+  (`Reading.reason`, in the words of `reasons.py`).
+- Within one poll: a request whose connection dropped is resent once on a new
+  connection (`Link.recover`); a request answered busy (6) or acknowledge (5)
+  is resent after a pause, up to BUSY_RETRIES times. Only what still fails
+  is q=2.
+- A merged read refused with exception 2 (illegal address) is bisected and
+  the halves re-sent in the same poll, until each refused part is one tag;
+  the parts that answered are joined again where they touch (`plan.coalesce`).
+  The learned plan is kept, and tried whole again after REPROBE_S.
+- Isolation: a unit that gives no answer in DEMOTE_AFTER polls in a row is
+  demoted and only probed (`health.py`); the link is dropped only when the
+  transport fails or every unit on it is silent. Up/down is debounced.
 - A sample's ts_ms is the wall clock when its response arrived (or when the
   request failed).
-- Logs state changes only: link up/down, a request refused or answered again,
-  a split, a tag failing or passing decoding, a poll group overrun.
+- Logs state changes only: link up/down, a unit demoted or promoted, a request
+  refused or answered again, a learned read plan, a tag failing or passing
+  decoding, a poll group overrun.
 """
 
 from __future__ import annotations
@@ -40,9 +48,11 @@ import structlog
 from pymodbus.pdu import ModbusPDU
 
 from drivers.modbus import reasons
+from drivers.modbus.codec import Area
 from drivers.modbus.config import ModbusDevice
+from drivers.modbus.health import DEMOTE_AFTER, UnitHealth
 from drivers.modbus.link import SILENCE_ERRORS, TRANSPORT_ERRORS, Link, join_link, leave_link
-from drivers.modbus.plan import ReadRequest, Slot, plan_reads, split
+from drivers.modbus.plan import ReadRequest, Slot, bisect, coalesce, plan_reads
 from drivers.modbus.values import (
     Raw,
     RequestDecoder,
@@ -51,13 +61,20 @@ from drivers.modbus.values import (
     pack_registers,
     to_sample,
 )
-from edge_agent.backoff import Backoff
 from edge_agent.model import LinkState, Quality, Sample
 
 __all__ = ["ModbusDriver", "Reading", "Stats", "to_sample"]
 
 _Out = list[Sample | None]
 _DECODE_ERRORS = (ValueError, IndexError, struct.error)
+
+BUSY_RETRIES = 2
+"""Resends of a request the device answered busy (6) or acknowledge (5), in one poll."""
+BUSY_PAUSE_S = 0.05
+"""The pause before the first such resend; the second waits twice as long."""
+
+REPROBE_S = 600.0
+"""A learned read plan is tried whole again after this long: PLC programs change."""
 
 
 def _now_ms() -> int:
@@ -70,8 +87,16 @@ class PollGroup:
 
     interval: float
     plan: list[ReadRequest]
+    planned: tuple[ReadRequest, ...]
+    """The plan from the config, before any hole was learned."""
     next_due: float = 0.0
     overruns: int = 0
+    refused_spans: set[tuple[Area, int, int]] = field(default_factory=set)
+    """Spans answered with exception 2, which `coalesce` never joins over again."""
+    learned_at: float | None = None
+    """When a hole was learned (monotonic): the plan goes back to `planned` REPROBE_S later."""
+    learned: tuple[str, ...] = ()
+    """The plan last learned, as text: learning it again after a re-probe is not news."""
 
     @property
     def size(self) -> int:
@@ -87,6 +112,10 @@ class Stats:
     failed: int = 0
     overruns: int = 0
     values: int = 0
+    busy_retries: int = 0
+    drop_retries: int = 0
+    skipped_demoted: int = 0
+    """Polls answered q=2 without asking, while the unit was demoted."""
 
 
 @dataclass(slots=True)
@@ -102,14 +131,14 @@ class Reading:
 class ModbusDriver:
     """Reads every tag of one Modbus unit with the fewest requests."""
 
-    def __init__(self, device: ModbusDevice, *, backoff: Backoff | None = None) -> None:
+    def __init__(self, device: ModbusDevice, *, health: UnitHealth | None = None) -> None:
         self._device = device
         self._tags = device.tags
         self._groups = self._make_groups(device)
         self._always_all = [g.interval for g in self._groups] == [device.poll]
-        self._backoff = backoff or Backoff(device.reconnect_min, device.reconnect_max)
-        self._retry_at = 0.0
+        self._health = health or UnitHealth()
         self._link: Link | None = None
+        self._retried_drop = False
         with contextlib.suppress(RuntimeError):  # no running loop: join on the first read
             # Joining now lets the link count every unit on it from the start, so one
             # silent unit is never taken for a dead link before its siblings polled.
@@ -118,6 +147,7 @@ class ModbusDriver:
         self._state = LinkState.DOWN
         self._state_known = False
         self._refused: dict[tuple[int, int, int], int] = {}
+        self._unexpected: set[str] = set()
         self._undecodable: set[int] = set()
         self._raw: dict[int, Raw] = {}
         self._reasons: dict[int, str] = {}
@@ -143,7 +173,7 @@ class ModbusDriver:
                 max_gap=device.max_gap,
                 indices=indices,
             )
-            groups.append(PollGroup(interval, plan))
+            groups.append(PollGroup(interval, plan, planned=tuple(plan)))
         return groups
 
     @property
@@ -236,24 +266,30 @@ class ModbusDriver:
             self._link = join_link(self._device)
         link = self._link
         if link.was_lost:
-            self._went_down("the device closed the connection")
-        up = time.monotonic() >= self._retry_at and await link.open(self._device.timeout)
-        if not up:
-            if link.last_error and not link.connected:
-                self._went_down(link.last_error)
-            now = _now_ms()
-            reason = f"connection: {link.last_error}" if link.last_error else "backing off"
-            for group in due:
-                for request in group.plan:
-                    self._fill(out, request.slots, now, Quality.COMM, reason)
+            self._log.info("connection_lost", link=link.label)
+        now = time.monotonic()
+        self._retried_drop = False
+        if not self._health.may_ask(now):
+            self.stats.skipped_demoted += 1
+            reason = (
+                f"demoted: no answer in {DEMOTE_AFTER} polls in a row; "
+                f"asked again in {self._health.probe_in(now):.0f}s"
+            )
+            self._fill_groups(out, due, reason)
+            self._poll_ended(reason)
+            return out
+        if not await link.open(self._device.timeout):
+            reason = f"connection: {link.last_error or 'waiting to reconnect'}"
+            self._fill_groups(out, due, reason)
+            self._poll_ended(reason)
             return out
         failed: str | None = None
         for group in due:
             if failed is not None:
-                for request in group.plan:
-                    self._fill(out, request.slots, _now_ms(), Quality.COMM, failed)
+                self._fill_groups(out, [group], failed)
             else:
                 failed = await self._poll_group(link, group, out)
+        self._poll_ended(failed)
         return out
 
     async def _poll_group(self, link: Link, group: PollGroup, out: _Out) -> str | None:
@@ -266,39 +302,29 @@ class ModbusDriver:
         tags at 1 s: 30 in 10 s and now and then a full one, against 1-3 when
         decoded here).
         """
+        self._reprobe_holes(group)
         pending = deque(group.plan)
         kept: list[ReadRequest] = []
         answered: list[tuple[ReadRequest, ModbusPDU, int]] = []
-        unit, timeout = self._device.unit, self._device.timeout
-        changed = False
+        good: set[int] = set()
+        learned = False
         failed: str | None = None
         while pending:
             request = pending.popleft()
-            try:
-                self.stats.requests += 1
-                response = await link.request(
-                    request.function_code, request.address, request.count, unit, timeout
-                )
-            except Exception as exc:  # the request boundary: nothing the device does escapes
-                self._failed(link, exc, request)
-                now = _now_ms()
-                failed = reasons.failure(exc)
+            response, failed = await self._ask(link, request)
+            now = _now_ms()
+            if response is None:
                 for later in (request, *pending):
-                    self._fill(out, later.slots, now, Quality.COMM, failed)
+                    self._fill(out, later.slots, now, Quality.COMM, failed or "")
                 kept.extend((request, *pending))
                 break
-            now = _now_ms()
-            self._answered(link)
-            if response.isError():
-                code = response.exception_code
-                if code == 2 and len(request.slots) > 1:
-                    parts = split(request)
-                    self._log.warning(
-                        "read_split", request=str(request), parts=[str(p) for p in parts]
-                    )
-                    pending.extendleft(reversed(parts))
-                    changed = True
-                    continue
+            code = response.exception_code if response.isError() else 0
+            if code == 2 and len(request.slots) > 1:
+                group.refused_spans.add((request.area, request.address, request.count))
+                pending.extendleft(reversed(bisect(request)))
+                learned = True
+                continue
+            if code:
                 self.stats.refused += 1
                 self._note_refused(request, code)
                 self._fill(out, request.slots, now, Quality.COMM, reasons.refused(code))
@@ -306,14 +332,93 @@ class ModbusDriver:
                 if self._refused:
                     self._note_accepted(request)
                 answered.append((request, response, now))
+                good.add(id(request))
             kept.append(request)
-        if changed or failed is not None:
-            group.plan = kept
-        if changed:
-            self._decoders.clear()
+        if learned:
+            self._learned(group, kept, good)
         for request, response, now in answered:
             self._decode(request, response, now, out)
         return failed
+
+    async def _ask(
+        self, link: Link, request: ReadRequest
+    ) -> tuple[ModbusPDU, None] | tuple[None, str]:
+        """The device's answer (an exception response included), or why the unit or the
+        link failed; never raises for what the device or the network does."""
+        try:
+            response = await self._exchange(link, request)
+        except Exception as exc:  # the request boundary: nothing the device does escapes
+            return None, self._failed(link, exc, request)
+        if response.isError() and response.exception_code in reasons.UNIT_UNREACHABLE:
+            link.answered()  # the gateway answers: the link is fine, the unit is not
+            return None, self._unit_unreachable(request, response.exception_code)
+        self._answered(link)
+        return response, None
+
+    async def _exchange(self, link: Link, request: ReadRequest) -> ModbusPDU:
+        """One request, with what the protocol allows again within the poll: a resend on
+        a new connection when the connection dropped (once per poll), and a resend after a
+        pause when the device says busy or acknowledge (up to BUSY_RETRIES times)."""
+        unit, timeout = self._device.unit, self._device.timeout
+        busy = 0
+        while True:
+            generation = link.generation
+            self.stats.requests += 1
+            try:
+                response = await link.request(
+                    request.function_code, request.address, request.count, unit, timeout
+                )
+            except SILENCE_ERRORS:
+                raise
+            except TRANSPORT_ERRORS:
+                if self._retried_drop:
+                    raise
+                self._retried_drop = True
+                if not await link.recover(generation, timeout):
+                    raise
+                self.stats.drop_retries += 1
+                continue
+            if (
+                response.isError()
+                and response.exception_code in reasons.RETRY_LATER
+                and busy < BUSY_RETRIES
+            ):
+                busy += 1
+                self.stats.busy_retries += 1
+                await asyncio.sleep(BUSY_PAUSE_S * busy)
+                continue
+            return response
+
+    def _reprobe_holes(self, group: PollGroup) -> None:
+        """Programs change: a learned plan goes back to the planned one now and then."""
+        if group.learned_at is not None and time.monotonic() - group.learned_at >= REPROBE_S:
+            group.plan = list(group.planned)
+            group.refused_spans.clear()
+            group.learned_at = None
+            self._decoders.clear()
+
+    def _learned(self, group: PollGroup, kept: list[ReadRequest], good: set[int]) -> None:
+        device = self._device
+        group.plan = coalesce(
+            kept,
+            good,
+            group.refused_spans,
+            max_registers=device.max_registers,
+            max_bits=device.max_bits,
+        )
+        group.learned_at = time.monotonic()
+        self._decoders.clear()
+        learned = tuple(str(r) for r in group.plan)
+        if learned != group.learned:
+            group.learned = learned
+            planned = [str(r) for r in group.planned]
+            self._log.warning("read_plan_learned", before=planned, after=list(learned))
+
+    def _fill_groups(self, out: _Out, groups: Sequence[PollGroup], reason: str) -> None:
+        now = _now_ms()
+        for group in groups:
+            for request in group.plan:
+                self._fill(out, request.slots, now, Quality.COMM, reason)
 
     # values
 
@@ -390,40 +495,63 @@ class ModbusDriver:
 
     # state
 
-    def _failed(self, link: Link, exc: Exception, request: ReadRequest) -> None:
+    def _failed(self, link: Link, exc: Exception, request: ReadRequest) -> str:
+        """Why the exchange failed; the unit (silence) or the link (transport) is told."""
         self.stats.failed += 1
+        reason = reasons.failure(exc)
         if isinstance(exc, SILENCE_ERRORS):  # TimeoutError before OSError, its base class
-            gave_up = link.silent()
-            self._retry_at = time.monotonic() + self._backoff.next()
-            where = "the link" if gave_up else f"unit {self._device.unit}"
-            self._went_down(f"{type(exc).__name__} on {request}: {exc} ({where} backs off)")
-            return
-        link.fail(f"{type(exc).__name__} on {request}: {exc}")
-        if isinstance(exc, TRANSPORT_ERRORS):
-            self._went_down(f"{type(exc).__name__} on {request}: {exc}")
-        else:
-            self._went_down(f"unexpected {type(exc).__name__} on {request}: {exc}", exc=exc)
+            if link.silent():
+                reason += "; no unit on the link answered: it reconnects"
+            self._unit_silent(request, reason)
+            return reason
+        link.fail(f"{reason} on {request}")
+        if not isinstance(exc, TRANSPORT_ERRORS) and reason not in self._unexpected:
+            self._unexpected.add(reason)
+            self._log.error("read_failed_unexpectedly", request=str(request), exc_info=exc)
+        return reason
+
+    def _unit_unreachable(self, request: ReadRequest, code: int) -> str:
+        self.stats.refused += 1
+        reason = reasons.refused(code)
+        self._unit_silent(request, reason)
+        return reason
+
+    def _unit_silent(self, request: ReadRequest, reason: str) -> None:
+        if self._health.silent(time.monotonic()):
+            self._log.warning(
+                "unit_demoted",
+                link=self._link_label,
+                unit=self._device.unit,
+                request=str(request),
+                reason=reason,
+                asked_again_in=round(self._health.probe_in(time.monotonic())),
+            )
 
     def _answered(self, link: Link) -> None:
         link.answered()
-        self._backoff.reset()
-        self._retry_at = 0.0
-        if self._state is LinkState.UP and self._state_known:
-            return
-        self._state, self._state_known = LinkState.UP, True
-        self._log.info("link_up", link=link.label, unit=self._device.unit)
+        if self._health.answered():
+            self._log.info("unit_promoted", link=self._link_label, unit=self._device.unit)
 
-    def _went_down(self, reason: str, exc: Exception | None = None) -> None:
-        if self._state is LinkState.DOWN and self._state_known:
+    def _poll_ended(self, failed: str | None) -> None:
+        """The debounced up/down state (drivers/modbus/health.py), logged when it changes."""
+        verdict = self._health.poll_ended(failed is None)
+        if verdict is None and self._state_known:
             return
-        self._state, self._state_known = LinkState.DOWN, True
-        self._log.warning(
-            "link_down",
-            link=self._device.link_key[1],
-            unit=self._device.unit,
-            reason=reason,
-            exc_info=exc,
-        )
+        up = failed is None if verdict is None else verdict
+        state = LinkState.UP if up else LinkState.DOWN
+        if state is self._state and self._state_known:
+            return
+        self._state, self._state_known = state, True
+        if up:
+            self._log.info("link_up", link=self._link_label, unit=self._device.unit)
+        else:
+            self._log.warning(
+                "link_down", link=self._link_label, unit=self._device.unit, reason=failed
+            )
+
+    @property
+    def _link_label(self) -> str:
+        return self._device.link_key[1]
 
     def _note_refused(self, request: ReadRequest, code: int) -> None:
         key = (request.function_code, request.address, request.count)

@@ -148,6 +148,9 @@ class Link:
         self._expired = False
         self.last_error = ""
         self.requests = 0
+        self.generation = 0
+        """Counts connections made: a unit that saw connection N fail retries at most once."""
+        self._recovering_from = -1
 
     # membership
 
@@ -196,6 +199,19 @@ class Link:
                 return False
             return await self._connect(limit)
 
+    async def recover(self, generation: int, limit: float) -> bool:
+        """Reconnect at once after connection `generation` dropped under a request: one try
+        per dropped connection, whichever unit asks first, without the backoff; the
+        units that ask later share its outcome."""
+        async with self._connecting:
+            if self.connected and self.generation != generation:
+                return True  # a sibling reconnected already
+            if self._recovering_from >= generation:
+                return False  # this drop was retried already, and it failed
+            self._recovering_from = generation
+            self.drop()
+            return await self._connect(limit)
+
     async def _connect(self, limit: float) -> bool:
         client, lost = self._new_client(limit)
         started = time.monotonic()
@@ -216,6 +232,7 @@ class Link:
         if ok and not lost.done():
             self._client, self._lost = client, lost
             self._read_fns = _reads(client)
+            self.generation += 1
             return True
         if ok:
             reason = "the connection closed at once"

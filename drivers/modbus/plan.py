@@ -14,8 +14,9 @@ Invariants (each pinned by tests/unit/test_modbus_plan.py):
   address no tag names may not exist on the device, and a device answers a read
   that touches one with an exception for the whole request.
 - The plan depends on the set of tags, not their order in the config.
-- `split` only ever narrows a request: its parts read no address the request
-  did not, and serve exactly the request's tags.
+- `bisect` only ever narrows a request: its parts read no address the request
+  did not, and serve exactly the request's tags; `coalesce` joins only reads
+  that answered and touch, never over a span that was refused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ FUNCTION_CODES: dict[Area, int] = {"co": 1, "di": 2, "hr": 3, "ir": 4}
 """The read function code of each area; the driver sends no other codes."""
 
 _AREA_ORDER: tuple[Area, ...] = ("hr", "ir", "co", "di")
+
+_Span = tuple[int, int, int, ModbusTag]
+"""A tag in a request being planned: offset, width, index in the device, tag."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,7 @@ def plan_reads(
     """
     if max_gap < 0:
         raise ValueError(f"max_gap must be 0 or more, not {max_gap}")
-    spans: dict[Area, list[tuple[int, int, int, ModbusTag]]] = {area: [] for area in _AREA_ORDER}
+    spans: dict[Area, list[_Span]] = {area: [] for area in _AREA_ORDER}
     for position, tag in enumerate(tags):
         index = position if indices is None else indices[position]
         address = tag.parsed_address
@@ -95,36 +99,85 @@ def plan_reads(
     return requests
 
 
-def split(request: ReadRequest) -> list[ReadRequest]:
-    """A refused request, smaller: first without gap fill, then one request per tag.
+def bisect(request: ReadRequest) -> list[ReadRequest]:
+    """A request refused with exception 2 (illegal address), in two halves.
 
-    Used when a device answers exception 2 (illegal address) to a merged read:
-    the tags that share addresses stay together, the rest go alone, so the
-    address that does not exist fails only the tags that name it.
+    The tags are grouped into runs that share addresses (a run is never cut:
+    its tags need the same registers) and the runs are halved, each half read
+    over its own span only. Halving again whatever is refused again finds a
+    hole in about log2(tags) requests; a single run refused is read one tag
+    at a time, and a single tag refused is what the hole costs.
     """
     slots = request.slots
     if len(slots) <= 1:
         return [request]
-    tags = [s.tag for s in slots]
-    indices = [s.index for s in slots]
-    cap = request.count
-    dense = plan_reads(tags, max_registers=max(cap, 1), max_bits=max(cap, 1), indices=indices)
-    if len(dense) > 1:
-        return dense
-    return [
-        _request(
-            request.area,
-            request.address + s.start,
-            request.address + s.start + s.count,
-            [(request.address + s.start, s.count, s.index, s.tag)],
-        )
-        for s in slots
-    ]
+    spans = sorted(
+        ((request.address + s.start, s.count, s.index, s.tag) for s in slots),
+        key=lambda span: (span[0], -span[1], span[2]),
+    )
+    runs: list[list[_Span]] = []
+    end = -1
+    for span in spans:
+        if runs and span[0] < end:
+            runs[-1].append(span)
+            end = max(end, span[0] + span[1])
+        else:
+            runs.append([span])
+            end = span[0] + span[1]
+    if len(runs) == 1:
+        return [_request(request.area, o, o + w, [(o, w, i, t)]) for o, w, i, t in spans]
+    half = len(runs) // 2
+    return [_spanning(request.area, run) for run in (runs[:half], runs[half:])]
 
 
-def _merge(
-    area: Area, spans: list[tuple[int, int, int, ModbusTag]], cap: int, max_gap: int
+def coalesce(
+    requests: Sequence[ReadRequest],
+    answered: set[int],
+    refused: set[tuple[Area, int, int]],
+    *,
+    max_registers: int = 125,
+    max_bits: int = 2000,
 ) -> list[ReadRequest]:
+    """The plan after a bisection: neighbours that answered joined again where they
+    touch, up to the size cap, unless the joined read would cover a span already
+    refused (a device that refuses large reads with exception 2 looks like a hole).
+    `answered` holds the `id()` of the requests that answered."""
+    plan: list[ReadRequest] = []
+    for request in requests:
+        last = plan[-1] if plan else None
+        if last is not None and id(last) in answered and id(request) in answered:
+            joined = _join(last, request, max_bits if request.is_bits else max_registers)
+            if joined is not None and not _covers_refused(joined, refused):
+                plan[-1] = joined
+                answered.add(id(joined))
+                continue
+        plan.append(request)
+    return plan
+
+
+def _spanning(area: Area, runs: list[list[_Span]]) -> ReadRequest:
+    group = [span for run in runs for span in run]
+    return _request(area, group[0][0], max(o + w for o, w, _, _ in group), group)
+
+
+def _join(first: ReadRequest, second: ReadRequest, cap: int) -> ReadRequest | None:
+    if first.area != second.area or first.address + first.count != second.address:
+        return None
+    if first.count + second.count > cap:
+        return None
+    moved = tuple(Slot(s.index, s.tag, s.start + first.count, s.count) for s in second.slots)
+    return ReadRequest(first.area, first.address, first.count + second.count, first.slots + moved)
+
+
+def _covers_refused(request: ReadRequest, refused: set[tuple[Area, int, int]]) -> bool:
+    end = request.address + request.count
+    return any(
+        area == request.area and request.address <= address and address + count <= end
+        for area, address, count in refused
+    )
+
+
+def _merge(area: Area, spans: list[_Span], cap: int, max_gap: int) -> list[ReadRequest]:
     """Greedy merge in address order: optimal for a cap plus a gap limit.
 
     A tag that does not fit closes the current request and opens the next one;
@@ -132,7 +185,7 @@ def _merge(
     since the new one starts no later than that tag and ends no earlier.
     """
     requests: list[ReadRequest] = []
-    group: list[tuple[int, int, int, ModbusTag]] = []
+    group: list[_Span] = []
     start = end = 0
     for offset, width, index, tag in sorted(spans, key=lambda s: (s[0], -s[1], s[2])):
         if offset + width > 65536:
@@ -154,8 +207,6 @@ def _merge(
     return requests
 
 
-def _request(
-    area: Area, start: int, end: int, group: list[tuple[int, int, int, ModbusTag]]
-) -> ReadRequest:
+def _request(area: Area, start: int, end: int, group: list[_Span]) -> ReadRequest:
     slots = tuple(Slot(index, tag, offset - start, width) for offset, width, index, tag in group)
     return ReadRequest(area, start, end - start, slots)

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, NamedTuple, Self
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.modbus.config import ModbusDevice, shared_link_problems
+from drivers.modbus.config import ModbusDevice, connection_problems, shared_link_problems
 from drivers.opcua.config import OpcuaDevice
 from edge_agent.config.service import Metrics
 from edge_agent.config.tags import Strict, TagBase
@@ -392,6 +392,9 @@ class AgentConfig(Strict):
         problems = shared_link_problems(d for d in self.devices if isinstance(d, ModbusDevice))
         if problems:
             raise ValueError("; ".join(problems))
+        modbus = ((i, d) for i, d in enumerate(self.devices) if isinstance(d, ModbusDevice))
+        for position, problem in connection_problems(modbus):
+            raise located_error(("devices", position, "max_connections"), problem)
         return self
 
     @model_validator(mode="after")

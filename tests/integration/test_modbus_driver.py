@@ -313,17 +313,25 @@ async def test_a_refused_merged_read_is_split_so_only_the_missing_address_is_q2(
     expected = {"T.hr_0": Quality.GOOD, "T.hr_100": Quality.COMM, "T.hr_101": Quality.GOOD}
     assert qualities(samples) == expected
     assert qualities(again) == expected
-    assert [e["parts"] for e in logs if e["event"] == "read_split"] == [["hr:100+1", "hr:101+1"]]
+    learned = [e for e in logs if e["event"] == "read_plan_learned"]
+    assert [(e["before"], e["after"]) for e in learned] == [
+        (["hr:0+1", "hr:100+2"], ["hr:0+1", "hr:100+1", "hr:101+1"])
+    ]
 
 
-async def test_a_wrong_unit_id_is_q2_and_the_link_stays_up(
+async def test_a_unit_the_gateway_cannot_reach_is_down_and_the_connection_stays_open(
     sim: Simulator, closing: list[ModbusDriver]
 ) -> None:
-    """The simulator answers unit 9 with exception 0x0B, as a gateway does."""
+    """The simulator answers unit 9 with exception 0x0B, as a gateway does for a dead unit:
+    the unit is down (its tags q=2, the reason named), the connection is not dropped."""
     driver = make_driver(closing, device(sim.ports["plc"], uint16_tags("hr:1"), unit=9))
-    samples = await driver.read()
-    assert qualities(samples) == {"T.hr_1": Quality.COMM}
-    assert driver.link is LinkState.UP
+    (reading,) = await driver.read_all()
+    assert reading.sample.quality is Quality.COMM
+    assert reading.reason == "exception 11 (GATEWAY TARGET DEVICE FAILED TO RESPOND)"
+    assert driver.link is LinkState.DOWN
+    assert sim.connections("plc") == 1
+    await driver.read()
+    assert sim.connections("plc") == 1
 
 
 # --- outages --------------------------------------------------------------------------------

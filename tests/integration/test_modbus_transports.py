@@ -20,7 +20,9 @@ from test_modbus_driver import expected_all_types, typed_points
 
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.health import DEMOTE_AFTER
 from drivers.simulator import Scenario, Simulator, start_simulator
+from edge_agent.config.types import parse_duration
 from edge_agent.model import LinkState, Quality, Sample
 
 TIMEOUT = "200ms"
@@ -164,9 +166,10 @@ async def test_a_dead_unit_does_not_take_its_siblings_down(transport: str) -> No
                 assert qualities(polls[1]) == {Quality.COMM}
             elapsed = time.monotonic() - started
             assert (one.link, dead.link, three.link) == (LinkState.UP, LinkState.DOWN, LinkState.UP)
-            # The dead unit costs one timeout, then backs off: 8 polls in well under 8 timeouts.
-            assert elapsed < 1.2
-            assert simulator.requests_by_unit("bus")[2] <= 2
+            # The dead unit costs a timeout in each of its first DEMOTE_AFTER polls, then
+            # is demoted (asked again in DEMOTION_S): 8 polls in well under 8 timeouts.
+            assert simulator.requests_by_unit("bus")[2] == DEMOTE_AFTER
+            assert elapsed < (DEMOTE_AFTER + 3) * parse_duration(TIMEOUT)
             if transport != "rtu":
                 assert simulator.connections("bus") == 1
 

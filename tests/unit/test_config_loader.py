@@ -121,7 +121,8 @@ def test_keys_are_taken_as_written_not_as_yaml_booleans(tmp_path: Path) -> None:
     assert problems(tmp_path, text) == [
         "13:5: devices[0].on: unknown key 'on'; the keys allowed here are name, driver, "
         "poll, comm_alarm_after, reconnect_min, reconnect_max, transport, host, port, serial, "
-        "unit, timeout, byte_order, address_base, max_registers, max_bits, max_gap, tags"
+        "unit, timeout, byte_order, address_base, max_registers, max_bits, connection, "
+        "max_connections, max_gap, tags"
     ]
 
 
@@ -467,3 +468,20 @@ def test_libyaml_composes_what_pyyaml_composes_with_the_same_positions(name: str
         walker = _Walker()
         walked.append((walker.walk(yaml.compose(text, Loader=loader), ()), walker.source))
     assert walked[0] == walked[1]
+
+
+def test_too_many_connections_to_one_device_is_refused_at_the_device(tmp_path: Path) -> None:
+    own = "    host: 192.168.0.10\n    connection: own\n    max_connections: 1\n"
+    text = edited("    host: 192.168.0.10\n", own)
+    text += (
+        "  - name: plc-2\n"
+        "    driver: modbus\n"
+        "    host: 192.168.0.10\n"
+        "    unit: 2\n"
+        "    tags:\n"
+        "      - {tag: LT-201, hazard: HZ01, address: hr:0, type: float32}\n"
+    )
+    (problem,) = problems(tmp_path, text)
+    assert "192.168.0.10:502 would get 2 connections (1 own + 1 shared)" in problem
+    line = text.splitlines().index("    max_connections: 1") + 1
+    assert problem.startswith(f"{line}:22: devices[0].max_connections: ")  # at the value

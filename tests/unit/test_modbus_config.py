@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from drivers.modbus.config import ModbusDevice, shared_link_problems
+from drivers.modbus.config import (
+    ModbusDevice,
+    connection_advice,
+    connection_problems,
+    shared_link_problems,
+)
 
 
 def device(tags: list[dict[str, Any]], **fields: Any) -> ModbusDevice:
@@ -147,3 +152,47 @@ def test_a_poll_group_cannot_be_faster_than_its_device() -> None:
 def test_a_string_counts_its_registers_against_max_registers() -> None:
     with pytest.raises(ValueError, match="raise max_registers to at least 20"):
         device([{"tag": "A", "address": "hr:0", "type": "string", "length": 20}], max_registers=16)
+
+
+# --- connections ----------------------------------------------------------------------------
+
+
+def test_own_connections_get_their_own_link_and_shared_units_keep_one() -> None:
+    tags = [{"tag": "T.1", "address": "hr:0"}]
+    own = device(tags, unit=1, connection="own")
+    shared = [device(tags, unit=u) for u in (2, 3)]
+    assert own.link_key == ("tcp", "127.0.0.1:502 unit 1")
+    assert {d.link_key for d in shared} == {("tcp", "127.0.0.1:502")}
+    assert own.endpoint == shared[0].endpoint == "127.0.0.1:502"
+
+
+def test_a_serial_line_cannot_give_a_unit_its_own_connection() -> None:
+    with pytest.raises(ValueError, match="a serial line is one connection"):
+        ModbusDevice.model_validate(rtu(connection="own"))
+
+
+def test_more_connections_than_the_device_allows_are_refused() -> None:
+    """Three own units and the shared one need 4 connections; a device allowing 3 at that
+    host:port is named, with what to change."""
+    tags = [{"tag": "T.1", "address": "hr:0"}]
+    devices = [device(tags, name=f"u{u}", unit=u, connection="own") for u in (1, 2, 3)]
+    devices.append(device(tags, name="u4", unit=4, max_connections=3))
+    elsewhere = device(tags, name="other", unit=1, host="10.0.0.9", connection="own")
+    assert connection_problems(enumerate(devices[:3])) == []
+    assert connection_problems(enumerate([*devices, elsewhere])) == [
+        (
+            3,
+            "127.0.0.1:502 would get 4 connections (3 own + 1 shared) but device u4 allows "
+            "max_connections 3: give fewer units connection: own, or raise max_connections "
+            "if the device has the slots",
+        )
+    ]
+
+
+def test_check_warns_what_an_own_connection_costs_behind_a_gateway() -> None:
+    tags = [{"tag": "T.1", "address": "hr:0"}]
+    devices = [device(tags, name="u1", unit=1, connection="own"), device(tags, name="u2", unit=2)]
+    (warning,) = connection_advice(devices)
+    assert warning.startswith("warning: 1 unit(s) at 127.0.0.1:502 have connection: own (u1)")
+    assert "adds no isolation" in warning
+    assert connection_advice(devices[1:]) == []

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
 from drivers.modbus.config import ModbusTag
-from drivers.modbus.plan import ReadRequest, plan_reads, split
+from drivers.modbus.plan import ReadRequest, bisect, coalesce, plan_reads
 
 
 def tag(address: str, data_type: str = "uint16", name: str | None = None) -> ModbusTag:
@@ -136,36 +137,105 @@ def test_no_tags_no_requests() -> None:
     assert plan_reads([]) == []
 
 
-# --- splitting a refused read ---------------------------------------------------------------
+# --- learning holes: bisect a refused read, coalesce what answered ---------------------------
 
 
-def test_a_refused_gap_filled_read_splits_first_into_its_dense_parts() -> None:
-    """hr:0-1 and hr:5 were merged across a gap; the gap may be what the device refused."""
-    (merged,) = plan_reads([tag("hr:0"), tag("hr:1"), tag("hr:5")], max_gap=4)
-    parts = split(merged)
-    assert shape(parts) == [("hr", 0, 2, 3), ("hr", 5, 1, 3)]
-    assert [s.index for p in parts for s in p.slots] == [0, 1, 2]
+def learn(
+    requests: list[ReadRequest], refuses: Callable[[ReadRequest], bool], cap: int = 125
+) -> tuple[list[ReadRequest], int]:
+    """The driver's learning poll, without the device: the plan it keeps and the requests
+    the learning sent. `refuses(request)` plays a device answering exception 2."""
+    pending, kept, good, refused, sent = list(requests), [], set(), set(), 0
+    while pending:
+        request = pending.pop(0)
+        sent += 1
+        if refuses(request):
+            if len(request.slots) > 1:
+                refused.add((request.area, request.address, request.count))
+                pending[:0] = bisect(request)
+                continue
+        else:
+            good.add(id(request))
+        kept.append(request)
+    return coalesce(kept, good, refused, max_registers=cap), sent
 
 
-def test_a_refused_dense_read_splits_into_one_read_per_tag() -> None:
-    (merged,) = plan_reads([tag("hr:0"), tag("hr:1", "float32"), tag("hr:3")])
-    parts = split(merged)
-    assert shape(parts) == [("hr", 0, 1, 3), ("hr", 1, 2, 3), ("hr", 3, 1, 3)]
-    assert [slots(p) for p in parts] == [[("hr:0", 0, 1)], [("hr:1", 0, 2)], [("hr:3", 0, 1)]]
+def hole(start: int, end: int) -> Callable[[ReadRequest], bool]:
+    """A device without registers start..end-1."""
+    return lambda r: r.address < end and start < r.address + r.count
+
+
+def test_bisect_halves_the_tags_and_reads_each_half_over_its_own_span() -> None:
+    (merged,) = plan_reads([tag(f"hr:{a}") for a in range(8)])
+    parts = bisect(merged)
+    assert shape(parts) == [("hr", 0, 4, 3), ("hr", 4, 4, 3)]
+    assert [s.index for p in parts for s in p.slots] == list(range(8))
+
+
+def test_bisect_never_cuts_tags_that_share_registers() -> None:
+    """hr:0 as float32 and hr:1 as uint16 share hr:1: they stay in one part."""
+    (merged,) = plan_reads([tag("hr:0", "float32"), tag("hr:1"), tag("hr:2"), tag("hr:3")])
+    assert shape(bisect(merged)) == [("hr", 0, 2, 3), ("hr", 2, 2, 3)]
+    (shared,) = plan_reads([tag("hr:0", "float32"), tag("hr:1")])
+    assert shape(bisect(shared)) == [("hr", 0, 2, 3), ("hr", 1, 1, 3)]
 
 
 def test_a_single_tag_read_is_not_split_further() -> None:
     (single,) = plan_reads([tag("hr:7")])
-    assert split(single) == [single]
+    assert bisect(single) == [single]
 
 
-def test_split_parts_read_nothing_the_request_did_not() -> None:
+def test_one_hole_costs_the_two_sides_plus_the_tags_inside_it() -> None:
+    """30 one-register tags at hr:0-29, hr:10-19 missing: 12 requests per poll (the two
+    sides and the ten tags of the hole), not one per tag."""
+    tags = [tag(f"hr:{a}") for a in range(30)]
+    plan, sent = learn(plan_reads(tags), hole(10, 20))
+    assert shape(plan)[0] == ("hr", 0, 10, 3)
+    assert shape(plan)[-1] == ("hr", 20, 10, 3)
+    assert len(plan) == 2 + 10
+    assert sent < 30  # bisection learns in fewer requests than one per tag
+
+
+def test_a_wide_tag_in_a_hole_costs_one_request() -> None:
+    """hr:0-4 good, a float64 at hr:5 (hr:5-8) in the hole, hr:9-12 good: three requests."""
+    tags = [tag(f"hr:{a}") for a in range(5)]
+    tags += [tag("hr:5", "float64")] + [tag(f"hr:{a}") for a in range(9, 13)]
+    plan, _ = learn(plan_reads(tags), hole(6, 7))
+    assert shape(plan) == [("hr", 0, 5, 3), ("hr", 5, 4, 3), ("hr", 9, 4, 3)]
+
+
+def test_coalesce_never_joins_over_a_span_the_device_refused() -> None:
+    """A device that refuses reads of more than 8 registers with exception 2 is not a
+    hole: the learned plan reads 8 at a time and is never joined back into the refused
+    read (which would be refused, and learned, on every poll)."""
+    tags = [tag(f"hr:{a}") for a in range(16)]
+    plan, _ = learn(plan_reads(tags), lambda r: r.count > 8)
+    assert shape(plan) == [("hr", 0, 8, 3), ("hr", 8, 8, 3)]
+
+
+def test_learned_plans_serve_every_tag_once_and_read_no_hole() -> None:
+    """Random tags and holes: every tag is in exactly one request, and a request that
+    touches a hole holds one tag: the hole costs only the tags that name it."""
+    rng = random.Random(3)
+    for _ in range(200):
+        offsets = sorted(rng.sample(range(100), 20))
+        tags = [tag(f"hr:{o}", rng.choice(["uint16", "float32"]), name=f"T{o}") for o in offsets]
+        start = rng.randrange(100)
+        refuses = hole(start, start + rng.randrange(1, 10))
+        plan, _ = learn(plan_reads(tags, max_gap=rng.choice([0, 3])), refuses)
+        assert sorted(s.index for r in plan for s in r.slots) == list(range(len(tags)))
+        for request in plan:
+            if refuses(request):
+                assert len(request.slots) == 1
+
+
+def test_bisect_parts_read_nothing_the_request_did_not() -> None:
     rng = random.Random(3)
     for _ in range(50):
         offsets = sorted(rng.sample(range(100), 12))
         tags = [tag(f"hr:{o}", name=f"T{o}") for o in offsets]
         for request in plan_reads(tags, max_gap=5):
-            parts = split(request)
+            parts = bisect(request)
             assert sorted(s.index for p in parts for s in p.slots) == sorted(
                 s.index for s in request.slots
             )
