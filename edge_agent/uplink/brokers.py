@@ -38,6 +38,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from edge_agent.backoff import Backoff
+
 TAKEOVER_FIRST_S = 30.0
 """Shortest wait after a takeover: a clone gets this long before we take the id back."""
 
@@ -74,27 +76,6 @@ class Retry(NamedTuple):
     takeover: Takeover | None
 
 
-class JitteredBackoff:
-    """Delays in [d/2, d], d doubling from 2 x `first_min` up to `cap`.
-
-    `first_min` is the shortest first delay; `cap` is the longest delay ever.
-    """
-
-    def __init__(self, first_min: float, cap: float, rng: random.Random) -> None:
-        self._first = 2 * first_min
-        self._cap = cap
-        self._nominal = self._first
-        self._rng = rng
-
-    def next(self) -> float:
-        nominal = min(self._nominal, self._cap)
-        self._nominal = min(self._nominal * 2, self._cap)
-        return self._rng.uniform(nominal / 2, nominal)
-
-    def reset(self) -> None:
-        self._nominal = self._first
-
-
 @dataclass
 class ReconnectPolicy:
     """Broker rotation with a round backoff, and the takeover backoff.
@@ -119,8 +100,10 @@ class ReconnectPolicy:
         if self.brokers < 1:
             raise ValueError("at least one broker is needed")
         self._closed_early = 0  # connections in a row the broker closed before they were stable
-        self._rounds = JitteredBackoff(self.reconnect_min / 2, self.reconnect_max, self.rng)
-        self._takeover = JitteredBackoff(TAKEOVER_FIRST_S, TAKEOVER_MAX_S, self.rng)
+        self._rounds = Backoff(
+            self.reconnect_min / 2, self.reconnect_max, self.rng, equal_jitter=True
+        )
+        self._takeover = Backoff(TAKEOVER_FIRST_S, TAKEOVER_MAX_S, self.rng, equal_jitter=True)
 
     def connect_failed(self) -> float:
         """The attempt on `broker` failed: move on; wait only after a whole round."""

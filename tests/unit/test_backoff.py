@@ -27,3 +27,13 @@ def test_reset_makes_the_next_retry_quick_again() -> None:
         backoff.next()
     backoff.reset()
     assert backoff.next() == 0.5
+
+
+def test_equal_jitter_waits_at_least_half_of_a_doubling_delay() -> None:
+    """For waits that must grow for sure (a takeover of the client id): [d/2, d], d
+    doubling from 2 x first."""
+    backoff = Backoff(1.0, 16.0, random.Random(1), equal_jitter=True)
+    for nominal in (2.0, 4.0, 8.0, 16.0, 16.0):
+        assert nominal / 2 <= backoff.next() <= nominal
+    backoff.reset()
+    assert 1.0 <= backoff.next() <= 2.0

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
+from edge_agent.backoff import Backoff
 from edge_agent.uplink.brokers import (
     TAKEOVER_FIRST_S,
     TAKEOVER_MAX_S,
     TAKEOVER_STABLE_S,
-    JitteredBackoff,
     ReconnectPolicy,
 )
 
@@ -114,7 +114,7 @@ def test_a_policy_needs_a_broker() -> None:
 
 
 def test_backoff_never_exceeds_its_cap_even_when_the_cap_is_below_the_first_delay() -> None:
-    backoff = JitteredBackoff(5.0, 2.0, random.Random(1))
+    backoff = Backoff(5.0, 2.0, random.Random(1), equal_jitter=True)
     assert all(1.0 <= backoff.next() <= 2.0 for _ in range(5))
 
 
