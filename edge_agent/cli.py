@@ -112,8 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         "--guess-order",
         action="store_true",
         help=(
-            "try the four byte orders; say which puts each value inside its range "
-            "(Modbus; OPC UA devices ignore it)"
+            "try the four byte orders on each tag with a range; say which fit, and the "
+            "byte_order to set on the device or on each tag (Modbus; OPC UA ignores it)"
         ),
     )
     read.set_defaults(handler=_read)

@@ -2,9 +2,16 @@
 
 For the technician at the cabinet: one table per device, in config order, its
 Modbus and OPC UA devices read concurrently (commission/modbus.py,
-commission/opcua.py). Read-only like the agent; nothing is stored or sent. The
-last line counts the tags of every device; the exit code is 0 when every tag
-is good or uncertain, 1 when any is bad (q >= 2).
+commission/opcua.py). Read-only like the agent; nothing is stored or sent.
+Each value goes through its tag's rules, so value and quality are what `run`
+would send (commission/table.py). The last line counts the tags of every
+device, and the uncertain ones among the readable.
+
+The exit code is 1 when any tag is bad (q >= 2), else 0. An uncertain tag
+(q=1: outside its range, within the tolerance) does not make it 1: the agent
+sends its value, and it is a reading to look at, not a link or config that
+fails; the last line counts it. A value beyond the tolerance (a wrong byte
+order, scale or range, a sensor fault) is q=3 and does.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ Device = ModbusDevice | OpcuaDevice
 def run(
     devices: Sequence[Device], out: TextIO, *, raw: bool = False, guess_order: bool = False
 ) -> int:
-    """Read, print, and return 1 if any tag is bad (q >= 2), else 0."""
+    """Read, print, and return 1 if any tag is bad (q >= 2), else 0 (q=1 included)."""
     tables = asyncio.run(_read(devices, raw=raw, guess_order=guess_order))
     for table in tables:
         print("\n".join(table.lines), end="\n\n", file=out)
     total, bad = sum(t.tags for t in tables), sum(t.bad for t in tables)
-    print(f"{total - bad} of {total} tags readable, {bad} bad", file=out)
+    uncertain = sum(t.uncertain for t in tables)
+    doubt = f", {uncertain} of them uncertain (q=1)" if uncertain else ""
+    print(f"{total - bad} of {total} tags readable{doubt}, {bad} bad", file=out)
     return 1 if bad else 0
 
 

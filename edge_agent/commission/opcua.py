@@ -18,11 +18,15 @@ from drivers.opcua.driver import OpcuaDriver, Survey, TagReading
 from edge_agent.commission.table import (
     DeviceTable,
     count_bad,
+    count_uncertain,
+    judged,
     layout,
     limits,
     quality_cell,
+    range_reason,
     value_cell,
 )
+from edge_agent.model import Sample
 
 HEADER = ["tag", "node", "type", "value", "unit", "quality", "limits", "reason"]
 
@@ -37,25 +41,28 @@ def _table(device: OpcuaDevice, survey: Survey) -> DeviceTable:
     security = device.security
     channel = f"{security.policy}/{security.mode}" if security.secure else "None"
     lines = [f"{device.name}  (opcua {device.endpoint} security {channel})"]
+    finals = [judged(tag, r.sample) for tag, r in zip(device.tags, survey.readings, strict=True)]
     if survey.failure is not None:
         lines.append(f"  {survey.failure} ({len(survey.readings)} tags not read)")
     else:
-        rows = [_row(tag, r) for tag, r in zip(device.tags, survey.readings, strict=True)]
+        rows = [
+            _row(tag, r, final)
+            for tag, r, final in zip(device.tags, survey.readings, finals, strict=True)
+        ]
         lines += layout([HEADER, *rows])
-    samples = [r.sample for r in survey.readings]
-    return DeviceTable(lines, len(samples), count_bad(samples))
+    return DeviceTable(lines, len(finals), count_bad(finals), count_uncertain(finals))
 
 
-def _row(tag: OpcuaTag, reading: TagReading) -> list[str]:
+def _row(tag: OpcuaTag, reading: TagReading, final: Sample) -> list[str]:
     return [
         tag.tag,
         _node(tag, reading.node),
         reading.data_type or "-",
-        value_cell(reading.sample),
+        value_cell(tag, final),
         tag.unit or "",
-        quality_cell(reading.sample),
+        quality_cell(final),
         limits(tag),
-        reading.reason or "",
+        reading.reason or range_reason(tag, reading.sample, final) or "",
     ]
 
 

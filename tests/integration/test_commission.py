@@ -9,6 +9,7 @@ own tests (test_commission_opcua.py); one here is read beside the tank farm.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -122,7 +123,10 @@ def test_a_dead_link_makes_read_exit_1_and_says_why(
     rows = table_rows(out)
     assert set(rows) == {"HZ01.GT201", "HZ01.GT202", "HZ01.GT203", "HZ01.GAS.B.FAULT",
                          "HZ01.AT201", "HZ01.AT301"}  # fmt: skip
-    assert "BAD: no answer / refused" in " ".join(rows["HZ01.GT201"])
+    # Nothing answers as unit 9: the gateway says so (exception 11), or nothing does.
+    assert re.search(
+        r" q=2 BAD .* (exception 11 \(GATEWAY TARGET|timeout)", " ".join(rows["HZ01.GT201"])
+    )
     assert "q=0" in rows["HZ01.AT301"]
     assert "2 of 6 tags readable, 4 bad" in out
 
@@ -134,8 +138,8 @@ def test_guess_order_finds_the_word_swap_of_the_plc(
     config = pointed_at(plant, tmp_path, plc_tank_farm={"byte_order": "ABCD"})
     main(["read", str(config), "--device", "plc-tank-farm", "--guess-order", "--raw"])
     out = capsys.readouterr().out
-    assert "suggested byte_order: CDAB (config says ABCD)" in out
-    assert "HZ01.LT102: CDAB   (ABCD=2.34129e-41, CDAB=12.25," in out
+    assert "suggested byte_order: CDAB (config says ABCD): it puts all 6 tags judged" in out
+    assert "HZ01.LT102: CDAB   (ABCD=2.3413e-41, CDAB=12.25," in out
 
 
 def test_read_names_an_unknown_device(
@@ -173,3 +177,199 @@ async def test_modbus_and_opcua_devices_are_read_together_and_counted_together(
     assert ua_table[4] == ""  # neither a raw value column nor byte-order guesses
     total = sum(len(d["tags"]) for d in config["devices"])
     assert out.rstrip().endswith(f"{total} of {total} tags readable, 0 bad")
+
+
+# A bench of three simulated devices, each showing one thing `read` must get right:
+# values at and beyond the range, numbers as the wire writes them, the reason of a bad
+# tag, and a device whose registers come in mixed byte orders.
+
+LOOP = {"raw_4ma": 4000, "raw_20ma": 20000}
+"""A 4-20 mA input module that reports the loop current in µA."""
+
+BENCH_SCENARIO = {
+    "devices": [
+        {"name": "loop", "points": [
+            {"address": "ir:0", "type": "uint16", "value": {"const": 3700}},  # 3.7 mA
+            {"address": "ir:1", "type": "uint16", "value": {"const": 12000}},  # 12 mA
+            {"address": "hr:0", "type": "float32", "value": {"const": 105.0}},
+            {"address": "hr:2", "type": "float32", "value": {"const": 1234.5677}},
+            {"address": "hr:4", "type": "uint32", "value": {"const": 123456789}},
+            {"address": "hr:6", "type": "uint64", "value": {"const": 2**64 - 1}},
+        ]},
+        {"name": "faulty", "exception_addresses": ["hr:50"], "points": [
+            {"address": "hr:0", "type": "float32", "value": {"const": 150.0}},
+            {"address": "ir:0", "type": "uint16", "value": {"const": 3000}},  # 3 mA
+            {"address": "hr:2", "type": "int16", "value": {"const": 32767}},
+        ]},
+        {"name": "mixed", "points": [
+            {"address": "hr:0", "type": "float32", "byte_order": "ABCD", "value": {"const": 12.34}},
+            {"address": "hr:2", "type": "float32", "byte_order": "ABCD", "value": {"const": 5.67}},
+            {"address": "hr:4", "type": "float32", "byte_order": "CDAB", "value": {"const": 8.91}},
+            {"address": "hr:6", "type": "float32", "byte_order": "CDAB", "value": {"const": 3.45}},
+            {"address": "hr:8", "type": "float32", "byte_order": "DCBA", "value": {"const": 6.78}},
+            {"address": "hr:10", "type": "float32", "byte_order": "DCBA", "value": {"const": 9.87}},
+            {"address": "hr:12", "type": "float32", "value": {"const": 250.0}},  # ABCD
+        ]},
+    ]
+}  # fmt: skip
+
+
+def _tag(code: str, address: str, type_: str, **more: Any) -> dict[str, Any]:
+    return {"tag": code, "hazard": "HZ01", "address": address, "type": type_, **more}
+
+
+BENCH_DEVICES: list[dict[str, Any]] = [
+    {"name": "loop", "tags": [
+        _tag("HZ01.GT901", "ir:0", "uint16", current=LOOP, range={"low": 0, "high": 100}),
+        _tag("HZ01.GT902", "ir:1", "uint16", current=LOOP, range={"low": 0, "high": 100}),
+        _tag("HZ01.PT901", "hr:0", "float32", range={"low": 0, "high": 100}),
+        _tag("HZ01.FT901", "hr:2", "float32", range={"low": 0, "high": 5000}),
+        _tag("HZ01.FQ901", "hr:4", "uint32", scale={"multiplier": 0.0001}),
+        _tag("HZ01.FQ902", "hr:6", "uint64"),
+    ]},
+    {"name": "faulty", "tags": [
+        _tag("HZ01.PT911", "hr:0", "float32", range={"low": 0, "high": 100}),
+        _tag("HZ01.GT911", "ir:0", "uint16", current=LOOP, range={"low": 0, "high": 100}),
+        _tag("HZ01.PT912", "hr:50", "int16"),
+        _tag("HZ01.TT911", "hr:2", "int16", scale={"multiplier": 0.1}, fault_values=[32767]),
+    ]},
+    {"name": "mixed", "byte_order": "ABCD", "tags": [
+        _tag(f"HZ01.LT92{i}", f"hr:{2 * i}", "float32", range={"low": 0, "high": 18})
+        for i in range(6)
+    ] + [
+        _tag("HZ01.LT926", "hr:12", "float32", range={"low": 0, "high": 18}),
+    ]},
+]  # fmt: skip
+# HZ01.LT925 is stored DCBA but configured with a byte order of its own, CDAB.
+BENCH_DEVICES[2]["tags"][5]["byte_order"] = "CDAB"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedSimulator]:
+    scenario = tmp_path_factory.mktemp("bench") / "bench.yaml"
+    scenario.write_text(yaml.safe_dump(BENCH_SCENARIO), encoding="utf-8")
+    simulated = ThreadedSimulator(scenario)
+    yield simulated
+    simulated.close()
+
+
+def bench_config(bench: ThreadedSimulator, tmp_path: Path) -> Path:
+    """The tank farm's gateway, uplink and store, with the bench's devices."""
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    config["devices"] = [
+        {**device, "driver": "modbus", "transport": "tcp", "host": "127.0.0.1",
+         "port": bench.simulator.ports[device["name"]], "timeout": "300ms"}
+        for device in BENCH_DEVICES
+    ]  # fmt: skip
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def read_bench(
+    bench: ThreadedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str]:
+    code = main(["read", str(bench_config(bench, tmp_path)), *args])
+    return code, capsys.readouterr().out
+
+
+def test_a_loop_at_3_7_ma_is_uncertain_as_the_agent_sends_it(
+    bench: ThreadedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3.7 mA lies below 4 mA but above the NE43 band: the range's tolerance makes it q=1."""
+    _, out = read_bench(bench, tmp_path, capsys, "--device", "loop")
+    row = " ".join(table_rows(out)["HZ01.GT901"])
+    assert "0E74 -1.875 q=1 uncertain" in row, out
+    assert row.endswith(
+        "3.7 mA: -1.875 is outside range 0..100, within its 10% tolerance: sent with q=1"
+    )
+    assert "q=0 good" in " ".join(table_rows(out)["HZ01.GT902"])
+
+
+def test_uncertain_tags_are_counted_but_do_not_fail_the_read(
+    bench: ThreadedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """q=1 is a value the agent sends: exit 0, with the uncertain ones counted."""
+    code, out = read_bench(bench, tmp_path, capsys, "--device", "loop")
+    assert code == EX_OK, out
+    assert "q=1 uncertain" in " ".join(table_rows(out)["HZ01.PT901"])
+    assert out.rstrip().endswith("6 of 6 tags readable, 2 of them uncertain (q=1), 0 bad")
+
+
+def test_a_value_beyond_the_range_s_tolerance_is_a_bad_sensor_fault(
+    bench: ThreadedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """150 on a 0..100 instrument: q=3 and no value, as the agent sends it; read exits 1."""
+    code, out = read_bench(bench, tmp_path, capsys, "--device", "faulty")
+    assert code == 1
+    row = " ".join(table_rows(out)["HZ01.PT911"])
+    assert "4316 0000 - q=3 BAD: sensor fault" in row, out
+    assert "150.0 is beyond range 0..100 and its 10% tolerance" in row
+
+
+def test_a_device_read_in_the_wrong_byte_order_fails_the_read(
+    bench: ThreadedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Values decoded in a wrong order land far outside their range: q=3, not 'good'."""
+    code, out = read_bench(bench, tmp_path, capsys, "--device", "mixed")
+    assert code == 1
+    rows = table_rows(out)
+    assert "q=0" in rows["HZ01.LT920"]
+    assert "q=3" in rows["HZ01.LT923"], out  # -107610850.0 on a 0..18 m level
+
+
+def test_values_are_written_as_the_wire_writes_them(
+    bench: ThreadedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A float32 as its shortest decimal, a scaled value with its scaling's decimals, a
+    64-bit integer exactly; the --raw column too."""
+    _, out = read_bench(bench, tmp_path, capsys, "--device", "loop", "--raw")
+    rows = {tag: " ".join(cells[3:]) for tag, cells in table_rows(out).items()}
+    assert rows["HZ01.FT901"].startswith("449A 522B 1234.5677 1234.5677 q=0"), out  # raw, value
+    assert rows["HZ01.FQ901"].startswith("075B CD15 123456789 12345.6789 q=0")
+    big = "18446744073709551615"
+    assert rows["HZ01.FQ902"].startswith(f"FFFF FFFF FFFF FFFF {big} {big} q=0")
+    assert rows["HZ01.GT902"].startswith("2EE0 12000 50.0 q=0")
+
+
+def test_a_bad_modbus_tag_shows_the_device_s_own_reason(
+    bench: ThreadedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception response is named, not 'no answer / refused'; a loop in its NE43
+    fault band shows its current, a device's fault value is named."""
+    _, out = read_bench(bench, tmp_path, capsys, "--device", "faulty")
+    rows = table_rows(out)
+    refused = " ".join(rows["HZ01.PT912"])
+    assert refused.endswith("q=2 BAD exception 2 (ILLEGAL DATA ADDRESS)"), out
+    assert "no answer / refused" not in out
+    assert " ".join(rows["HZ01.GT911"]).endswith("3 mA is outside 3.6..21 mA (NE43): "
+                                                 "broken wire or dead transmitter")  # fmt: skip
+    assert " ".join(rows["HZ01.TT911"]).endswith("q=3 BAD: sensor fault the device sends its "
+                                                 "fault value 32767")  # fmt: skip
+
+
+def test_guess_order_on_mixed_byte_orders_names_each_tag_s_order(
+    bench: ThreadedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No one order fits the device: none is suggested for it; each tag that needs
+    another gets its own, the tag whose own order is wrong the right one, and the tag
+    no order fits is told apart."""
+    _, out = read_bench(bench, tmp_path, capsys, "--device", "mixed", "--guess-order")
+    guesses = out[out.index("byte order guesses") :]
+    assert "suggested byte_order" not in guesses, out
+    assert "    HZ01.LT922: CDAB   (ABCD=" in guesses
+    assert "    HZ01.LT925: DCBA   (ABCD=" in guesses
+    assert "[its own byte_order: CDAB]" in guesses
+    advice = guesses[guesses.index("  no single byte_order") :].splitlines()
+    assert advice == [
+        "  no single byte_order puts all 5 tags judged inside their range (the device's ABCD "
+        "fits 2): keep the device's ABCD and give each tag below its own:",
+        "    HZ01.LT922: byte_order: CDAB",
+        "    HZ01.LT923: byte_order: CDAB",
+        "    HZ01.LT924: byte_order: DCBA",
+        "    HZ01.LT925: byte_order: DCBA (now CDAB)",
+        "  no byte order puts HZ01.LT926 inside its range: not a byte-order problem; check "
+        "address, type, scale and range",
+        "",
+        "4 of 7 tags readable, 1 of them uncertain (q=1), 3 bad",
+    ]

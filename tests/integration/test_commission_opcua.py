@@ -88,10 +88,10 @@ async def test_read_prints_a_row_per_opcua_tag_and_exits_0(
         f"nsu={NAMESPACE};s=Mine.Vent.I32", "->", "ns=2;s=Mine.Vent.I32", "Int32", "-320000", "q=0",
     ]  # fmt: skip
     assert rows["MINE1.ARR"][1:7] == [
-        "s=Mine.Vent.ARR[1]", "->", "ns=2;s=Mine.Vent.ARR", "Double[3]", "7", "q=0",
+        "s=Mine.Vent.ARR[1]", "->", "ns=2;s=Mine.Vent.ARR", "Double[3]", "7.0", "q=0",
     ]  # fmt: skip
     assert rows["MINE1.UNSURE"][6:8] == ["q=1", "uncertain"]
-    assert out.rstrip().endswith("5 of 5 tags readable, 0 bad")
+    assert out.rstrip().endswith("5 of 5 tags readable, 1 of them uncertain (q=1), 0 bad")
 
 
 async def test_bad_nodes_are_shown_bad_with_their_reason_and_exit_1(
