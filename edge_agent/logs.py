@@ -31,6 +31,8 @@ from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 REDACTED: Final = "[redacted]"
 SUMMARY_EVERY_S: Final = 300.0
+TALLY_EVERY_S: Final = 60.0
+"""How often a `Tally` sums what it counted."""
 MIN_SECRET_LENGTH: Final = 4
 """Shorter registered secrets are still redacted under secret keys, but not searched
 for in text: a 2-character password would blank out every number containing it."""
@@ -108,6 +110,59 @@ def _redact_text(text: str) -> str:
         if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, REDACTED)
     return text
+
+
+class Tally:
+    """Logs an event that may come many times a second (a missed poll deadline) as one
+    line a minute.
+
+    For `Tally(log, "poll_deadlines_missed", device="plc-1")`: the first occurrence
+    after a quiet spell at once (`poll_deadlines_missed missed=N`), then one line per
+    `every_s` summing what came meanwhile (`missed=N times=K window_s=60`). A window
+    with nothing in it logs nothing, and the occurrence after it is logged at once.
+    `tick()` closes a window when nothing else happens: call it on every pass.
+    """
+
+    def __init__(
+        self,
+        logger: FilteringBoundLogger,
+        event: str,
+        every_s: float = TALLY_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+        **context: Any,
+    ) -> None:
+        self._log = logger.bind(**context)
+        self._event = event
+        self._every_s = every_s
+        self._clock = clock
+        self._window_start: float | None = None
+        """None while quiet: the next occurrence is logged at once."""
+        self._count = self._times = 0
+
+    def add(self, count: int) -> None:
+        now = self._clock()
+        if self._window_start is None:
+            self._window_start = now
+            self._log.warning(self._event, missed=count)
+            return
+        self._count += count
+        self._times += 1
+        self.tick(now)
+
+    def tick(self, now: float | None = None) -> None:
+        if self._window_start is None:
+            return
+        now = self._clock() if now is None else now
+        window = now - self._window_start
+        if window < self._every_s:
+            return
+        if not self._times:
+            self._window_start = None
+            return
+        self._log.warning(
+            self._event, missed=self._count, times=self._times, window_s=round(window)
+        )
+        self._window_start, self._count, self._times = now, 0, 0
 
 
 class Repeats:

@@ -12,8 +12,11 @@ restart the poller is `halted`: its link reads as down, honestly.
 
 Failures are logged by state change (`logs.Repeats`), never once per poll:
 a driver must not raise, but if it does the poller logs `poll_failed` once
-(with the traceback), a summary every 5 minutes, and `poll_recovered`; a
-poll that overruns its deadlines logs `poll_deadline_failed` likewise.
+(with the traceback), a summary every 5 minutes, and `poll_recovered`.
+Overload is not a failure that starts and ends: deadlines a poll ran past are
+logged as `poll_deadlines_missed` at once, then summed once a minute while
+they go on (`logs.Tally`), however often the device flips between late and on
+time.
 
 The figures (polls, errors, reconnects, link and how long, latency) are what
 `/metrics` and `edge-agent status` show; `alive` is what the watchdog asks.
@@ -29,8 +32,9 @@ from typing import Final
 import structlog
 
 from drivers.base import Driver
-from edge_agent.logs import Repeats
+from edge_agent.logs import Repeats, Tally
 from edge_agent.model import LinkState, Sample
+from edge_agent.schedule import Deadline
 from edge_agent.service.snapshot import DeviceSnapshot, PollLatency
 
 log = structlog.get_logger(component="poller")
@@ -54,7 +58,7 @@ class Poller:
         self._on_poll = on_poll
         self._on_missed = on_missed
         self._failures = Repeats(log, "poll", device=driver.name)
-        self._overruns = Repeats(log, "poll_deadline", device=driver.name)
+        self._overruns = Tally(log, "poll_deadlines_missed", device=driver.name)
         self._busy_since: float | None = None
         self._idle_since = time.monotonic()
         self._latency = PollLatency()
@@ -97,20 +101,19 @@ class Poller:
     async def run(self) -> None:
         """Poll until cancelled."""
         self._busy_since, self._idle_since = None, time.monotonic()
-        deadline = time.monotonic()
+        schedule = Deadline(self.interval, next=time.monotonic())
         while True:
             await self._poll()
             self.halted_at_ms = None
-            deadline += self.interval
             now = time.monotonic()
-            if deadline < now:
-                missed = int((now - deadline) // self.interval) + 1
-                self._overruns.failed("a poll took longer than the poll interval", missed=missed)
-                self._missed(deadline, missed, now)
-                deadline += missed * self.interval
+            missed = schedule.passed(now)
+            wait = schedule.wait_s(now)
+            if missed:
+                self._overruns.add(missed)
+                self._missed(now + wait - missed * self.interval, missed, now)
             else:
-                self._overruns.recovered()
-            await asyncio.sleep(deadline - now)
+                self._overruns.tick(now)
+            await asyncio.sleep(wait)
 
     def _missed(self, first: float, missed: int, now: float) -> None:
         wall_now = time.time_ns() // 1_000_000

@@ -62,6 +62,7 @@ from drivers.modbus.values import (
     to_sample,
 )
 from edge_agent.model import LinkState, Quality, Sample
+from edge_agent.schedule import Deadline
 
 __all__ = ["ModbusDriver", "Reading", "Stats", "to_sample"]
 
@@ -89,7 +90,7 @@ class PollGroup:
     plan: list[ReadRequest]
     planned: tuple[ReadRequest, ...]
     """The plan from the config, before any hole was learned."""
-    next_due: float = 0.0
+    schedule: Deadline = field(init=False)
     overruns: int = 0
     refused_spans: set[tuple[Area, int, int]] = field(default_factory=set)
     """Spans answered with exception 2, which `coalesce` never joins over again."""
@@ -97,6 +98,9 @@ class PollGroup:
     """When a hole was learned (monotonic): the plan goes back to `planned` REPROBE_S later."""
     learned: tuple[str, ...] = ()
     """The plan last learned, as text: learning it again after a re-probe is not news."""
+
+    def __post_init__(self) -> None:
+        self.schedule = Deadline(self.interval)
 
     @property
     def size(self) -> int:
@@ -244,15 +248,13 @@ class ModbusDriver:
             if group.interval == self._device.poll:
                 due.append(group)
                 continue
-            if now < group.next_due - slack:
+            if not group.schedule.due(now, slack):
                 if force:
                     due.append(group)  # commissioning reads it without moving its deadline
                 continue
             due.append(group)
-            group.next_due = (group.next_due or now) + group.interval
-            if group.next_due <= now:
-                missed = int((now - group.next_due) // group.interval) + 1
-                group.next_due += missed * group.interval
+            missed = group.schedule.passed(now)
+            if missed:
                 group.overruns += missed
                 self.stats.overruns += missed
                 self._log.warning("poll_overrun", group=f"{group.interval:g}s", missed=missed)

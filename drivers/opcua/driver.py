@@ -44,7 +44,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from asyncua import ua
@@ -63,6 +63,7 @@ from drivers.opcua.subscriber import Subscribed, subscribe
 from drivers.opcua.values import to_sample, type_name
 from edge_agent.backoff import Backoff
 from edge_agent.model import LinkState, Quality, Sample
+from edge_agent.schedule import Deadline
 
 __all__ = ["OpcuaDriver", "Survey", "TagReading"]
 
@@ -109,8 +110,11 @@ class PollGroup:
 
     interval: float
     indices: list[int]
-    next_due: float = 0.0
     requests: list[tuple[list[int], ua.ReadParameters]] | None = None
+    schedule: Deadline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schedule = Deadline(self.interval)
 
 
 class OpcuaDriver:
@@ -230,10 +234,10 @@ class OpcuaDriver:
         due = []
         slack = self._device.poll / 2
         for group in self._groups:
-            if group.interval != self._device.poll and now < group.next_due - slack:
+            if group.interval != self._device.poll and not group.schedule.due(now, slack):
                 continue
             due.append(group)
-            group.next_due = max(group.next_due + group.interval, now + group.interval - slack)
+            group.schedule.passed(now)
         return due
 
     def _plan(self, session: Session) -> None:

@@ -12,7 +12,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from edge_agent import logs
-from edge_agent.logs import REDACTED, Repeats, register_secret
+from edge_agent.logs import REDACTED, Repeats, Tally, register_secret
 
 
 @pytest.fixture(autouse=True)
@@ -129,3 +129,35 @@ def test_recovering_without_a_failure_logs_nothing() -> None:
     with capture_logs() as captured:
         Repeats(structlog.get_logger(), "poll").recovered()
     assert captured == []
+
+
+def test_deadlines_missed_on_every_other_poll_log_once_a_minute_not_per_flip() -> None:
+    """A device late on every other 20 ms poll for 3 minutes: one line at once, then one
+    sum a minute, not a failed/recovered pair per flip."""
+    clock = Clock()
+    with capture_logs() as captured:
+        tally = Tally(structlog.get_logger(), "poll_deadlines_missed", 60, clock, device="plc")
+        for poll in range(9000):
+            clock.now = poll * 0.02
+            if poll % 2:
+                tally.add(1)
+            else:
+                tally.tick()
+    assert [(c["event"], c["missed"], c.get("window_s")) for c in captured] == [
+        ("poll_deadlines_missed", 1, None),
+        ("poll_deadlines_missed", 1500, 60),
+        ("poll_deadlines_missed", 1500, 60),
+    ]
+    assert all(c["device"] == "plc" for c in captured)
+
+
+def test_after_a_quiet_minute_the_next_missed_deadline_is_logged_at_once() -> None:
+    clock = Clock()
+    with capture_logs() as captured:
+        tally = Tally(structlog.get_logger(), "poll_deadlines_missed", 60, clock)
+        tally.add(2)
+        clock.now = 61.0
+        tally.tick()  # a window with nothing in it: quiet again, nothing logged
+        clock.now = 62.0
+        tally.add(3)
+    assert [(c["missed"], c.get("window_s")) for c in captured] == [(2, None), (3, None)]
