@@ -153,7 +153,7 @@ def _check(args: argparse.Namespace) -> int:
             worst = max(worst, EX_CONFIG)
         else:
             print(f"{path}: OK")
-            for line in store_outlook(config):
+            for line in store_outlook(config) + link_advice(config):
                 print(f"{path}: {line}")
     return worst
 
@@ -177,6 +177,13 @@ def store_outlook(config: AgentConfig) -> list[str]:
             "it, or accept that a longer outage is thinned"
         )
     return lines
+
+
+def link_advice(config: AgentConfig) -> list[str]:
+    """What a Modbus link choice costs where it cannot help (connection: own)."""
+    from drivers.modbus.config import ModbusDevice, connection_advice
+
+    return connection_advice(d for d in config.devices if isinstance(d, ModbusDevice))
 
 
 def _round_up_size(size: float) -> str:

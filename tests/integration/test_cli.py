@@ -218,3 +218,17 @@ def test_check_says_how_long_an_outage_the_store_holds_and_warns_when_short(
     assert "hours of outage" in outlook or "days of outage" in outlook
     assert "warning: store.retention is 30.0 days" in warning
     assert "raise store.max_size to about" in warning
+
+
+def test_check_warns_what_an_own_connection_costs_behind_a_gateway(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text(encoding="utf-8"))
+    modbus = next(d for d in config["devices"] if d["driver"] == "modbus")
+    modbus["connection"] = "own"
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    assert main(["check", str(path)]) == EX_OK
+    (advice,) = [line for line in capsys.readouterr().out.splitlines() if "connection: own" in line]
+    assert advice.startswith(f"{path}: warning: 1 unit(s) at ")
+    assert "adds no isolation (the gateway serialises its RS-485 bus)" in advice
