@@ -18,7 +18,9 @@ Invariants:
 - Each request's deadline is kept by one timer per link, not one per request
   (see `_watch`); it acts as `asyncio.timeout` would around the read.
 - Reconnects back off (full jitter, doubling from reconnect_min up to
-  reconnect_max); the first answer resets the backoff.
+  reconnect_max); the first answer resets the backoff. One exception: a
+  connection that drops under a request is reconnected at once, once
+  (`recover`), so a drop costs the units on the link one resend, not a poll.
 - On a serial line the bus stays quiet for the inter-frame silence after each
   exchange, and a little longer after a timeout, so a late answer from a slow
   unit is not read as the answer to the next request.
