@@ -5,29 +5,45 @@
   loop, the server on one end and the agent's path (`Simulator.serial_port`)
   on the other. A pty carries frames, not baud rate, parity or inter-frame
   timing: those only a real line shows.
-- A silent unit (`silent: true`), and on `rtu` any unknown unit id, never
-  answers; a unit with `delay` answers that much later (keep it below the
-  agent's timeout: pymodbus' server answers an overtaken request with the
-  newer request's transaction id); `drop_every: N` closes every connection
-  upon each N-th request, before answering it.
+- Every answer carries the transaction id and unit id of the request it
+  answers, however late it comes and whatever arrived meanwhile (pymodbus' own
+  request handler does not; see `modbus_connection`).
+- Concurrency: by default each connection is served on its own and
+  concurrently, like a PLC with several sockets. `serialise: true` handles one
+  request at a time across every connection, in arrival order, like a
+  TCP-to-RTU gateway in front of one serial bus: a late unit delays every
+  request behind it, on whatever connection it came.
+- How a unit answers: a unit with `delay` answers (anything) that much later;
+  a silent unit (`silent: true`), a read of one of its `silent_addresses`, and
+  on `rtu` any unknown unit id never answer; `gateway_fails: true` answers
+  exception 11 after its `delay`, as a gateway answers for a dead unit;
+  `busy_every: N` answers each N-th request to the unit with exception 6 and
+  `acknowledge_every: N` with exception 5 (busy wins when both fall due).
+  `drop_every: N` closes every connection of the device upon each N-th
+  request to it, before answering it. `Simulator.hang_device` stops all
+  answers until resumed; `stop_device` drops what was in flight.
 
 - Values are computed when a request is served, from the scenario's functions
   of t (seconds since the simulator started): no update task, nothing drifts.
 - An address that no point covers, or that the scenario lists in
   `exception_addresses`, makes the whole request answer exception 2; a count
-  over 125 registers or 2000 bits answers exception 3; an unknown unit id 0x0B.
-  Writes answer exception 1: the simulated plant is read-only.
-- Every request's function code is logged per device (`function_codes`) from
-  pymodbus' trace_pdu hook, before the request is handled, so a test can prove
-  what an agent sent. Codes pymodbus cannot decode never reach that hook (the
-  server answers them with exception 1).
+  over 125 registers or 2000 bits answers exception 3; an unknown unit id on
+  TCP exception 11. Writes answer exception 1: the simulated plant is read-only.
+- Counters a test can read, per device, logged as each request is decoded
+  (before it is handled, so a request never answered counts too): every
+  function code (`function_codes`, to prove what an agent sent), every unit id
+  in order (`unit_sequence`), requests per unit (`requests_by_unit`),
+  connections accepted (`connections`) and open now (`open_connections`), and
+  the unit ids each connection carried (`connection_units`). Codes pymodbus
+  cannot decode are not logged (the server answers them with exception 1).
 - A device maps unit ids to address spaces: a gateway or a serial bus of
   several units is one device with `units`.
 
-pymodbus 3.16 has no public hook for values computed per request (its
-SimDevice `action` sees register counts, not bit counts, for coils), so
-`_PlantCore` replaces the server's datastore object after construction: the one
-place this module reaches into pymodbus internals.
+The pymodbus request handler is replaced (see `modbus_connection`, the one
+module that relies on pymodbus internals). Values are computed per request by
+`_PlantCore`, handed to each request's `datastore_update` in place of the
+server's own datastore (pymodbus' SimDevice `action` sees register counts, not
+bit counts, for coils).
 """
 
 from __future__ import annotations
@@ -39,18 +55,20 @@ import sys
 import time
 import tty
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
+import structlog
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from drivers.modbus.codec import BIT_AREAS, Area, parse_address
+from drivers.simulator.modbus_connection import SerialServer, TcpServer
 from drivers.simulator.scenario import Device, Scenario, Unit, load_scenario
 
 HOST = "127.0.0.1"
@@ -62,12 +80,16 @@ __all__ = ["HOST", "Simulator", "load_scenario", "run_simulator", "start_simulat
 
 
 class _UnitSpace:
-    """One unit id's address space: which point word sits at each address."""
+    """One unit id's address space, and the faults it answers with."""
 
     def __init__(self, spec: Unit) -> None:
         points, exception_addresses = spec.points, spec.exception_addresses
         self.delay = spec.delay
         self.silent = spec.silent
+        self._gateway_fails = spec.gateway_fails
+        self._busy_every = spec.busy_every
+        self._acknowledge_every = spec.acknowledge_every
+        self._asked = 0
         self._points = points
         self._cells: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
         for index, point in enumerate(points):
@@ -82,6 +104,17 @@ class _UnitSpace:
         for text in spec.silent_addresses:
             ignored = parse_address(text)
             self._ignored[ignored.area].add(ignored.offset)
+
+    def refusal(self) -> ExcCodes | None:
+        """Count one more request; the exception it is answered with instead of data, if any."""
+        self._asked += 1
+        if self._gateway_fails:
+            return ExcCodes.GATEWAY_NO_RESPONSE
+        if self._busy_every and self._asked % self._busy_every == 0:
+            return ExcCodes.DEVICE_BUSY
+        if self._acknowledge_every and self._asked % self._acknowledge_every == 0:
+            return ExcCodes.ACKNOWLEDGE
+        return None
 
     def ignores(self, area: Area, address: int, count: int) -> bool:
         """True when the read touches a silent address: it gets no answer."""
@@ -108,17 +141,12 @@ class _UnitSpace:
 
 
 class _PlantCore(SimCore):
-    """The datastore pymodbus' request handler calls; see the module docstring."""
+    """The datastore a request's `datastore_update` reads: the scenario's values at t."""
 
-    def __init__(
-        self, units: Mapping[int, _UnitSpace], clock: Callable[[], float], serial: bool
-    ) -> None:
+    def __init__(self, units: Mapping[int, _UnitSpace], clock: Callable[[], float]) -> None:
         # SimCore.__init__ builds pymodbus' own register memory, which this class replaces.
         self._units = dict(units)
         self._clock = clock
-        self._serial = serial
-        self.answering = asyncio.Event()
-        self.answering.set()
 
     def device_ids(self) -> list[int]:
         return list(self._units)
@@ -126,15 +154,7 @@ class _PlantCore(SimCore):
     async def async_getValues(
         self, device_id: int, func_code: int, address: int, count: int = 1
     ) -> list[int] | list[bool] | ExcCodes:
-        await self.answering.wait()
-        unit = self._units.get(device_id)
-        if unit is None and not self._serial:
-            return ExcCodes.GATEWAY_NO_RESPONSE
-        if unit is None or unit.silent:
-            # The server (ignore_missing_devices) then sends nothing at all.
-            raise NoSuchIdException(f"unit {device_id} is silent")
-        if unit.delay:
-            await asyncio.sleep(unit.delay)
+        unit = self._units[device_id]
         area = _AREA_BY_CODE.get(func_code)
         if area is None:
             return ExcCodes.ILLEGAL_FUNCTION
@@ -189,7 +209,7 @@ class _PtyBridge:
 
 
 class _DeviceServer:
-    """One simulated device: its address spaces, its log, and its (restartable) server."""
+    """One simulated device: its units, its log, its turn, and its (restartable) server."""
 
     def __init__(self, spec: Device, port: int, clock: Callable[[], float]) -> None:
         self.spec = spec
@@ -197,11 +217,19 @@ class _DeviceServer:
         self.function_codes: list[int] = []
         self.requests: dict[int, int] = defaultdict(int)
         self.unit_sequence: list[int] = []
-        self.connections = 0
-        serial = spec.transport == "rtu"
-        self.core = _PlantCore({u.unit: _UnitSpace(u) for u in spec.all_units}, clock, serial)
-        self._server: ModbusTcpServer | ModbusSerialServer | None = None
-        self._bridge: _PtyBridge | None = _PtyBridge() if serial else None
+        self.connection_units: list[set[int]] = []
+        self.answering = asyncio.Event()
+        self.answering.set()
+        self._serial = spec.transport == "rtu"
+        self._units = {u.unit: _UnitSpace(u) for u in spec.all_units}
+        self._core = _PlantCore(self._units, clock)
+        # One request at a time, first come first served (asyncio.Lock is FIFO).
+        self._turn: contextlib.AbstractAsyncContextManager[object] = (
+            asyncio.Lock() if spec.serialise else contextlib.nullcontext()
+        )
+        self._answers: set[asyncio.Task[None]] = set()
+        self._server: TcpServer | SerialServer | None = None
+        self._bridge: _PtyBridge | None = _PtyBridge() if self._serial else None
         self._seen = 0
 
     @property
@@ -212,30 +240,27 @@ class _DeviceServer:
     def serial_port(self) -> str | None:
         return None if self._bridge is None else self._bridge.client_path
 
+    @property
+    def open_connections(self) -> int:
+        return 0 if self._server is None else len(self._server.active_connections)
+
     async def start(self) -> None:
-        # pymodbus insists on a SimDevice here; _PlantCore replaces it below.
+        # pymodbus insists on a datastore; requests read `_core` instead (see `_read`).
         placeholder = SimDevice(0, simdata=SimData(0, datatype=DataType.REGISTERS))
-        server: ModbusTcpServer | ModbusSerialServer
+        server: TcpServer | SerialServer
         if self._bridge is not None:
-            server = ModbusSerialServer(
+            server = SerialServer(
                 placeholder,
                 framer=FramerType.RTU,
                 port=self._bridge.server_path,
                 ignore_missing_devices=True,
-                trace_pdu=self._trace_pdu,
-                trace_connect=self._trace_connect,
             )
         else:
             framer = FramerType.RTU if self.spec.transport == "rtu-over-tcp" else FramerType.SOCKET
-            server = ModbusTcpServer(
-                placeholder,
-                framer=framer,
-                address=(HOST, self.port),
-                ignore_missing_devices=True,
-                trace_pdu=self._trace_pdu,
-                trace_connect=self._trace_connect,
+            server = TcpServer(
+                placeholder, framer=framer, address=(HOST, self.port), ignore_missing_devices=True
             )
-        server.context = self.core
+        server.plant = self
         try:
             await server.serve_forever(background=True)
         except RuntimeError:
@@ -247,9 +272,14 @@ class _DeviceServer:
         self._server = server
 
     async def stop(self) -> None:
+        """Stop listening, close every connection, and drop the answers in flight."""
         server, self._server = self._server, None
         if server is not None:
             await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
+        answers = list(self._answers)
+        for task in answers:
+            task.cancel()
+        await asyncio.gather(*answers, return_exceptions=True)
 
     def close_bridge(self) -> None:
         if self._bridge is not None:
@@ -264,20 +294,57 @@ class _DeviceServer:
         for connection in list(server.active_connections.values()):
             connection.close()
 
-    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if not sending:
-            self.function_codes.append(pdu.function_code)
-            self.requests[pdu.dev_id] += 1
-            self.unit_sequence.append(pdu.dev_id)
-            self._seen += 1
-            every = self.spec.drop_every
-            if every and self._seen % every == 0:
-                asyncio.get_running_loop().call_soon(self.drop_connections)
-        return pdu
+    def connected(self) -> int:
+        """Log a new connection; its number, from 1."""
+        self.connection_units.append(set())
+        return len(self.connection_units)
 
-    def _trace_connect(self, connected: bool) -> None:
-        if connected:
-            self.connections += 1
+    def received(self, connection: int, request: ModbusPDU) -> None:
+        """Log a request as it is decoded, and drop the connections when `drop_every` says so."""
+        self.function_codes.append(request.function_code)
+        self.requests[request.dev_id] += 1
+        self.unit_sequence.append(request.dev_id)
+        self.connection_units[connection - 1].add(request.dev_id)
+        self._seen += 1
+        every = self.spec.drop_every
+        if every and self._seen % every == 0:
+            asyncio.get_running_loop().call_soon(self.drop_connections)
+
+    def answer_later(self, answer: Coroutine[Any, Any, None]) -> None:
+        """Run a connection's answer to one request in its own task, until `stop`."""
+        task = asyncio.get_running_loop().create_task(answer)
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+
+    async def respond(self, request: ModbusPDU) -> ModbusPDU | None:
+        """The device's answer to one request (ids not yet set), or None for no answer."""
+        unit = self._units.get(request.dev_id)
+        refusal = None if unit is None else unit.refusal()  # counted in arrival order
+        async with self._turn:
+            await self.answering.wait()
+            if unit is None:
+                if self._serial:
+                    return None  # on a serial bus nobody answers for an absent unit
+                return ExceptionResponse(request.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+            if unit.delay:
+                await asyncio.sleep(unit.delay)
+            if unit.silent:
+                return None
+            if refusal is not None:
+                return ExceptionResponse(request.function_code, refusal)
+            return await self._read(request)
+
+    async def _read(self, request: ModbusPDU) -> ModbusPDU | None:
+        try:
+            # pymodbus itself passes a SimCore here (a server's `context`), typed or not.
+            core: Any = self._core
+            response: ModbusPDU = await request.datastore_update(core, request.dev_id)
+        except NoSuchIdException:
+            return None  # a read of a silent address
+        except Exception:  # as pymodbus' handler does: a datastore bug answers "device failure"
+            structlog.get_logger().exception("simulator_answer_failed", device=self.spec.name)
+            return ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE)
+        return response
 
 
 class Simulator:
@@ -303,7 +370,7 @@ class Simulator:
         return path
 
     def requests_by_unit(self, device: str) -> dict[int, int]:
-        """How many requests each unit id of the device received."""
+        """How many requests each unit id of the device received, answered or not."""
         return dict(self._devices[device].requests)
 
     def unit_sequence(self, device: str) -> list[int]:
@@ -315,12 +382,20 @@ class Simulator:
         self._devices[device].drop_connections()
 
     def connections(self, device: str) -> int:
-        """How many TCP connections the device has accepted."""
-        return self._devices[device].connections
+        """How many connections the device has accepted (on `rtu`: times its line opened)."""
+        return len(self._devices[device].connection_units)
+
+    def open_connections(self, device: str) -> int:
+        """How many of the device's connections are open now."""
+        return self._devices[device].open_connections
+
+    def connection_units(self, device: str) -> list[set[int]]:
+        """For each connection the device accepted, in order: the unit ids it asked."""
+        return [set(units) for units in self._devices[device].connection_units]
 
     def hang_device(self, name: str, hung: bool = True) -> None:
         """Keep accepting connections and requests but answer none (a hung PLC), or resume."""
-        answering = self._devices[name].core.answering
+        answering = self._devices[name].answering
         if hung:
             answering.clear()
         else:
@@ -338,7 +413,7 @@ class Simulator:
 
     async def close(self) -> None:
         for device in self._devices.values():
-            device.core.answering.set()
+            device.answering.set()
             await device.stop()
             device.close_bridge()
 

@@ -20,7 +20,7 @@ A `scale` says how the device stores the value: the register holds
 scale reads the value back.
 
 A device may instead hold several units (a gateway, an RTU bus), and choose
-its transport; see `Device`:
+its transport; see `Device` and `Unit`:
 
     devices:
       - name: gas-bus
@@ -31,6 +31,21 @@ its transport; see `Device`:
           - {unit: 3, points: [...], silent: true}     # never answers
           - {unit: 4, points: [...], silent_addresses: [hr:50]}  # ignores reads of hr:50
         drop_every: 50            # close every connection on each 50th request
+      - name: rtu-gateway
+        serialise: true           # one request at a time, all connections, in arrival order
+        units:
+          - {unit: 1, points: [...]}
+          - {unit: 2, points: [...], gateway_fails: true, delay: 1s}  # exception 11 after 1 s
+          - {unit: 3, points: [...], busy_every: 4}        # each 4th request: exception 6
+          - {unit: 4, points: [...], acknowledge_every: 3} # each 3rd request: exception 5
+
+How a unit answers one request, in order: the device's turn (with
+`serialise`), then the unit's `delay`, then no answer (`silent`, a
+`silent_addresses` read), exception 11 (`gateway_fails`), exception 6 or 5
+(`busy_every`, then `acknowledge_every`, counting every request to the unit),
+or the values. So `delay` is the time any answer takes, and on a serialised
+device a silent unit with a `delay` holds the bus that long, as a gateway
+waits out its serial timeout before it serves the next request.
 """
 
 from __future__ import annotations
@@ -319,10 +334,31 @@ class Unit(_Model):
         default_factory=list,
         description="A read touching one of these gets no answer at all (a half-answering unit).",
     )
+    gateway_fails: bool = Field(
+        False,
+        description=(
+            "Every request is answered, after `delay`, with exception 11 (gateway target"
+            " device failed to respond), as a TCP-to-RTU gateway answers for a dead unit."
+        ),
+    )
+    busy_every: int | None = Field(
+        None,
+        ge=1,
+        description="Every N-th request to the unit is answered with exception 6 (busy).",
+    )
+    acknowledge_every: int | None = Field(
+        None,
+        ge=1,
+        description="Every N-th request to the unit is answered with exception 5 (acknowledge).",
+    )
 
     @model_validator(mode="after")
     def _no_overlap(self) -> Self:
         check_points(self.points, [*self.exception_addresses, *self.silent_addresses])
+        if self.silent and self.gateway_fails:
+            raise ValueError(
+                "a unit is silent (no answer) or gateway_fails (exception 11), not both"
+            )
         return self
 
 
@@ -346,7 +382,9 @@ class Device(_Model):
     """A simulated Modbus device: a TCP server on 127.0.0.1, or an RTU slave on a pty.
 
     One unit: `unit`, `points`, `exception_addresses`, `delay` at the top. Several
-    units (a gateway, a serial bus): a list in `units`.
+    units (a gateway, a serial bus): a list in `units`, where each unit may also
+    be `silent`, have `silent_addresses`, fail behind the gateway
+    (`gateway_fails`) or answer busy or acknowledge now and then.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -361,6 +399,14 @@ class Device(_Model):
     units: list[Unit] | None = Field(None, min_length=1)
     drop_every: int | None = Field(
         None, ge=1, description="Close every connection after this many requests."
+    )
+    serialise: bool = Field(
+        False,
+        description=(
+            "Handle one request at a time across all connections, in arrival order, as a"
+            " TCP-to-RTU gateway in front of one serial bus: a late unit delays every request"
+            " behind it. Otherwise each connection is served on its own, concurrently."
+        ),
     )
 
     @model_validator(mode="after")

@@ -265,6 +265,14 @@ def test_a_device_holds_several_units_with_their_own_behaviour() -> None:
     ]
 
 
+def test_by_default_connections_are_served_concurrently_and_units_answer_data() -> None:
+    units = [{"points": [{"address": "hr:0", "value": {"const": 1}}]}]
+    device = Scenario.model_validate({"devices": [{"name": "gw", "units": units}]}).devices[0]
+    only = device.all_units[0]
+    assert not device.serialise
+    assert (only.gateway_fails, only.busy_every, only.acknowledge_every) == (False, None, None)
+
+
 @pytest.mark.parametrize(
     ("device", "message"),
     [
@@ -276,6 +284,12 @@ def test_a_device_holds_several_units_with_their_own_behaviour() -> None:
          "unit ids must be unique"),
         ({"transport": "serial", "points": [{"address": "hr:0", "value": {"const": 1}}]},
          "transport"),
+        ({"units": [{"silent": True, "gateway_fails": True,
+                     "points": [{"address": "hr:0", "value": {"const": 1}}]}]}, "not both"),
+        ({"units": [{"busy_every": 0, "points": [{"address": "hr:0", "value": {"const": 1}}]}]},
+         "busy_every"),
+        ({"serialise": True, "busy_every": 2,
+          "points": [{"address": "hr:0", "value": {"const": 1}}]}, "busy_every"),
     ],
 )  # fmt: skip
 def test_bad_device_forms_are_refused(device: dict[str, Any], message: str) -> None:
