@@ -1,18 +1,19 @@
 # The two commands a new user needs: `make demo` and `make test`.
 # Both create .venv, install the project, and make sure Mosquitto is there
-# (apt-get when run as root; otherwise they say what to install).
+# (apt-get when run as root; otherwise they say what to install). `make test`
+# also makes sure of what tests/interop builds its third-party servers with.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check-configs mosquitto clean
+.PHONY: demo test lint typecheck check-configs mosquitto thirdparty clean
 
 demo: $(STAMP) mosquitto
 	$(BIN)/edge-agent demo $(if $(DURATION),--duration $(DURATION))
 
-test: $(STAMP) mosquitto lint typecheck
+test: $(STAMP) mosquitto thirdparty lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -44,6 +45,19 @@ mosquitto:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl; \
 		else \
 			echo "Mosquitto and openssl are needed: run 'sudo apt-get install mosquitto openssl' and try again"; exit 1; \
+		fi; }
+
+# tests/interop compiles a Modbus server on libmodbus (C, found through pkg-config)
+# and joins pseudo-terminal pairs with socat.
+thirdparty:
+	@{ pkg-config --exists libmodbus 2>/dev/null && command -v cc >/dev/null \
+		&& command -v socat >/dev/null; } || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing libmodbus, socat and gcc (apt-get install libmodbus-dev socat pkg-config gcc)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				libmodbus-dev socat pkg-config gcc; \
+		else \
+			echo "tests/interop needs libmodbus, socat and a C compiler: run 'sudo apt-get install libmodbus-dev socat pkg-config gcc' and try again"; exit 1; \
 		fi; }
 
 clean:
