@@ -140,7 +140,7 @@ class ModbusDriver:
         self._tags = device.tags
         self._groups = self._make_groups(device)
         self._always_all = [g.interval for g in self._groups] == [device.poll]
-        self._health = health or UnitHealth()
+        self._health = health or UnitHealth.demotion(device.reconnect_max)
         self._link: Link | None = None
         self._retried_drop = False
         with contextlib.suppress(RuntimeError):  # no running loop: join on the first read
@@ -353,7 +353,7 @@ class ModbusDriver:
             return None, self._failed(link, exc, request)
         if response.isError() and response.exception_code in reasons.UNIT_UNREACHABLE:
             link.answered()  # the gateway answers: the link is fine, the unit is not
-            return None, self._unit_unreachable(request, response.exception_code)
+            return None, self._unit_unreachable(link, request, response.exception_code)
         self._answered(link)
         return response, None
 
@@ -502,9 +502,9 @@ class ModbusDriver:
         self.stats.failed += 1
         reason = reasons.failure(exc)
         if isinstance(exc, SILENCE_ERRORS):  # TimeoutError before OSError, its base class
+            self._unit_silent(link, request, reason)
             if link.silent():
                 reason += "; no unit on the link answered: it reconnects"
-            self._unit_silent(request, reason)
             return reason
         link.fail(f"{reason} on {request}")
         if not isinstance(exc, TRANSPORT_ERRORS) and reason not in self._unexpected:
@@ -512,14 +512,14 @@ class ModbusDriver:
             self._log.error("read_failed_unexpectedly", request=str(request), exc_info=exc)
         return reason
 
-    def _unit_unreachable(self, request: ReadRequest, code: int) -> str:
+    def _unit_unreachable(self, link: Link, request: ReadRequest, code: int) -> str:
         self.stats.refused += 1
         reason = reasons.refused(code)
-        self._unit_silent(request, reason)
+        self._unit_silent(link, request, reason)
         return reason
 
-    def _unit_silent(self, request: ReadRequest, reason: str) -> None:
-        if self._health.silent(time.monotonic()):
+    def _unit_silent(self, link: Link, request: ReadRequest, reason: str) -> None:
+        if self._health.silent(time.monotonic(), link.shared):
             self._log.warning(
                 "unit_demoted",
                 link=self._link_label,

@@ -22,8 +22,9 @@ Invariants:
   connection that drops under a request is reconnected at once, once
   (`recover`), so a drop costs the units on the link one resend, not a poll.
 - On a serial line the bus stays quiet for the inter-frame silence after each
-  exchange, and a little longer after a timeout, so a late answer from a slow
-  unit is not read as the answer to the next request.
+  exchange, and after a timeout (RTU over TCP too) as long again as the
+  timeout, so a late answer from a slow unit is not read as the answer to the
+  next request (`_quiet`).
 
 Links live in a registry per event loop, keyed by host:port or serial port;
 the last device to leave a link closes it.
@@ -42,6 +43,7 @@ import structlog
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import (
@@ -55,9 +57,6 @@ from edge_agent.backoff import Backoff
 TRANSPORT_ERRORS = (ConnectionException, OSError)
 SILENCE_ERRORS = (TimeoutError, ModbusIOException)
 """No (usable) answer from one unit: its problem, not necessarily the link's."""
-
-_DRAIN = 0.02
-"""Extra quiet time on a serial bus after a timeout, for a late answer to pass."""
 
 _Read = Callable[..., Awaitable[ModbusPDU]]
 _Client = AsyncModbusTcpClient | AsyncModbusSerialClient
@@ -121,6 +120,36 @@ class _DiscreteInputs(ReadDiscreteInputsResponse):
 
 
 _RESPONSES = (_HoldingRegisters, _InputRegisters, _Coils, _DiscreteInputs)
+
+
+class _FramerRTU(FramerRTU):
+    """pymodbus 3.16's RTU framer, consuming only the frame it decodes.
+
+    Upstream `decode` returns the whole buffer as used, so when a late answer
+    and the next answer arrive in one read (a serial device server packs what
+    the line sends within its transmit timer) the second is thrown away and
+    its unit times out. Here the bytes after the frame stay for the next
+    decode. A frame failing its CRC still discards the buffer, as upstream.
+    """
+
+    def decode(self, data: bytes) -> tuple[int, int, int, bytes]:
+        data_len = len(data)
+        for used_len in range(data_len):
+            if data_len - used_len < self.MIN_SIZE:
+                return 0, 0, 0, self.EMPTY
+            dev_id = int(data[used_len])
+            if not (pdu_class := self.decoder.lookupPduClass(data[used_len:])):
+                continue
+            if not (size := pdu_class.calculateRtuFrameSize(data[used_len:])):
+                return 0, dev_id, 0, self.EMPTY
+            if data_len < used_len + size:
+                return 0, dev_id, 0, self.EMPTY
+            crc_start = used_len + size - 2
+            crc = (int(data[crc_start]) << 8) + int(data[crc_start + 1])
+            if not FramerRTU.check_CRC(data[used_len:crc_start], crc):
+                return data_len, 0, 0, self.EMPTY
+            return used_len + size, dev_id, 0, data[used_len + 1 : crc_start]
+        return 0, 0, 0, self.EMPTY
 
 
 class Link:
@@ -280,6 +309,9 @@ class Link:
             client = AsyncModbusTcpClient(
                 device.host or "", port=device.port, framer=framer, **common
             )
+        if isinstance(client.ctx.framer, FramerRTU):
+            # The one reach into the client's internals: its framer, chosen by name.
+            client.ctx.framer = _FramerRTU(client.ctx.framer.decoder)
         for response in _RESPONSES:
             client.register(response)
         return client, lost
@@ -352,7 +384,7 @@ class Link:
                 raise
             finally:
                 if self._quiet_after:
-                    await self._quiet(timed_out)
+                    await self._quiet(timed_out, limit)
             _check_shape(response, function_code, count)
             return response
 
@@ -409,13 +441,18 @@ class Link:
         self._expired = False
         return task.uncancel()
 
-    async def _quiet(self, timed_out: bool) -> None:
+    async def _quiet(self, timed_out: bool, limit: float) -> None:
+        """Keep an RTU bus quiet after an exchange: the inter-frame silence, and after a
+        timeout as long again as the timeout, so that an answer up to twice the timeout
+        late is read (and dropped, nothing awaits it) before the next request is sent.
+        RTU frames carry no transaction id: an answer later than that could be taken for
+        the next request of the same shape to the same unit."""
         line = self._device.serial if self._device.transport != "tcp" else None
         if line is None:
             if self._device.transport == "rtu-over-tcp" and timed_out:
-                await asyncio.sleep(_DRAIN)
+                await asyncio.sleep(limit)
             return
-        await asyncio.sleep(line.silence + (_DRAIN if timed_out else 0.0))
+        await asyncio.sleep(line.silence + (limit if timed_out else 0.0))
 
     def answered(self) -> None:
         self._silent_streak = 0

@@ -368,15 +368,6 @@ async def test_a_restarted_server_is_read_again(
         assert server.connections() == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a unit alone on its link is demoted after 3 silent polls as if it had siblings to "
-        "spare, and is then asked every 30 s (doubling to 300 s), whatever its reconnect_max "
-        "(drivers/modbus/health.py; tests/interop/README.md)"
-    ),
-)
 async def test_a_lone_unit_back_from_an_outage_is_read_again_within_its_reconnect_max(
     libmodbus_server: StartServer,
 ) -> None:
@@ -453,16 +444,6 @@ async def packing_device_server(port: int, window: float) -> AsyncIterator[int]:
         server.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "pymodbus 3.16's RTU framer consumes the whole receive buffer with the first frame "
-        "in it (FramerRTU.decode returns len(data)): unit 2's late answer and unit 1's "
-        "answer arriving together, unit 1's is thrown away with unit 2's and unit 1 times "
-        "out (tests/interop/README.md)"
-    ),
-)
 async def test_a_late_answer_packed_with_the_next_answer_does_not_cost_the_next_unit(
     libmodbus_server: StartServer,
 ) -> None:
@@ -479,16 +460,6 @@ async def test_a_late_answer_packed_with_the_next_answer_does_not_cost_the_next_
                 assert values(samples) == {"UNIT": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "RTU frames carry no transaction id; after a timeout the driver waits 20 ms and "
-        "reopens the line, so an answer later than that is taken for the answer to the "
-        "unit's next request of the same shape: hr:0 reads hr:150's value with q=0 "
-        "(tests/interop/README.md)"
-    ),
-)
 async def test_a_unit_slower_than_its_timeout_on_a_serial_line_never_reads_a_wrong_value(
     libmodbus_server: StartServer,
 ) -> None:
