@@ -125,6 +125,7 @@ class Agent:
         self._rules = {tag: spec.build() for tag, spec in rule_specs(config).items()}
         self._comm = {device.name: self._comm_judge(device) for device in config.devices}
         self._pollers = {device.name: self._poller(device) for device in config.devices}
+        self._tags_at_poll = _tags_at_poll(config)
         self._quality: dict[str, Quality] = {}
         self._rules_failing: set[str] = set()
         self.uplink = self._uplink(config)
@@ -288,8 +289,7 @@ class Agent:
 
     def _on_missed(self, poller: Poller, missed: int, first_ms: int, last_ms: int) -> None:
         """Deadlines a poll ran past were not sampled: declared, with the samples not taken."""
-        device = self._device(poller.name)
-        tags = sum(1 for tag in device.tags if device.interval_of(tag) == device.poll)
+        tags = self._tags_at_poll[poller.name]
         self._store.record_loss(
             Loss(
                 f"not sampling: {poller.name} missed poll deadlines",
@@ -499,6 +499,7 @@ class Agent:
             else self._poller(device)
             for device in config.devices
         }
+        self._tags_at_poll = _tags_at_poll(config)
         for poller in self._pollers.values():
             if poller.name not in plan.kept_devices:
                 self._start_poller(poller)
@@ -537,6 +538,14 @@ def _unchanged(device: Device, plan: ReloadPlan) -> bool:
     return device.name in plan.kept_devices and all(
         tag.tag in plan.kept_tags for tag in device.tags
     )
+
+
+def _tags_at_poll(config: AgentConfig) -> dict[str, int]:
+    """Per device, the tags read at every poll: what a skipped poll deadline did not sample."""
+    return {
+        device.name: sum(1 for tag in device.tags if device.interval_of(tag) == device.poll)
+        for device in config.devices
+    }
 
 
 def _poll_task(device: str) -> str:

@@ -20,14 +20,20 @@ class CommJudge:
         self._books = books
         self._after_ms = after_s * 1000
         self._down_since: int | None = None
+        self._may_be_raised = True
+        """A COMM may be active (raised, or restored at start): the next answer clears it.
+        False while the device answers: then a poll costs no walk over its tags."""
 
     def judge(self, link: LinkState, now_ms: int) -> list[AlarmEvent]:
         events: list[AlarmEvent] = []
         if link is LinkState.UP:
             self._down_since = None
-            for book in self._books:
-                events += book.clear(AlarmKind.COMM, now_ms, None)
+            if self._may_be_raised:
+                self._may_be_raised = False
+                for book in self._books:
+                    events += book.clear(AlarmKind.COMM, now_ms, None)
             return events
+        self._may_be_raised = True
         if self._down_since is None:
             self._down_since = now_ms
         if now_ms - self._down_since >= self._after_ms:

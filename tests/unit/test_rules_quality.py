@@ -83,3 +83,18 @@ def test_a_device_back_before_the_delay_raises_nothing() -> None:
     assert comm.judge(LinkState.UP, 20_000) == []
     assert comm.judge(LinkState.DOWN, 25_000) == []
     assert comm.judge(LinkState.DOWN, 50_000) == []
+
+
+def test_a_comm_restored_at_start_is_cleared_by_the_first_answer_and_only_once() -> None:
+    """A COMM active when the agent stopped is restored into the book; the device's first
+    answer clears it, and the answers after it cost no walk over the tags."""
+    book = AlarmBook("A", "HZ01")
+    before = CommJudge([book], after_s=30)
+    (raised,) = [*before.judge(LinkState.DOWN, 0), *before.judge(LinkState.DOWN, 30_000)]
+    restored = AlarmBook("A", "HZ01")
+    restored.restore(raised)
+    comm = CommJudge([restored], after_s=30)
+    (cleared,) = comm.judge(LinkState.UP, 60_000)
+    assert (cleared.id, str(cleared.state)) == (raised.id, "cleared")
+    assert comm.judge(LinkState.UP, 61_000) == []
+    assert restored.active == {}
