@@ -23,7 +23,10 @@ so report by exception sends every value of every poll. A private Mosquitto.
 3. Two windows of the same agent run: "draining", from the connect (the first
    message the platform received; or the first /metrics answer, if later) to
    the last back-fill item received; then "no back-log", the same length
-   again (at least MIN_WINDOW_S), as the reference. Per window:
+   again (at least MIN_WINDOW_S), as the reference. Then, once the agent has
+   stopped, a third as long of the bare reader (bench/pipeline.py's) on the
+   same plant and broker: the deadlines a reader with no store keeps (its
+   polls are the sample times that reached the platform). Per window:
    - deadlines: window length / `--poll`, per device;
    - polls: the `edge_agent_device_polls` counters, scraped every SCRAPE_S
      and interpolated at the window's ends; kept = polls / deadlines. The
@@ -75,7 +78,17 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pipeline import AGENT_GATEWAY, PREFIX, agent_config, cpu_s, run_agent, scenario
+from pipeline import (
+    AGENT_GATEWAY,
+    BARE_GATEWAY,
+    PREFIX,
+    WARMUP_S,
+    agent_config,
+    bare_reader,
+    cpu_s,
+    run_agent,
+    scenario,
+)
 from simulated import spawn_simulator
 
 from edge_agent.config.loader import load_config
@@ -139,6 +152,9 @@ class Arrivals:
     samples: dict[int, dict[int, float]] = field(default_factory=dict)
     """Device number -> sample time (ms) of its T000 -> wall time first received."""
     duplicates: int = 0
+    bare: list[tuple[float, int]] = field(default_factory=list)
+    """(wall time received, items) per message of the bare reader."""
+    bare_samples: dict[int, dict[int, float]] = field(default_factory=dict)
 
 
 class Progress:
@@ -186,6 +202,11 @@ def subscriber(
     def on_message(client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         now = time.time()
         *_, gateway, kind = msg.topic.split("/")
+        if gateway == BARE_GATEWAY:
+            arrivals.bare.append((now, msg.payload.count(b'"tag"')))
+            for device, ts in _SAMPLE.findall(msg.payload):
+                arrivals.bare_samples.setdefault(int(device), {}).setdefault(int(ts), now)
+            return
         if gateway != AGENT_GATEWAY:
             return
         if kind != "rt":
@@ -355,6 +376,61 @@ def window(
 
 
 @dataclass(frozen=True, slots=True)
+class BareRun:
+    start: float
+    end: float
+    cpu_s: float
+
+
+def run_bare(ctx: Any, ports: list[int], args: Any, broker: int, seconds: float) -> BareRun:
+    """The bare reader (pipeline.py's) on the same plant and broker, after the agent, for
+    as long as the reference window: the same deadlines with no store and no back-log."""
+    process = ctx.Process(
+        target=bare_reader, args=(ports, args.tags, args.poll, broker), daemon=True
+    )
+    process.start()
+    try:
+        time.sleep(WARMUP_S)
+        start, cpu0 = time.time(), cpu_s(process.pid or 0)
+        time.sleep(seconds)
+        end, cpu1 = time.time(), cpu_s(process.pid or 0)
+        time.sleep(SETTLE_S)
+    finally:
+        process.terminate()
+        process.join(10)
+    return BareRun(start, end, cpu1 - cpu0)
+
+
+def bare_window(bare: BareRun, arrivals: Arrivals, args: Any) -> Window:
+    """The bare reader's window: its polls are the sample times that reached the platform
+    (it declares nothing and has no /metrics)."""
+    seconds = bare.end - bare.start
+    start_ms, end_ms = bare.start * 1000, bare.end * 1000
+    sampled, latency = [], []
+    for d in range(args.devices):
+        inside = {
+            ts: got
+            for ts, got in arrivals.bare_samples.get(d, {}).items()
+            if start_ms <= ts < end_ms
+        }
+        sampled.append(len(inside))
+        latency += [got * 1000 - ts for ts, got in inside.items()]
+    live = sum(n for at, n in arrivals.bare if bare.start <= at < bare.end)
+    return Window(
+        "bare reader, same plant, after",
+        bare.start,
+        bare.end,
+        seconds / args.poll,
+        [float(n) for n in sampled],
+        sampled,
+        0.0,
+        live / seconds,
+        latency,
+        bare.cpu_s / seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     prefill_s: float
     connect: float
@@ -413,6 +489,7 @@ def measure(args: Any, work: Path) -> Result:
             scraper.stop()
             agent.terminate()
             agent.wait(10)
+        bare = run_bare(ctx, ports, args, broker.port, reference_end - drained)
         done.set()
         arrivals = out.get(timeout=30)
         platform.join(10)
@@ -426,6 +503,7 @@ def measure(args: Any, work: Path) -> Result:
     windows = [
         window("draining", (start, drained), scraper, arrivals, args),
         window("no back-log", (drained, reference_end), scraper, arrivals, args),
+        bare_window(bare, arrivals, args),
     ]
     return Result(
         prefill_s,
