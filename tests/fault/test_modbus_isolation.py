@@ -37,6 +37,8 @@ POLL_S = 1.0
 SLOW_S = 3.0
 SLOW_TIMEOUT_S = 4.0
 DEAD_TIMEOUT_S = 1.0
+SLACK_S = 0.5
+"""Scheduling slack for a loaded test machine; the figures printed are the measure."""
 
 
 def units() -> list[dict[str, Any]]:
@@ -125,10 +127,13 @@ async def test_a_healthy_unit_keeps_its_polls_beside_a_slow_and_a_dead_unit() ->
         after = started + min(WARM_UP_S, DURATION_S / 2)
         parallel_gap = parallel.max_gap_after(after)
         gateway_gap = gateway.max_gap_after(after)
-        print(f"unit 1 max gap: own {parallel_gap:.2f}s, shared/serialised {gateway_gap:.2f}s")
-        assert parallel_gap <= 2 * POLL_S
-        assert gateway_gap <= POLL_S + SLOW_S + DEAD_TIMEOUT_S + 0.2
+        figures = f"unit 1 max gap: own {parallel_gap:.2f}s, shared/serialised {gateway_gap:.2f}s"
+        print(figures)
+        assert parallel_gap <= 2 * POLL_S + SLACK_S, figures
+        assert gateway_gap <= POLL_S + SLOW_S + DEAD_TIMEOUT_S + SLACK_S, figures
         # The dead unit was asked DEMOTE_AFTER times, then once per demotion period.
         for name in ("parallel", "gateway"):
             asked = simulator.requests_by_unit(name).get(3, 0)
-            assert asked <= 3 + DURATION_S / 30 + 1
+            assert asked <= 3 + DURATION_S / 30 + 1, (
+                f"{name}: the dead unit was asked {asked} times"
+            )
