@@ -10,6 +10,8 @@ a test computes what the server held at any moment. Example:
         namespace: urn:mine:vent        # the plant's namespace URI (index 2 on this server)
         update: 500ms                   # values are recomputed and written this often
         security: [None, Basic256Sha256/SignAndEncrypt]
+        limits: {max_nodes_per_read: 100, max_monitored_items_per_call: 50}
+        max_sessions: 10                # an 11th session is refused
         folders:
           - name: Vent
             variables:
@@ -63,14 +65,49 @@ class Folder(_Model):
     folders: list[Folder] = Field(default_factory=list)
 
 
+class OperationLimits(_Model):
+    """What the server announces in Server/ServerCapabilities, and refuses beyond.
+
+    A request with more operations than its limit is answered BadTooManyOperations
+    (the service result), as node-opcua and many PLCs do; a monitored item past
+    max_monitored_items_per_subscription gets BadTooManyMonitoredItems. 0 is no
+    limit. RegisterNodes is announced only: asyncua's server answers it itself.
+    """
+
+    max_nodes_per_read: int = Field(0, ge=0)
+    max_nodes_per_browse: int = Field(0, ge=0)
+    max_nodes_per_translate_browse_paths: int = Field(
+        0, ge=0, description="MaxNodesPerTranslateBrowsePathsToNodeIds."
+    )
+    max_monitored_items_per_call: int = Field(0, ge=0)
+    max_nodes_per_register_nodes: int = Field(0, ge=0)
+    max_monitored_items_per_subscription: int = Field(0, ge=0)
+    announced: bool = Field(
+        True,
+        description=(
+            "False: the limits are enforced but the nodes say 0 (no limit), as servers do "
+            "that only find out when a request is too big."
+        ),
+    )
+
+
 class OpcuaServerSpec(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     protocol: Literal["opcua"]
     port: int = Field(0, ge=0, le=65535)
     namespace: str = Field("urn:edge-agent:simulator", min_length=1)
     update: Duration = Field(1.0, description="How often values are recomputed and written.")
-    max_nodes_per_read: int = Field(
-        10000, ge=1, description="What the server advertises as OperationLimits.MaxNodesPerRead."
+    limits: OperationLimits = Field(
+        default_factory=OperationLimits,  # type: ignore[arg-type]  # every field has a default
+        description="Operation limits the server announces and enforces; none by default.",
+    )
+    max_sessions: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Sessions the server holds at once; one more is refused (BadTooManySessions), as "
+            "real servers do. 0: no cap."
+        ),
     )
     security: list[Endpoint] = Field(
         default_factory=lambda: ["None"],  # type: ignore[arg-type]  # a list of the literal

@@ -8,17 +8,29 @@
   its own certificate (SERVER_AUTH, for 127.0.0.1 and localhost) when missing.
   With `trust_dir`, only client certificates found there are accepted; with
   `users`, only those users (anonymous refused).
+- Limits as real servers have them (`limits`, `max_sessions`): the
+  OperationLimits and MaxMonitoredItemsPerSubscription are announced in
+  Server/ServerCapabilities (or, with `announced: false`, say 0) and enforced:
+  a Read, Browse, TranslateBrowsePathsToNodeIds or CreateMonitoredItems with
+  more operations than its limit is answered BadTooManyOperations, a monitored
+  item past a subscription's limit BadTooManyMonitoredItems, a session past
+  `max_sessions` BadTooManySessions. asyncua's server enforces none of these.
 - Switches for tests and demos: `restart(down_for)` closes the listener and every
   session (their subscriptions die with them, as in a real restart) and listens
   again on the same port; `stall(True)` keeps connections open but answers
   nothing, and new connections get no answer either (a hung server or a
   black-holed network); `drop_subscriptions()` deletes every subscription
-  while sessions stay (a server that silently forgot them).
+  while sessions stay (a server that silently forgot them);
+  `announce_limits(False)` keeps enforcing the limits but says 0 (no limit);
+  `refuse_untrusted_with(code)` answers an untrusted client certificate with
+  another StatusCode (node-opcua says BadSecurityChecksFailed). `sessions()`
+  counts the sessions the server holds.
 - Read-only for clients: every variable is read-only (AccessLevel CurrentRead).
 
-asyncua has no public switch for restarting a listener or stalling it, so
-`_Listener` reaches into its BinaryServer and session registry: the one place
-this module touches asyncua internals.
+asyncua has no public switch for restarting a listener or stalling it, nor for
+limits, so `_Listener` reaches into its BinaryServer and session registry, and
+drivers/simulator/opcua_guard.py wraps the sessions and secure channels the
+server creates: the two places the simulator touches asyncua internals.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +53,10 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
+from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from drivers.simulator.opcua_guard import LIMIT_NODES, Guard
 from drivers.simulator.opcua_scenario import (
     Folder,
     OpcuaScenario,
@@ -162,6 +177,14 @@ class _Listener:
             binary._make_protocol, binary.hostname, binary.port
         )
 
+    async def guard(self, guard: Guard) -> None:
+        """Make every connection from now on (restarts included) with `guard.protocol`."""
+        binary = self._binary
+        binary._make_protocol = guard.protocol(binary._make_protocol)
+        binary._server.close()
+        await binary._server.wait_closed()
+        await self.relisten()
+
     async def drop_subscriptions(self) -> int:
         service = self._server.iserver.subscription_service
         ids = list(service.subscriptions)
@@ -178,6 +201,7 @@ class OpcuaServer:
         self._directory = directory
         self._server = Server(user_manager=_Users(spec.users) if spec.users else None)
         self._listener = _Listener(self._server)
+        self._guard = Guard(self._server, spec.limits, spec.max_sessions)
         self._points: list[_Point] = []
         self._updater: asyncio.Task[None] | None = None
         self.port = spec.port
@@ -201,10 +225,11 @@ class OpcuaServer:
         if any(e != "None" for e in spec.security):
             await self._certificates()
         self.namespace_index = await server.register_namespace(spec.namespace)
-        await self._limits()
+        await self.announce_limits(self.spec.limits.announced)
         await self._nodes()
         await server.start()
         self.port = server.bserver.port
+        await self._listener.guard(self._guard)
         await self._update()
         self._updater = asyncio.create_task(self._update_periodically())
 
@@ -219,16 +244,35 @@ class OpcuaServer:
         if self.spec.trust_dir is not None:
             store = TrustStore([Path(self.spec.trust_dir)], [])
             await store.load()
+            self._guard.trusts = lambda der: store.is_trusted(x509.load_der_x509_certificate(der))
             validator = CertificateValidator(
                 CertificateValidatorOptions.TRUSTED | CertificateValidatorOptions.PEER_CLIENT,
                 store,
             )
-            self._server.set_certificate_validator(validator)
+            self._server.set_certificate_validator(partial(self._guard.validate, validator))
 
-    async def _limits(self) -> None:
-        node = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
-        limit = ua.DataValue(ua.Variant(self.spec.max_nodes_per_read, ua.VariantType.UInt32))
-        await self._server.write_attribute_value(node, limit)
+    async def announce_limits(self, on: bool = True) -> None:
+        """Say the limits in Server/ServerCapabilities (True), or say 0 there (False); they
+        are enforced either way."""
+        for name, identifier in LIMIT_NODES.items():
+            number = getattr(self.spec.limits, name) if on else 0
+            value = ua.DataValue(ua.Variant(number, ua.VariantType.UInt32))
+            await self._server.write_attribute_value(ua.NodeId(identifier), value)
+
+    def refuse_untrusted_with(self, code: int | None, *, at_channel: bool = False) -> None:
+        """Answer an untrusted client certificate with `code` (None: asyncua's own,
+        BadCertificateUntrusted), at CreateSession as asyncua does, or `at_channel`: with a
+        ServiceFault to OpenSecureChannel, as node-opcua does (BadSecurityChecksFailed)."""
+        self._guard.untrusted = code
+        self._guard.at_channel = at_channel
+
+    def refused_calls(self) -> int:
+        """Requests answered BadTooManyOperations since the start."""
+        return self._guard.refused_calls
+
+    def sessions(self) -> int:
+        """The sessions the server holds now (activated or not)."""
+        return self._guard.sessions()
 
     async def _nodes(self) -> None:
         async def walk(parent: Any, folder: Folder, prefix: str) -> None:

@@ -14,6 +14,9 @@ Servers:
   certificate `client` (made here) and the user operator/s3cret get in.
 - `outage`: a counter, for restart, stall and lost-subscription tests; also a
   secure endpoint with its own certificate (a second server for trust tests).
+- `limited`: a counter and ten constants V0..V9 (value i), every operation
+  limit 4 and 6 monitored items per subscription, announced and enforced
+  (`announce_limits(False)` hides them); at most LIMITED_SESSIONS sessions.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from drivers.simulator.opcua_server import OpcuaSimulator, start_opcua_simulator
 
 NAMESPACE = "urn:test:plant"
 USER, PASSWORD = "operator", "s3cret"
+LIMIT, PER_SUBSCRIPTION, LIMITED_SESSIONS = 4, 6, 8
 SECURE_ENDPOINTS = [
     "Basic256Sha256/Sign",
     "Basic256Sha256/SignAndEncrypt",
@@ -79,10 +83,19 @@ def plant_scenario(trust_dir: Path) -> dict[str, Any]:
         {"name": "SC", "type": "StatusCode", "value": {"const": 0x808C0000}},
     ]
     counter = [{"name": "COUNT", "type": "UInt32", "value": {"counter": {}}}]
+    constants = [{"name": f"V{i}", "value": {"const": i}} for i in range(10)]
+    limits = {
+        "max_nodes_per_read": LIMIT,
+        "max_nodes_per_browse": LIMIT,
+        "max_nodes_per_translate_browse_paths": LIMIT,
+        "max_monitored_items_per_call": LIMIT,
+        "max_nodes_per_register_nodes": LIMIT,
+        "max_monitored_items_per_subscription": PER_SUBSCRIPTION,
+    }
     return {
         "devices": [
             {"name": "plant", "protocol": "opcua", "namespace": NAMESPACE, "update": "100ms",
-             "max_nodes_per_read": 3,
+             "limits": {"max_nodes_per_read": 3},
              "folders": [{"name": "Mine", "folders": [{"name": "Vent", "variables": plant}]}]},
             {"name": "secure", "protocol": "opcua", "namespace": NAMESPACE,
              "security": SECURE_ENDPOINTS, "trust_dir": str(trust_dir),
@@ -90,6 +103,9 @@ def plant_scenario(trust_dir: Path) -> dict[str, Any]:
             {"name": "outage", "protocol": "opcua", "namespace": NAMESPACE, "update": "100ms",
              "security": ["None", "Basic256Sha256/SignAndEncrypt"],
              "folders": [{"name": "Vent", "variables": counter}]},
+            {"name": "limited", "protocol": "opcua", "namespace": NAMESPACE, "update": "100ms",
+             "limits": limits, "max_sessions": LIMITED_SESSIONS,
+             "folders": [{"name": "Vent", "variables": counter + constants}]},
         ]
     }  # fmt: skip
 
