@@ -11,7 +11,7 @@ pace itself; it only bounds each I/O by its timeout.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from edge_agent.model import LinkState, Sample
 
@@ -33,4 +33,14 @@ class Driver(Protocol):
 
     async def close(self) -> None:
         """Drop the connection; `read()` may reconnect later."""
+        ...
+
+
+@runtime_checkable
+class ExplainsLink(Protocol):
+    """A driver that can say why its link is down (optional: /healthz shows the reason)."""
+
+    @property
+    def link_reason(self) -> str | None:
+        """Why the link is down, in the words of its `link_down` log line; None while up."""
         ...

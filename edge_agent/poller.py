@@ -31,7 +31,7 @@ from typing import Final
 
 import structlog
 
-from drivers.base import Driver
+from drivers.base import Driver, ExplainsLink
 from edge_agent.logs import Repeats, Tally
 from edge_agent.model import LinkState, Sample
 from edge_agent.schedule import Deadline
@@ -88,14 +88,18 @@ class Poller:
         return now - self._idle_since <= self.interval + STALL_AFTER_S
 
     def snapshot(self, now: float) -> DeviceSnapshot:
+        up = self._link is LinkState.UP
+        driver = self.driver
+        reason = driver.link_reason if not up and isinstance(driver, ExplainsLink) else None
         return DeviceSnapshot(
             self.name,
-            "up" if self._link is LinkState.UP else "down",
+            "up" if up else "down",
             now - self._link_since,
             self._polls,
             self._errors,
             self._reconnects,
             self._latency.snapshot(),
+            reason,
         )
 
     async def run(self) -> None:

@@ -88,7 +88,7 @@ def _failing(snapshot: Snapshot, limits: HealthLimits) -> list[str]:
 
 def _degraded(snapshot: Snapshot, limits: HealthLimits) -> list[str]:
     reasons = [
-        f"device {d.name} down for {duration(d.link_for_s)}"
+        f"device {d.name} down for {duration(d.link_for_s)}" + (f": {d.reason}" if d.reason else "")
         for d in snapshot.devices
         if d.link == "down"
     ]

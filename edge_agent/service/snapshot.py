@@ -78,6 +78,9 @@ class DeviceSnapshot:
     """Polls that returned no good value for any of the device's tags."""
     reconnects: int = 0
     latency: Latency = field(default_factory=Latency)
+    reason: str | None = None
+    """Why the link is down, in the driver's words; None while up, or when the driver
+    does not say."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,3 +60,18 @@ def test_an_unsynchronised_clock_is_degraded() -> None:
     assert judge(healthy(clock_synced=False), LIMITS) == Health(
         "degraded", ["the system clock is not synchronised"]
     )
+
+
+def test_a_down_device_carries_its_drivers_reason() -> None:
+    """A driver that says why its link is down (OPC UA) has it after the duration."""
+    snapshot = device_down(healthy(), "plc-boiler", 30)
+    devices = tuple(
+        dataclasses.replace(d, reason="the server refuses the user of /x (BadUserAccessDenied)")
+        if d.name == "plc-boiler"
+        else d
+        for d in snapshot.devices
+    )
+    health = judge(dataclasses.replace(snapshot, devices=devices), LIMITS)
+    assert health.reasons == [
+        "device plc-boiler down for 30 s: the server refuses the user of /x (BadUserAccessDenied)"
+    ]
