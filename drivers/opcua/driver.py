@@ -9,7 +9,10 @@ Invariants:
   `connect_timeout`, every request by `timeout`.
 - Poll mode: `read()` returns one sample per due tag (every tag at the device's
   poll, a poll group's tags when its deadline comes), read in batches of at most
-  the server's MaxNodesPerRead.
+  the server's MaxNodesPerRead. Every call with many operations (Read,
+  TranslateBrowsePathsToNodeIds, CreateMonitoredItems) is cut to the server's
+  operation limits, announced or found out (drivers/opcua/limits.py); what is
+  found out is kept for the life of the driver.
 - Subscribe mode: `read()` returns every data change received since the last
   call, in arrival order (a spike between two polls is not lost), then, for each
   tag that did not change, its latest value again, stamped now: the live
@@ -32,7 +35,8 @@ Invariants:
   retry is bounded by `timeout`, and one that fails changes nothing and ends
   nothing (a lost connection is found by the next read).
 - Logs state changes only: link up/down, a tag failing or recovering, a stale
-  subscription, dropped notifications. A tag still refused at a retry logs nothing.
+  subscription, dropped notifications, an operation limit found out. A tag
+  still refused at a retry logs nothing.
 - `read_all()` (for `edge-agent read`) reads every tag once by Read, in either
   mode, on a session of its own that it closes again; it too never raises for
   what the server or the network does, and is bounded by the same timeouts.
@@ -50,6 +54,7 @@ import structlog
 from asyncua import ua
 
 from drivers.opcua.config import OpcuaDevice
+from drivers.opcua.limits import Call, Learned
 from drivers.opcua.quality import quality_of, status_name
 from drivers.opcua.security import Untrusted
 from drivers.opcua.session import (
@@ -106,11 +111,12 @@ class Survey:
 
 @dataclass(slots=True)
 class PollGroup:
-    """Tags read at one interval; their read requests are made at each connect."""
+    """Tags read at one interval; what to read of them is made at each connect."""
 
     interval: float
     indices: list[int]
-    requests: list[tuple[list[int], ua.ReadParameters]] | None = None
+    items: tuple[list[int], list[ua.ReadValueId]] | None = None
+    """The tags whose node resolved, and a ReadValueId for each (the same order)."""
     schedule: Deadline = field(init=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +133,8 @@ class OpcuaDriver:
         self._retry_at = 0.0
         self._refused_retry_at = 0.0
         self._session: Session | None = None
+        self._learned: Learned = {}
+        """Operation limits found out (limits.py), kept across reconnects."""
         self._subscribed: Subscribed | None = None
         self._last: dict[int, Sample] = {}
         self._groups = _groups(device)
@@ -160,7 +168,7 @@ class OpcuaDriver:
                 await self._drop("the read was cancelled")
                 raise
             except Exception as exc:  # the request boundary: nothing the server does escapes
-                await self._drop(_describe(exc), exc=None if _expected(exc) else exc)
+                await self._drop(self._describe(exc), exc=None if _expected(exc) else exc)
                 return self._all_bad(due, Quality.COMM)
             self._backoff.reset()
             return samples
@@ -173,13 +181,13 @@ class OpcuaDriver:
         """
         async with self._lock:
             try:
-                session = await open_session(self._device, self._log)
+                session = await open_session(self._device, self._log, self._learned)
             except Exception as exc:  # connect boundary, as in _session_or_none
-                return self._failed(f"cannot connect: {_describe(exc)}", exc)
+                return self._failed(f"cannot connect: {self._describe(exc)}", exc)
             try:
                 return await self._survey(session)
             except Exception as exc:  # request boundary, as in read
-                return self._failed(f"cannot read: {_describe(exc)}", exc)
+                return self._failed(f"cannot read: {self._describe(exc)}", exc)
             finally:
                 await close_client(session.client, self._device.timeout)
 
@@ -195,9 +203,9 @@ class OpcuaDriver:
         if time.monotonic() < self._retry_at:
             return None
         try:
-            session = await open_session(self._device, self._log)
+            session = await open_session(self._device, self._log, self._learned)
         except Exception as exc:  # connect boundary: the reason is logged, the tags go q=2
-            self._went_down(_describe(exc), exc=None if _expected(exc) else exc)
+            self._went_down(self._describe(exc), exc=None if _expected(exc) else exc)
             self._retry_at = time.monotonic() + self._backoff.next()
             return None
         self._session = session
@@ -208,11 +216,11 @@ class OpcuaDriver:
                 async with asyncio.timeout(self._device.connect_timeout):
                     await self._subscribe(session)
             except Exception as exc:
-                await self._drop(f"cannot subscribe: {_describe(exc)}")
+                await self._drop(f"cannot subscribe: {self._describe(exc)}")
                 return None
         else:
             self._plan(session)
-        self._came_up()
+        self._came_up(session)
         return session
 
     async def _drop(self, reason: str | None, exc: Exception | None = None) -> None:
@@ -220,7 +228,7 @@ class OpcuaDriver:
         session, self._session, self._subscribed = self._session, None, None
         self._last.clear()
         for group in self._groups:
-            group.requests = None
+            group.items = None
         if reason is not None:
             self._went_down(reason, exc=exc)
             self._retry_at = time.monotonic() + self._backoff.next()
@@ -242,18 +250,16 @@ class OpcuaDriver:
 
     def _plan(self, session: Session) -> None:
         for group in self._groups:
-            group.requests = _read_requests(session, group.indices)
+            group.items = _read_items(session, group.indices)
 
     async def _poll(self, session: Session, due: list[PollGroup]) -> list[Sample]:
         out: list[Sample | None] = [None] * len(self._tags)
-        uaclient, timeout = session.client.uaclient, self._device.timeout
         for group in due:
-            for indices, params in group.requests or ():
-                async with asyncio.timeout(timeout):
-                    values = await uaclient.read(params)
-                now = _now_ms()
-                for index, value in zip(indices, values, strict=True):
-                    out[index] = self._judge(index, value, now)
+            indices, items = group.items or ([], [])
+            values = await self._read(session, items)
+            now = _now_ms()
+            for index, value in zip(indices, values, strict=True):
+                out[index] = self._judge(index, value, now)
             now = _now_ms()
             for index in group.indices:
                 if index in session.refused:
@@ -265,11 +271,9 @@ class OpcuaDriver:
     async def _survey(self, session: Session) -> Survey:
         for index, reason in session.refused.items():
             self._note_problem(index, reason)
-        values: dict[int, ua.DataValue] = {}
-        for indices, params in _read_requests(session, range(len(self._tags))):
-            async with asyncio.timeout(self._device.timeout):
-                answers = await session.client.uaclient.read(params)
-            values.update(zip(indices, answers, strict=True))
+        indices, items = _read_items(session, range(len(self._tags)))
+        answers = await self._read(session, items)
+        values = dict(zip(indices, answers, strict=True))
         now = _now_ms()
         readings = []
         for index, tag in enumerate(self._tags):
@@ -285,6 +289,20 @@ class OpcuaDriver:
             readings.append(TagReading(sample, node.to_string(), type_name(value.Value), problem))
         return Survey(readings)
 
+    async def _read(self, session: Session, items: list[ua.ReadValueId]) -> list[ua.DataValue]:
+        """One Read per MaxNodesPerRead items (limits.py), each bounded by `timeout`."""
+        uaclient, timeout = session.client.uaclient, self._device.timeout
+
+        async def send(piece: list[ua.ReadValueId]) -> list[ua.DataValue]:
+            params = ua.ReadParameters()
+            params.MaxAge = 0
+            params.TimestampsToReturn = ua.TimestampsToReturn.Source
+            params.NodesToRead = piece
+            async with asyncio.timeout(timeout):
+                return await uaclient.read(params)  # type: ignore[no-any-return]  # untyped
+
+        return await session.limits.chunked(Call.READ, items, send)
+
     def _failed(self, reason: str, exc: Exception) -> Survey:
         self._went_down(reason, exc=None if _expected(exc) else exc)
         now = _now_ms()
@@ -297,7 +315,9 @@ class OpcuaDriver:
     # subscribe mode
 
     async def _subscribe(self, session: Session) -> None:
-        self._subscribed = await subscribe(session.client, self._device, session.nodes)
+        self._subscribed = await subscribe(
+            session.client, self._device, session.nodes, session.limits
+        )
         self._note_refused(session)
 
     async def _collect(self, session: Session) -> list[Sample]:
@@ -311,16 +331,16 @@ class OpcuaDriver:
             self._last.clear()
             with contextlib.suppress(Exception, asyncio.TimeoutError):
                 async with asyncio.timeout(self._device.timeout):
-                    await subscribed.feed.delete()
+                    await subscribed.delete()
             async with asyncio.timeout(self._device.connect_timeout):
                 await self._subscribe(session)
             self._log.info("subscription_made_again")
             return self._all_bad(self._groups, Quality.COMM)
-        feed = subscribed.feed
-        changes = feed.take()
-        if feed.dropped:
-            self._log.warning("notifications_dropped", count=feed.dropped)
-            feed.dropped = 0
+        buffer = subscribed.buffer
+        changes = buffer.take()
+        if buffer.dropped:
+            self._log.warning("notifications_dropped", count=buffer.dropped)
+            buffer.dropped = 0
         samples, changed = [], set()
         for index, value, arrived in changes:
             sample = self._judge(index, value, arrived)
@@ -362,14 +382,15 @@ class OpcuaDriver:
                 if subscribed is not None:
                     retried = (*session.refused, *subscribed.refused)
                     nodes = {i: node for i in retried if (node := again.nodes[i]) is not None}
-                    await subscribed.monitor(self._device, nodes)
+                    await subscribed.monitor(nodes)
         except Exception as exc:  # the retry's boundary: the tags stay as they were
             # Expected failures (a timeout, a lost connection) are the next read's to report;
             # a bug of ours is shown.
+            reason = self._describe(exc)
             if _expected(exc):
-                self._log.debug("refused_retry_failed", reason=_describe(exc))
+                self._log.debug("refused_retry_failed", reason=reason)
             else:
-                self._log.warning("refused_retry_failed", reason=_describe(exc), exc_info=exc)
+                self._log.warning("refused_retry_failed", reason=reason, exc_info=exc)
             return
         self._session = again
         if subscribed is None:
@@ -406,17 +427,31 @@ class OpcuaDriver:
         now = _now_ms()
         return [Sample.bad(self._tags[i].tag, now, quality) for g in groups for i in g.indices]
 
-    def _came_up(self) -> None:
+    def _came_up(self, session: Session) -> None:
         if self._state is LinkState.UP and self._state_known:
             return
         self._state, self._state_known = LinkState.UP, True
-        self._log.info("link_up", endpoint=self._device.endpoint, mode=self._device.mode)
+        self._log.info(
+            "link_up",
+            endpoint=self._device.endpoint,
+            mode=self._device.mode,
+            limits=session.limits.shown(),
+        )
 
     def _went_down(self, reason: str, exc: Exception | None = None) -> None:
         if self._state is LinkState.DOWN and self._state_known:
             return
         self._state, self._state_known = LinkState.DOWN, True
         self._log.warning("link_down", endpoint=self._device.endpoint, reason=reason, exc_info=exc)
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError):
+            return "timed out"
+        if isinstance(exc, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(exc, ua.UaStatusCodeError):
+            return f"the server answered {status_name(exc.code)}"
+        return str(exc) or type(exc).__name__
 
 
 def _groups(device: OpcuaDevice) -> list[PollGroup]:
@@ -426,25 +461,16 @@ def _groups(device: OpcuaDevice) -> list[PollGroup]:
     return [PollGroup(interval, indices) for interval, indices in sorted(by_interval.items())]
 
 
-def _read_requests(
-    session: Session, indices: Iterable[int]
-) -> list[tuple[list[int], ua.ReadParameters]]:
-    """Read requests for the tags at `indices` whose node resolved, MaxNodesPerRead at most each."""
-    size = session.max_nodes_per_read
+def _read_items(session: Session, indices: Iterable[int]) -> tuple[list[int], list[ua.ReadValueId]]:
+    """The tags at `indices` whose node resolved, and what to read of each (its Value)."""
     readable = [i for i in indices if session.nodes[i] is not None]
-    requests = []
-    for start in range(0, len(readable), size):
-        chunk = readable[start : start + size]
-        params = ua.ReadParameters()
-        params.MaxAge = 0
-        params.TimestampsToReturn = ua.TimestampsToReturn.Source
-        for index in chunk:
-            item = ua.ReadValueId()
-            item.NodeId = session.nodes[index]
-            item.AttributeId = ua.AttributeIds.Value
-            params.NodesToRead.append(item)
-        requests.append((chunk, params))
-    return requests
+    items = []
+    for index in readable:
+        item = ua.ReadValueId()
+        item.NodeId = session.nodes[index]
+        item.AttributeId = ua.AttributeIds.Value
+        items.append(item)
+    return readable, items
 
 
 def _expected(exc: Exception) -> bool:
@@ -452,13 +478,3 @@ def _expected(exc: Exception) -> bool:
     return isinstance(
         exc, OSError | TimeoutError | LinkLost | Untrusted | CredentialError | ua.UaError
     )
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ua.UaStatusCodeError):
-        return f"the server answered {status_name(exc.code)}"
-    return str(exc) or type(exc).__name__

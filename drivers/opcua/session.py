@@ -1,10 +1,11 @@
-"""One connection to the server: connect (bounded), resolve every tag's node, read the limits.
+"""One connection to the server: connect (bounded), read the limits, resolve every tag's node.
 
 A `Session` is made whole or not at all: `open_session` either returns one
-whose client is connected, with each tag resolved to a NodeId (or refused,
-with the reason), or raises and leaves nothing behind. A fresh asyncua Client
-is made for every connect, so nothing of a lost connection (its publish loop,
-its subscriptions) lives on into the next; asyncua's own auto-reconnect is not
+whose client is connected, with the server's operation limits read
+(drivers/opcua/limits.py) and each tag resolved to a NodeId (or refused, with
+the reason), or raises and leaves nothing behind. A fresh asyncua Client is
+made for every connect, so nothing of a lost connection (its publish loop, its
+subscriptions) lives on into the next; asyncua's own auto-reconnect is not
 used: the driver reconnects on its own backoff (edge_agent/backoff.py).
 `resolve_refused` resolves the refused tags again on a live session (the
 driver retries them while it is up), the same way, into a new Session.
@@ -24,6 +25,7 @@ from structlog.typing import FilteringBoundLogger
 
 from drivers.opcua.address import BrowseElement, parse_browse_path
 from drivers.opcua.config import OpcuaDevice
+from drivers.opcua.limits import Call, Learned, Limits, read_limits
 from drivers.opcua.quality import status_name
 from drivers.opcua.security import secure
 from edge_agent.credentials import CredentialFileError, read_secret
@@ -34,8 +36,6 @@ from edge_agent.logs import register_secret
 logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 CLIENT_NAME = "edge-agent"
-FALLBACK_MAX_NODES_PER_READ = 1000
-"""Used when the server does not say (0 or no OperationLimits node)."""
 
 
 class CredentialError(Exception):
@@ -49,7 +49,7 @@ class Session:
     """Each tag's NodeId, by tag index; None where it could not be resolved."""
     refused: dict[int, str] = field(default_factory=dict)
     """Tag index -> why its node could not be resolved (those tags are q=4)."""
-    max_nodes_per_read: int = FALLBACK_MAX_NODES_PER_READ
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def alive(self) -> bool:
@@ -57,31 +57,38 @@ class Session:
         return self.client.uaclient.state is UaClientState.CONNECTED
 
 
-async def open_session(device: OpcuaDevice, log: FilteringBoundLogger) -> Session:
-    """Connect and resolve, within `connect_timeout`; on any failure nothing is left open."""
+async def open_session(
+    device: OpcuaDevice, log: FilteringBoundLogger, learned: Learned | None = None
+) -> Session:
+    """Connect, read the limits and resolve, within `connect_timeout`; on any failure nothing
+    is left open. `learned` holds the limits found out at earlier connects, and gains those
+    found out at this one (limits.py)."""
     client = Client(device.endpoint, timeout=device.timeout, watchdog_intervall=device.timeout)
     client.name = client.description = CLIENT_NAME
     try:
         async with asyncio.timeout(device.connect_timeout):
-            return await _open(client, device, log)
+            return await _open(client, device, log, {} if learned is None else learned)
     except BaseException:
         await close_client(client, device.timeout)
         raise
 
 
-async def _open(client: Client, device: OpcuaDevice, log: FilteringBoundLogger) -> Session:
+async def _open(
+    client: Client, device: OpcuaDevice, log: FilteringBoundLogger, learned: Learned
+) -> Session:
     if device.security.secure:
         await secure(client, device.security, log)
     if device.username_file is not None and device.password_file is not None:
         client.set_user(_secret(device.username_file))
         client.set_password(_secret(device.password_file))
     await client.connect()
+    caps = {Call.READ: device.max_nodes_per_read}
+    limits = await read_limits(client, learned, caps, log)
     namespaces = await client.get_namespace_array()
-    session = Session(client, [None] * len(device.tags))
+    session = Session(client, [None] * len(device.tags), limits=limits)
     every = range(len(device.tags))
     _resolve_node_ids(device, namespaces, session, every)
     await _resolve_browse_paths(device, namespaces, session, every)
-    session.max_nodes_per_read = min(device.max_nodes_per_read, await _server_limit(client))
     return session
 
 
@@ -153,7 +160,11 @@ async def _resolve_browse_paths(
             session.refused[index] = str(exc)
     if not paths:
         return
-    results = await session.client.uaclient.translate_browsepaths_to_nodeids([p for _, p in paths])
+    results = await session.limits.chunked(
+        Call.TRANSLATE,
+        [p for _, p in paths],
+        session.client.uaclient.translate_browsepaths_to_nodeids,
+    )
     for (index, _), result in zip(paths, results, strict=True):
         if result.StatusCode.is_good() and result.Targets:
             target = result.Targets[0].TargetId
@@ -184,18 +195,6 @@ def _browse_path(
         step.TargetName = ua.QualifiedName(element.name, ns)
         path.RelativePath.Elements.append(step)
     return path
-
-
-async def _server_limit(client: Client) -> int:
-    """OperationLimits.MaxNodesPerRead; a server that does not say gets the fallback."""
-    node = client.get_node(
-        ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
-    )
-    with contextlib.suppress(ua.UaError):
-        limit = await node.read_value()
-        if isinstance(limit, int) and limit > 0:
-            return limit
-    return FALLBACK_MAX_NODES_PER_READ
 
 
 async def close_client(client: Client, within: float) -> None:

@@ -1,35 +1,48 @@
-"""Subscribe mode: one subscription for the device's tags, its buffer, and its watchdog.
+"""Subscribe mode: the device's subscriptions, their one buffer, and their watchdog.
 
 Invariants:
-- Notifications go straight from asyncua's publish loop into `Feed.changes`
-  (no task per notification); `take()` hands them over in arrival order.
-  The buffer is bounded (`MAX_BUFFERED_PER_TAG` per tag): past it the oldest
-  changes are dropped and counted, never the newest.
+- One subscription holds every tag, unless the server limits
+  MaxMonitoredItemsPerSubscription (announced, or found out when it refuses an
+  item with BadTooManyMonitoredItems while the subscription holds others):
+  then each subscription is filled up to that and another is made for the rest.
+  A subscription that holds none and still refuses with BadTooManyMonitoredItems
+  means the server's total is reached: those tags are refused. They share one `Buffer`, so the
+  notifications of all of them go straight from asyncua's publish loop into
+  one deque (no task per notification) and `take()` hands them over in
+  arrival order. The buffer is bounded (`MAX_BUFFERED_PER_TAG` per tag): past
+  it the oldest changes are dropped and counted, never the newest.
+- Monitored items are created in CreateMonitoredItems calls of at most the
+  server's MaxMonitoredItemsPerCall (drivers/opcua/limits.py, which also
+  halves a call answered BadTooManyOperations).
 - A tag whose monitored item the server refused (a bad node) has a standing
   bad sample with the quality of the server's StatusCode; every other item
   is created and delivers regardless. `Subscribed.monitor` adds items to the
-  live subscription later (the driver retries refused tags that way), never
+  live subscriptions later (the driver retries refused tags that way), never
   touching the items already there.
 - Watchdog: a server sends data or a keep-alive at least every
   keepalive_count publishing intervals. A subscription silent for 1.25 times
   that (or one the server says is gone, StatusChangeNotification) is stale:
-  `stale()` says so, and the driver deletes it and makes a new one.
+  `stale()` says so, and the driver deletes them all and makes them again.
   asyncua's own stale-subscription watchdog is switched off for this class
   (`is_stale`), so two watchdogs never re-create the same subscription.
+- asyncua keeps one Publish request in flight per session, whatever the number
+  of subscriptions: several subscriptions take turns on it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
 from drivers.opcua.config import OpcuaDevice
+from drivers.opcua.limits import Call, Limits
 
 MAX_BUFFERED_PER_TAG = 100
+_FULL = ua.StatusCodes.BadTooManyMonitoredItems
 STALE_MARGIN = 1.25
 """A subscription silent for this many keep-alive periods is stale."""
 
@@ -41,13 +54,30 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Feed(Subscription):  # type: ignore[misc]  # asyncua is untyped here (pyproject)
-    """asyncua's Subscription with its notifications collected in a bounded buffer."""
+@dataclass(slots=True)
+class Buffer:
+    """The changes of every subscription of the device, in arrival order, bounded."""
 
-    def __init__(self, client: Client, params: ua.CreateSubscriptionParameters, limit: int) -> None:
+    changes: deque[Change]
+    dropped: int = 0
+    """Changes dropped since the driver last logged it (the buffer was full)."""
+
+    def take(self) -> list[Change]:
+        changes = list(self.changes)
+        self.changes.clear()
+        return changes
+
+
+class Feed(Subscription):  # type: ignore[misc]  # asyncua is untyped here (pyproject)
+    """asyncua's Subscription with its notifications collected into the shared Buffer."""
+
+    def __init__(
+        self, client: Client, params: ua.CreateSubscriptionParameters, buffer: Buffer
+    ) -> None:
         super().__init__(client.uaclient.session, params, handler=None, queue_maxsize=1)
-        self.changes: deque[Change] = deque(maxlen=limit)
-        self.dropped = 0
+        self.buffer = buffer
+        self.items = 0
+        """Monitored items the server accepted into this subscription."""
         self.last_publish_at = time.monotonic()
         self.gone: str | None = None
         """Why the server ended the subscription, once it said so."""
@@ -58,12 +88,13 @@ class Feed(Subscription):  # type: ignore[misc]  # asyncua is untyped here (pypr
         if not data:
             return
         arrived = _now_ms()
-        changes = self.changes
+        buffer = self.buffer
+        changes = buffer.changes
         for notification in data:
             if isinstance(notification, ua.DataChangeNotification):
                 for item in notification.MonitoredItems:
                     if len(changes) == changes.maxlen:
-                        self.dropped += 1
+                        buffer.dropped += 1
                     changes.append((item.ClientHandle - 1, item.Value, arrived))
             elif (
                 isinstance(notification, ua.StatusChangeNotification)
@@ -74,46 +105,86 @@ class Feed(Subscription):  # type: ignore[misc]  # asyncua is untyped here (pypr
     def is_stale(self, margin: float) -> bool:
         return False  # the driver's watchdog decides: see the module docstring
 
-    def take(self) -> list[Change]:
-        changes = list(self.changes)
-        self.changes.clear()
-        return changes
-
 
 @dataclass(slots=True)
 class Subscribed:
-    feed: Feed
-    refused: dict[int, int]
+    client: Client
+    device: OpcuaDevice
+    limits: Limits
+    buffer: Buffer
+    keepalive: float = 0.0
+    """Seconds: the longest keep-alive period the server granted a subscription."""
+    feeds: list[Feed] = field(default_factory=list)
+    refused: dict[int, int] = field(default_factory=dict)
     """Tag index -> the StatusCode the server refused its monitored item with."""
-    silent_after: float
-    """Seconds of silence after which the subscription is stale."""
 
-    async def monitor(self, device: OpcuaDevice, nodes: dict[int, ua.NodeId]) -> None:
+    async def monitor(self, nodes: dict[int, ua.NodeId]) -> None:
         """Add a monitored item for each tag in `nodes` (tag index -> its node).
 
-        A tag the server refuses is kept in `refused` with its StatusCode, one it
-        accepts leaves it. `refused` changes only once the server answered, so a
-        request that fails (timed out) leaves it as it was.
+        Items go into the first subscription with room (MaxMonitoredItemsPerSubscription),
+        a new one when none has. A tag the server refuses is kept in `refused` with its
+        StatusCode, one it accepts leaves it. `refused` changes only once the server
+        answered, so a request that fails (timed out) leaves it as it was.
         """
-        if not nodes:
-            return
-        requests = [item_request(device, index, node) for index, node in nodes.items()]
-        outcomes = await self.feed.create_monitored_items(requests)
-        for index, outcome in zip(nodes, outcomes, strict=True):
-            if isinstance(outcome, ua.StatusCode):
-                self.refused[index] = outcome.value
-            else:
-                self.refused.pop(index, None)
+        pending = list(nodes.items())
+        while pending:
+            feed = next((f for f in self.feeds if self._room(f) > 0), None)
+            if feed is None:
+                feed = await self._add_feed()
+            room = self._room(feed)
+            batch, pending = pending[:room], pending[room:]
+            requests = [item_request(self.device, index, node) for index, node in batch]
+            outcomes = await self.limits.chunked(
+                Call.MONITOR, requests, feed.create_monitored_items
+            )
+            full = []
+            for (index, node), outcome in zip(batch, outcomes, strict=True):
+                if not isinstance(outcome, ua.StatusCode):
+                    feed.items += 1
+                    self.refused.pop(index, None)
+                elif outcome.value == _FULL and feed.items:
+                    full.append((index, node))
+                else:
+                    self.refused[index] = outcome.value
+            if full:  # a limit the server did not announce: the rest go to another subscription
+                self.limits.learn(Call.SUBSCRIPTION, feed.items)
+                pending = full + pending
+
+    def _room(self, feed: Feed) -> int:
+        limit = self.limits.size(Call.SUBSCRIPTION) or len(self.device.tags)
+        return limit - feed.items
+
+    async def _add_feed(self) -> Feed:
+        feed = Feed(self.client, parameters(self.device), self.buffer)
+        result = await feed.init()
+        keepalive = result.RevisedPublishingInterval / 1000 * result.RevisedMaxKeepAliveCount
+        self.keepalive = max(self.keepalive, keepalive)
+        self.feeds.append(feed)
+        return feed
 
     def stale(self) -> str | None:
-        """Why the subscription is stale, or None while it delivers."""
-        if self.feed.gone is not None:
-            return f"the server ended it ({self.feed.gone})"
-        silent = time.monotonic() - self.feed.last_publish_at
-        if silent > self.silent_after:
-            every = self.silent_after / STALE_MARGIN
-            return f"nothing received for {silent:.1f}s (a keep-alive is due every {every:.1f}s)"
+        """Why a subscription is stale, or None while they all deliver."""
+        now = time.monotonic()
+        for feed in self.feeds:
+            if feed.gone is not None:
+                return f"the server ended it ({feed.gone})"
+            silent = now - feed.last_publish_at
+            if silent > self.silent_after:
+                every = self.keepalive
+                return (
+                    f"nothing received for {silent:.1f}s (a keep-alive is due every {every:.1f}s)"
+                )
         return None
+
+    @property
+    def silent_after(self) -> float:
+        """Seconds of silence after which a subscription is stale."""
+        return STALE_MARGIN * self.keepalive + self.device.timeout
+
+    async def delete(self) -> None:
+        """Delete every subscription on the server (the caller bounds the time)."""
+        for feed in self.feeds:
+            await feed.delete()
 
 
 def parameters(device: OpcuaDevice) -> ua.CreateSubscriptionParameters:
@@ -155,12 +226,11 @@ def item_request(device: OpcuaDevice, index: int, node: ua.NodeId) -> ua.Monitor
 
 
 async def subscribe(
-    client: Client, device: OpcuaDevice, nodes: list[ua.NodeId | None]
+    client: Client, device: OpcuaDevice, nodes: list[ua.NodeId | None], limits: Limits
 ) -> Subscribed:
-    """A new subscription with a monitored item for every resolved node."""
-    feed = Feed(client, parameters(device), MAX_BUFFERED_PER_TAG * len(device.tags))
-    result = await feed.init()
-    keepalive = result.RevisedPublishingInterval / 1000 * result.RevisedMaxKeepAliveCount
-    subscribed = Subscribed(feed, {}, STALE_MARGIN * keepalive + device.timeout)
-    await subscribed.monitor(device, {i: node for i, node in enumerate(nodes) if node is not None})
+    """New subscriptions with a monitored item for every resolved node."""
+    buffer = Buffer(deque(maxlen=MAX_BUFFERED_PER_TAG * len(device.tags)))
+    subscribed = Subscribed(client, device, limits, buffer)
+    await subscribed._add_feed()
+    await subscribed.monitor({i: node for i, node in enumerate(nodes) if node is not None})
     return subscribed

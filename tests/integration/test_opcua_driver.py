@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from drivers import build_driver
 from drivers.opcua.driver import OpcuaDriver
+from drivers.opcua.limits import Call
 from edge_agent.model import LinkState, Quality, Sample
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -73,14 +74,15 @@ async def test_poll_reads_every_scalar_type_into_the_uplink_value(
 async def test_poll_batches_by_max_nodes_per_read_and_keeps_config_order(
     opcua_sim: Sim, driver_closer: list[OpcuaDriver]
 ) -> None:
-    """The plant says MaxNodesPerRead 3: 14 tags still come back, one each, in config order."""
+    """The plant says MaxNodesPerRead 3 (and refuses more): 14 tags still come back, one each,
+    in config order."""
     tags = [tag(code, where) for code, (where, _) in TYPED.items()]
     driver = start(driver_closer, device(opcua_sim.endpoint("plant"), tags))
     samples = await driver.read()
     assert [s.tag for s in samples] == list(TYPED)
     session = driver._session
     assert session is not None
-    assert session.max_nodes_per_read == 3
+    assert session.limits.size(Call.READ) == 3
 
 
 async def test_poll_takes_the_source_timestamp(
