@@ -435,6 +435,7 @@ class OpcuaDriver:
             "link_up",
             endpoint=self._device.endpoint,
             mode=self._device.mode,
+            session_timeout=session.client.session_timeout / 1000,
             limits=session.limits.shown(),
         )
 

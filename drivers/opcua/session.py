@@ -9,6 +9,13 @@ subscriptions) lives on into the next; asyncua's own auto-reconnect is not
 used: the driver reconnects on its own backoff (edge_agent/backoff.py).
 `resolve_refused` resolves the refused tags again on a live session (the
 driver retries them while it is up), the same way, into a new Session.
+
+Sessions do not outlive the driver's use of them: every session is closed
+(CloseSession, bounded by `timeout`) when the driver drops it, and each asks
+for a session timeout of `session_timeout(device)` (asyncua asks for an hour):
+a session whose CloseSession cannot arrive (a black-holed network) is freed
+by the server within that, so reconnects never pile sessions up on a server
+that caps them.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from edge_agent.logs import register_secret
 logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 CLIENT_NAME = "edge-agent"
+SESSION_TIMEOUT_MIN = 5.0
+"""Seconds: the least session timeout asked for (servers commonly refuse less)."""
 
 
 class CredentialError(Exception):
@@ -57,6 +66,17 @@ class Session:
         return self.client.uaclient.state is UaClientState.CONNECTED
 
 
+def session_timeout(device: OpcuaDevice) -> float:
+    """The session timeout asked for, in seconds: four times `timeout`, at least 5 s.
+
+    asyncua probes the server every `timeout` (its watchdog; polls and publish
+    requests come on top), so a healthy session is silent for little more than
+    `timeout`, two at worst on a slow server: this is twice that. The server may
+    revise it; `link_up` logs what it granted.
+    """
+    return max(SESSION_TIMEOUT_MIN, 4 * device.timeout)
+
+
 async def open_session(
     device: OpcuaDevice, log: FilteringBoundLogger, learned: Learned | None = None
 ) -> Session:
@@ -65,6 +85,7 @@ async def open_session(
     found out at this one (limits.py)."""
     client = Client(device.endpoint, timeout=device.timeout, watchdog_intervall=device.timeout)
     client.name = client.description = CLIENT_NAME
+    client.session_timeout = round(session_timeout(device) * 1000)
     try:
         async with asyncio.timeout(device.connect_timeout):
             return await _open(client, device, log, {} if learned is None else learned)
