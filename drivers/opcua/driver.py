@@ -36,7 +36,9 @@ Invariants:
   nothing (a lost connection is found by the next read).
 - Logs state changes only: link up/down, a tag failing or recovering, a stale
   subscription, dropped notifications, an operation limit found out. A tag
-  still refused at a retry logs nothing.
+  still refused at a retry logs nothing. A reason (link_down, `read_all`'s
+  failure, `link_reason`) is drivers/opcua/explain.py's: the cause in the
+  technician's words, never an exception's class.
 - `read_all()` (for `edge-agent read`) reads every tag once by Read, in either
   mode, on a session of its own that it closes again; it too never raises for
   what the server or the network does, and is bounded by the same timeouts.
@@ -54,9 +56,10 @@ import structlog
 from asyncua import ua
 
 from drivers.opcua.config import OpcuaDevice
+from drivers.opcua.explain import ChannelRefused, describe
 from drivers.opcua.limits import Call, Learned
 from drivers.opcua.quality import quality_of, status_name
-from drivers.opcua.security import Untrusted
+from drivers.opcua.security import CertificateFileError, NoEndpoint, Untrusted
 from drivers.opcua.session import (
     CredentialError,
     Session,
@@ -135,6 +138,7 @@ class OpcuaDriver:
         self._session: Session | None = None
         self._learned: Learned = {}
         """Operation limits found out (limits.py), kept across reconnects."""
+        self._reason: str | None = None
         self._subscribed: Subscribed | None = None
         self._last: dict[int, Sample] = {}
         self._groups = _groups(device)
@@ -151,6 +155,11 @@ class OpcuaDriver:
     @property
     def link(self) -> LinkState:
         return self._state
+
+    @property
+    def link_reason(self) -> str | None:
+        """Why the link is down, as in `link_down`; None while it is up."""
+        return None if self._state is LinkState.UP else self._reason
 
     async def read(self) -> list[Sample]:
         async with self._lock:
@@ -428,6 +437,7 @@ class OpcuaDriver:
         return [Sample.bad(self._tags[i].tag, now, quality) for g in groups for i in g.indices]
 
     def _came_up(self, session: Session) -> None:
+        self._reason = None
         if self._state is LinkState.UP and self._state_known:
             return
         self._state, self._state_known = LinkState.UP, True
@@ -440,19 +450,14 @@ class OpcuaDriver:
         )
 
     def _went_down(self, reason: str, exc: Exception | None = None) -> None:
+        self._reason = reason
         if self._state is LinkState.DOWN and self._state_known:
             return
         self._state, self._state_known = LinkState.DOWN, True
         self._log.warning("link_down", endpoint=self._device.endpoint, reason=reason, exc_info=exc)
 
     def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, TimeoutError):
-            return "timed out"
-        if isinstance(exc, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(exc, ua.UaStatusCodeError):
-            return f"the server answered {status_name(exc.code)}"
-        return str(exc) or type(exc).__name__
+        return describe(exc, self._device)
 
 
 def _groups(device: OpcuaDevice) -> list[PollGroup]:
@@ -477,5 +482,14 @@ def _read_items(session: Session, indices: Iterable[int]) -> tuple[list[int], li
 def _expected(exc: Exception) -> bool:
     """What a server or network does (no traceback needed), as opposed to a bug of ours."""
     return isinstance(
-        exc, OSError | TimeoutError | LinkLost | Untrusted | CredentialError | ua.UaError
+        exc,
+        OSError
+        | TimeoutError
+        | LinkLost
+        | Untrusted
+        | NoEndpoint
+        | ChannelRefused
+        | CertificateFileError
+        | CredentialError
+        | ua.UaError,
     )

@@ -52,6 +52,15 @@ class Untrusted(Exception):
     """The server's certificate is not trusted; the message says what to do."""
 
 
+class NoEndpoint(Exception):
+    """The server offers no endpoint with the configured policy and mode; the message lists
+    those it offers, spelled as in the config."""
+
+
+class CertificateFileError(Exception):
+    """This gateway's certificate or key cannot be read; the message says which and why."""
+
+
 def fingerprint(der: bytes) -> str:
     """SHA-256 of the DER certificate as AB:CD:..., the form UaExpert and servers show."""
     return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
@@ -103,8 +112,15 @@ def check_server(der: bytes, security: Security, log: FilteringBoundLogger) -> N
     raise Untrusted(
         f"the server certificate {cert.subject.rfc4514_string()!r} (SHA-256 "
         f"{fingerprint(der)}) is not in the trust list: compare the fingerprint with the "
-        "server's, then copy its certificate into trust_dir"
+        f"one the server shows, then copy its certificate into {_trust_place(security)}"
     )
+
+
+def _trust_place(security: Security) -> str:
+    """Where a trusted certificate goes: trust_dir's path, else a note on trust_files."""
+    if security.trust_dir is not None:
+        return f"{resolve(security.trust_dir)} (trust_dir)"
+    return "a file listed in trust_files"
 
 
 def _trusts(anchor: x509.Certificate, cert: x509.Certificate) -> bool:
@@ -132,26 +148,43 @@ async def secure(client: Client, security: Security, log: FilteringBoundLogger) 
     endpoints = await client.connect_and_get_server_endpoints()
     offered = [e for e in endpoints if e.SecurityPolicyUri == policy.URI and e.SecurityMode == mode]
     if not offered:
-        have = sorted(
-            {f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints}
-        )
-        raise Untrusted(
-            f"the server offers no endpoint {security.policy}/{security.mode}; it offers "
-            f"{', '.join(have)}"
-        )
+        raise NoEndpoint(no_endpoint(f"{security.policy}/{security.mode}", endpoints))
     server_der = first_certificate(offered[0].ServerCertificate or b"")
     check_server(server_der, security, log)
-    assert security.certificate is not None  # Security._consistent: a policy needs both
-    assert security.private_key is not None
-    certificate = resolve(security.certificate)
-    client.application_uri = application_uri(load_certificate(certificate.read_bytes()))
-    await client.set_security(
-        policy,
-        str(certificate),
-        str(resolve(security.private_key)),
-        server_certificate=server_der,
-        mode=mode,
+    certificate = resolve(security.certificate or "")  # Security._consistent: a policy has both
+    key = resolve(security.private_key or "")
+    try:
+        client.application_uri = application_uri(load_certificate(certificate.read_bytes()))
+        await client.set_security(
+            policy, str(certificate), str(key), server_certificate=server_der, mode=mode
+        )
+    except (OSError, ValueError) as exc:
+        raise CertificateFileError(
+            f"cannot use this gateway's certificate {certificate} and key {key}: "
+            f"{getattr(exc, 'strerror', None) or exc}; make them with `edge-agent opcua-cert`"
+        ) from None
+
+
+def no_endpoint(wanted: str, endpoints: list[ua.EndpointDescription]) -> str:
+    """Why `wanted` (None or POLICY/MODE) cannot be used, with the pairs the server offers."""
+    offered = sorted({spelled(e) for e in endpoints})
+    return (
+        f"the server offers no endpoint {wanted}: set security.policy and security.mode to one "
+        f"it offers: {', '.join(offered) or 'none'}"
     )
+
+
+def spelled(endpoint: ua.EndpointDescription) -> str:
+    """An endpoint's policy and mode as the config spells them: None, Basic256Sha256/Sign.
+
+    A policy the driver does not speak (Basic128Rsa15, Basic256: deprecated) keeps the
+    last part of its URI, with `(not supported)`."""
+    uri = endpoint.SecurityPolicyUri
+    if endpoint.SecurityMode == ua.MessageSecurityMode.None_ or uri.endswith("#None"):
+        return "None"
+    names = {cls.URI: name for name, cls in _POLICIES.items()}
+    policy = names.get(uri) or f"{uri.rsplit('#', 1)[-1]} (not supported)"
+    return f"{policy}/{endpoint.SecurityMode.name}"
 
 
 def first_certificate(der: bytes) -> bytes:

@@ -32,9 +32,10 @@ from structlog.typing import FilteringBoundLogger
 
 from drivers.opcua.address import BrowseElement, parse_browse_path
 from drivers.opcua.config import OpcuaDevice
+from drivers.opcua.explain import SECURITY_REJECTED, read_channel_faults
 from drivers.opcua.limits import Call, Learned, Limits, read_limits
 from drivers.opcua.quality import status_name
-from drivers.opcua.security import secure
+from drivers.opcua.security import NoEndpoint, no_endpoint, secure, spelled
 from edge_agent.credentials import CredentialFileError, read_secret
 from edge_agent.logs import register_secret
 
@@ -86,6 +87,7 @@ async def open_session(
     client = Client(device.endpoint, timeout=device.timeout, watchdog_intervall=device.timeout)
     client.name = client.description = CLIENT_NAME
     client.session_timeout = round(session_timeout(device) * 1000)
+    read_channel_faults(client)
     try:
         async with asyncio.timeout(device.connect_timeout):
             return await _open(client, device, log, {} if learned is None else learned)
@@ -102,7 +104,12 @@ async def _open(
     if device.username_file is not None and device.password_file is not None:
         client.set_user(_secret(device.username_file))
         client.set_password(_secret(device.password_file))
-    await client.connect()
+    try:
+        await client.connect()
+    except ua.UaError as exc:
+        if not device.security.secure and _security_refused(exc):
+            await _offers_none(client)
+        raise
     caps = {Call.READ: device.max_nodes_per_read}
     limits = await read_limits(client, learned, caps, log)
     namespaces = await client.get_namespace_array()
@@ -111,6 +118,26 @@ async def _open(
     _resolve_node_ids(device, namespaces, session, every)
     await _resolve_browse_paths(device, namespaces, session, every)
     return session
+
+
+def _security_refused(exc: ua.UaError) -> bool:
+    """A connect without security failed as if the server offered no such endpoint.
+
+    asyncua itself refuses (a plain UaError: "No matching endpoints") when the
+    server's CreateSession answer lists no None endpoint; other servers answer
+    BadSecurityModeRejected or BadSecurityPolicyRejected.
+    """
+    if isinstance(exc, ua.UaStatusCodeError):
+        return exc.code & 0xFFFF0000 in SECURITY_REJECTED
+    return True
+
+
+async def _offers_none(client: Client) -> None:
+    """Raise NoEndpoint, with the endpoints offered, when the server has no None endpoint."""
+    with contextlib.suppress(ua.UaError, OSError):
+        endpoints = await client.connect_and_get_server_endpoints()
+        if not any(spelled(e) == "None" for e in endpoints):
+            raise NoEndpoint(no_endpoint("None", endpoints))
 
 
 async def resolve_refused(device: OpcuaDevice, session: Session) -> Session:
