@@ -98,7 +98,7 @@ def _status(code: int, device: OpcuaDevice) -> str:
         return (
             f"the server refuses security policy {device.security.policy} with mode "
             f"{device.security.mode} ({name}): set security.policy and security.mode to a pair "
-            "the server offers (`edge-agent read` lists them when it has no such endpoint)"
+            "the server offers, or enable this one on the server"
         )
     if masked in _SESSIONS:
         return (
