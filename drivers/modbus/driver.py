@@ -286,11 +286,12 @@ class ModbusDriver:
             self._poll_ended(reason)
             return out
         failed: str | None = None
-        for group in due:
-            if failed is not None:
-                self._fill_groups(out, [group], failed)
-            else:
-                failed = await self._poll_group(link, group, out)
+        async with link.turn():  # the poll's requests in one turn on the link
+            for group in due:
+                if failed is not None:
+                    self._fill_groups(out, [group], failed)
+                else:
+                    failed = await self._poll_group(link, group, out)
         self._poll_ended(failed)
         return out
 

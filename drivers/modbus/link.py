@@ -1,9 +1,11 @@
 """One Modbus connection (a TCP socket or a serial port), shared by the units on it.
 
 Invariants:
-- One request at a time per link. Units take turns through an asyncio.Lock,
-  which hands over in FIFO order, so on a serial bus (or behind a TCP-to-RTU
-  gateway) every unit gets one request in turn: round-robin, no starvation.
+- One unit at a time per link: a unit's poll sends its requests in one turn
+  (`turn()`), and units take turns through an asyncio.Lock, which hands over
+  in FIFO order: round-robin poll by poll, no starvation. So a unit's poll
+  waits at most for one poll of each sibling queued before it; per request
+  turns would let a slow sibling's requests slip between each of its own.
 - Read-only: the only client methods called that reach a device are the four
   reads in `_reads` (function codes 1-4).
 - A unit that does not answer never takes the connection down for its
@@ -33,10 +35,11 @@ the last device to leave a link closes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -344,49 +347,55 @@ class Link:
 
     # requests
 
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """The link is this unit's until the block ends: its poll's requests go in one turn."""
+        async with self._bus:
+            yield
+
     async def request(
         self, function_code: int, address: int, count: int, unit: int, limit: float
     ) -> ModbusPDU:
-        """One read, in turn with the other units; raises on silence or transport loss."""
-        async with self._bus:
-            client, lost = self._client, self._lost
-            if client is None or lost is None or lost.done():
-                raise ConnectionException("not connected")
-            self.requests += 1
-            read = self._read_fns[function_code]
-            task = asyncio.current_task()
-            assert task is not None
-            self._inflight, self._cut = task, False
-            cancelling = task.cancelling()
-            self._watch(limit)
-            timed_out = False
+        """One read, within the caller's `turn()`; raises on silence or transport loss."""
+        assert self._bus.locked(), "a request is sent within a turn"
+        client, lost = self._client, self._lost
+        if client is None or lost is None or lost.done():
+            raise ConnectionException("not connected")
+        self.requests += 1
+        read = self._read_fns[function_code]
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight, self._cut = task, False
+        cancelling = task.cancelling()
+        self._watch(limit)
+        timed_out = False
+        try:
             try:
-                try:
-                    response: ModbusPDU = await read(address, count=count, device_id=unit)
-                except asyncio.CancelledError:
-                    # The deadline's cancellation is a timeout, unless another came too.
-                    if self._expired and self._take_back(task) <= cancelling:
-                        raise TimeoutError from None
-                    raise
-                finally:
-                    self._inflight = None
-                    if self._expired:  # the deadline passed as the answer came: the answer counts
-                        self._take_back(task)
-                self._restore_swallowed_cancel(task, cancelling)
-            except TimeoutError:
-                timed_out = True
-                raise TimeoutError(f"no answer within {limit:g}s") from None
+                response: ModbusPDU = await read(address, count=count, device_id=unit)
             except asyncio.CancelledError:
-                # Our own cut (the connection dropped) is a transport error; any other
-                # cancellation (shutdown) goes on up.
-                if self._cut and task.uncancel() == 0:
-                    raise ConnectionException("the connection dropped while waiting") from None
+                # The deadline's cancellation is a timeout, unless another came too.
+                if self._expired and self._take_back(task) <= cancelling:
+                    raise TimeoutError from None
                 raise
             finally:
-                if self._quiet_after:
-                    await self._quiet(timed_out, limit)
-            _check_shape(response, function_code, count)
-            return response
+                self._inflight = None
+                if self._expired:  # the deadline passed as the answer came: the answer counts
+                    self._take_back(task)
+            self._restore_swallowed_cancel(task, cancelling)
+        except TimeoutError:
+            timed_out = True
+            raise TimeoutError(f"no answer within {limit:g}s") from None
+        except asyncio.CancelledError:
+            # Our own cut (the connection dropped) is a transport error; any other
+            # cancellation (shutdown) goes on up.
+            if self._cut and task.uncancel() == 0:
+                raise ConnectionException("the connection dropped while waiting") from None
+            raise
+        finally:
+            if self._quiet_after:
+                await self._quiet(timed_out, limit)
+        _check_shape(response, function_code, count)
+        return response
 
     def _watch(self, limit: float) -> None:
         """Bound the request about to be sent by `limit` seconds.

@@ -176,17 +176,20 @@ async def test_a_dead_unit_does_not_take_its_siblings_down(transport: str) -> No
                 assert simulator.connections("bus") == 1
 
 
-async def test_units_on_one_bus_take_turns_request_by_request() -> None:
-    """Round-robin: while three units poll at once, no unit gets two requests in a row."""
+async def test_units_on_one_bus_take_turns_poll_by_poll() -> None:
+    """Round-robin by poll: while three units poll twice at once, each unit's poll goes
+    in one turn, in the order they asked, so no sibling's request slips between a
+    unit's own (a slow sibling then costs a poll one wait, not one per request)."""
     units = [typed_unit(1), typed_unit(2), typed_unit(3)]
     async with await start_simulator(bus_scenario("rtu", units)) as simulator:
         devices = [unit_device(simulator, "rtu", u, typed_tags(f"U{u}.")) for u in (1, 2, 3)]
         async with drivers_for(*devices) as drivers:
-            await asyncio.gather(*(d.read() for d in drivers))
-            assert simulator.requests_by_unit("bus") == {1: 4, 2: 4, 3: 4}
-            # The simulator's log is in bus order: units interleave 1,2,3,1,2,3,...
+            for _ in range(2):
+                await asyncio.gather(*(d.read() for d in drivers))
+            assert simulator.requests_by_unit("bus") == {1: 8, 2: 8, 3: 8}
+            # The simulator's log is in bus order: 1,1,1,1,2,2,2,2,3,3,3,3, twice.
             sequence = simulator.unit_sequence("bus")
-            assert sequence == [1, 2, 3] * 4
+            assert sequence == ([1] * 4 + [2] * 4 + [3] * 4) * 2
 
 
 async def test_a_slow_device_answers_within_its_timeout_and_delays_no_one_else() -> None:
