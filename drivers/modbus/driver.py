@@ -150,6 +150,7 @@ class ModbusDriver:
         self._lock = asyncio.Lock()
         self._state = LinkState.DOWN
         self._state_known = False
+        self._down_reason: str | None = None
         self._refused: dict[tuple[int, int, int], int] = {}
         self._unexpected: set[str] = set()
         self._undecodable: set[int] = set()
@@ -187,6 +188,12 @@ class ModbusDriver:
     @property
     def link(self) -> LinkState:
         return self._state
+
+    @property
+    def link_reason(self) -> str | None:
+        """Why the device is down, as its `link_down` line said; None while up
+        (`drivers.base.ExplainsLink`: /healthz shows it)."""
+        return self._down_reason
 
     @property
     def plan(self) -> tuple[ReadRequest, ...]:
@@ -545,6 +552,7 @@ class ModbusDriver:
         if state is self._state and self._state_known:
             return
         self._state, self._state_known = state, True
+        self._down_reason = None if up else failed
         if up:
             self._log.info("link_up", link=self._link_label, unit=self._device.unit)
         else:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from drivers.base import ExplainsLink
 from drivers.modbus import driver as driver_module
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.driver import ModbusDriver
@@ -127,6 +128,8 @@ async def test_one_silent_poll_leaves_the_device_up_two_make_it_down() -> None:
             assert one.link is LinkState.UP  # one glitch is not an outage
             await one.read()
             assert one.link is LinkState.DOWN
+            assert isinstance(one, ExplainsLink)  # /healthz says why
+            assert one.link_reason == "connection: no unit on the link answered"
             simulator.hang_device("gw", hung=False)
             await asyncio.sleep(1.1)  # the link's reconnect backoff after the timeouts
             for _ in range(5):
@@ -135,6 +138,7 @@ async def test_one_silent_poll_leaves_the_device_up_two_make_it_down() -> None:
                 await one.read()
                 await asyncio.sleep(0.3)
             assert one.link is LinkState.UP
+            assert one.link_reason is None
 
 
 # --- a dead unit is demoted: its siblings stop paying for it ---------------------------------
