@@ -37,6 +37,17 @@ class Driver(Protocol):
 
 
 @runtime_checkable
+class CountsClockSkew(Protocol):
+    """A driver given device timestamps (OPC UA subscriptions): how many it did not
+    believe, the device's clock being too far from the gateway's (optional: /metrics)."""
+
+    @property
+    def timestamps_replaced(self) -> int:
+        """Device timestamps replaced by the gateway's time, since start."""
+        ...
+
+
+@runtime_checkable
 class ExplainsLink(Protocol):
     """A driver that can say why its link is down (optional: /healthz shows the reason)."""
 

@@ -31,7 +31,7 @@ from typing import Final
 
 import structlog
 
-from drivers.base import Driver, ExplainsLink
+from drivers.base import CountsClockSkew, Driver, ExplainsLink
 from edge_agent.logs import Repeats, Tally
 from edge_agent.model import LinkState, Sample
 from edge_agent.schedule import Deadline
@@ -91,6 +91,7 @@ class Poller:
         up = self._link is LinkState.UP
         driver = self.driver
         reason = driver.link_reason if not up and isinstance(driver, ExplainsLink) else None
+        replaced = driver.timestamps_replaced if isinstance(driver, CountsClockSkew) else 0
         return DeviceSnapshot(
             self.name,
             "up" if up else "down",
@@ -100,6 +101,7 @@ class Poller:
             self._reconnects,
             self._latency.snapshot(),
             reason,
+            replaced,
         )
 
     async def run(self) -> None:

@@ -34,7 +34,7 @@ def healthy(**changes: Any) -> Snapshot:
             DeviceSnapshot(
                 "plc-tank-farm", "up", 3600.0, 7200, 2, 1, latency(0.004, 0.02, 0.3).snapshot()
             ),
-            DeviceSnapshot("plc-boiler", "up", 3600.0, 7200, 0, 0),
+            DeviceSnapshot("plc-boiler", "up", 3600.0, 7200, 0, 0, timestamps_replaced=4),
         ),
         store=StoreSnapshot(0, None, 5 * 1024**2, 2 * 1024**3),
         uplink=UplinkSnapshot(True, 3600.0, "platform.example:8883", 2, 120, 118, 0, 1),

@@ -306,6 +306,15 @@ class OpcuaDevice(DeviceBase):
     password_file: str | None = Field(
         None, description="File holding the password (first line)." + _CREDENTIAL
     )
+    max_clock_skew: Duration = Field(
+        5.0,
+        description=(
+            "Subscribe mode: a value's SourceTimestamp is its report time only within this "
+            "of the gateway's clock; further off (a PLC keeping local time as if it were "
+            "UTC), the time the change arrived is sent and the skew logged and counted. In "
+            "poll mode the report time is always when the read's answer arrived."
+        ),
+    )
     timeout: Duration = Field(2.0, description="Time allowed for one request.")
     connect_timeout: Duration = Field(
         5.0,

@@ -68,7 +68,7 @@ from drivers.opcua.session import (
     resolve_refused,
 )
 from drivers.opcua.subscriber import Subscribed, subscribe
-from drivers.opcua.values import to_sample, type_name
+from drivers.opcua.values import report_time, to_sample, type_name
 from edge_agent.backoff import Backoff
 from edge_agent.model import LinkState, Quality, Sample
 from edge_agent.schedule import Deadline
@@ -143,6 +143,9 @@ class OpcuaDriver:
         self._last: dict[int, Sample] = {}
         self._groups = _groups(device)
         self._problems: dict[int, str] = {}
+        self._timestamps_replaced = 0
+        self._skewed = False
+        """The last SourceTimestamp was refused as too far off: logged once until one agrees."""
         self._state = LinkState.DOWN
         self._state_known = False
         self._lock = asyncio.Lock()
@@ -305,7 +308,10 @@ class OpcuaDriver:
         async def send(piece: list[ua.ReadValueId]) -> list[ua.DataValue]:
             params = ua.ReadParameters()
             params.MaxAge = 0
-            params.TimestampsToReturn = ua.TimestampsToReturn.Source
+            # A poll's report time is when its answer arrives: a server keeps a value's
+            # SourceTimestamp until the value changes, which is no read time (the spec's
+            # `ts`), so no timestamp is asked for.
+            params.TimestampsToReturn = ua.TimestampsToReturn.Neither
             params.NodesToRead = piece
             async with asyncio.timeout(timeout):
                 return await uaclient.read(params)  # type: ignore[no-any-return]  # untyped
@@ -351,12 +357,16 @@ class OpcuaDriver:
             self._log.warning("notifications_dropped", count=buffer.dropped)
             buffer.dropped = 0
         samples, changed = [], set()
+        max_skew_ms = round(self._device.max_clock_skew * 1000)
         for index, value, arrived in changes:
-            sample = self._judge(index, value, arrived)
+            ts, skew = report_time(value, arrived, max_skew_ms)
+            self._note_skew(skew)
+            sample = self._judge(index, value, ts)
             samples.append(sample)
             self._last[index] = sample
             changed.add(index)
         now = _now_ms()
+        confirmed = subscribed.confirmed_ms(now)
         for index, tag in enumerate(self._tags):
             if index in changed:
                 continue
@@ -365,7 +375,8 @@ class OpcuaDriver:
             elif index in subscribed.refused:
                 samples.append(Sample.bad(tag.tag, now, quality_of(subscribed.refused[index])))
             elif (last := self._last.get(index)) is not None:
-                samples.append(last._replace(ts_ms=now))
+                # Unchanged: current as of the server's last word on it, not as of now.
+                samples.append(last._replace(ts_ms=max(confirmed, last.ts_ms)))
         return samples
 
     # tags refused at connect
@@ -424,6 +435,28 @@ class OpcuaDriver:
             del self._problems[index]
             self._log.info("tag_recovered", tag=self._tags[index].tag)
         return sample
+
+    @property
+    def timestamps_replaced(self) -> int:
+        """SourceTimestamps not believed since start (`drivers.base.CountsClockSkew`)."""
+        return self._timestamps_replaced
+
+    def _note_skew(self, skew_ms: int | None) -> None:
+        """Count a SourceTimestamp replaced; log when the server's clock goes off or back."""
+        if skew_ms is None:
+            if self._skewed:
+                self._skewed = False
+                self._log.info("device_clock_agrees")
+            return
+        self._timestamps_replaced += 1
+        if not self._skewed:
+            self._skewed = True
+            self._log.warning(
+                "device_clock_skewed",
+                skew_s=round(skew_ms / 1000, 1),
+                max_clock_skew_s=self._device.max_clock_skew,
+                sent="the time each change arrived",
+            )
 
     def _note_problem(self, index: int, reason: str) -> None:
         if self._problems.get(index) == reason:

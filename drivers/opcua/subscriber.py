@@ -79,11 +79,14 @@ class Feed(Subscription):  # type: ignore[misc]  # asyncua is untyped here (pypr
         self.items = 0
         """Monitored items the server accepted into this subscription."""
         self.last_publish_at = time.monotonic()
+        self.last_publish_ms = _now_ms()
+        """Wall time of the last Publish response: what it did not change, it confirmed."""
         self.gone: str | None = None
         """Why the server ended the subscription, once it said so."""
 
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:
         self.last_publish_at = time.monotonic()  # data and keep-alives alike
+        self.last_publish_ms = _now_ms()
         data = publish_result.NotificationMessage.NotificationData
         if not data:
             return
@@ -161,6 +164,11 @@ class Subscribed:
         self.keepalive = max(self.keepalive, keepalive)
         self.feeds.append(feed)
         return feed
+
+    def confirmed_ms(self, now_ms: int) -> int:
+        """Until when the server confirmed the values it did not change: the last Publish
+        response (data or keep-alive) of the subscription heard from least recently."""
+        return min((feed.last_publish_ms for feed in self.feeds), default=now_ms)
 
     def stale(self) -> str | None:
         """Why a subscription is stale, or None while they all deliver."""

@@ -50,10 +50,10 @@ def epoch_ms(moment: datetime) -> int:
     return (moment - _EPOCH) // _MS
 
 
-def to_sample(tag: OpcuaTag, data: ua.DataValue, now_ms: int) -> tuple[Sample, str | None]:
-    """The sample, and the reason when its quality is bad (None when good or uncertain)."""
+def to_sample(tag: OpcuaTag, data: ua.DataValue, ts: int) -> tuple[Sample, str | None]:
+    """The sample at report time `ts` (`report_time`), and the reason when its quality is
+    bad (None when good or uncertain)."""
     code = data.StatusCode.value if data.StatusCode is not None else 0
-    ts = epoch_ms(data.SourceTimestamp) if data.SourceTimestamp is not None else now_ms
     quality = quality_of(code)
     if quality.is_bad:
         return Sample.bad(tag.tag, ts, quality), status_name(code)
@@ -62,6 +62,23 @@ def to_sample(tag: OpcuaTag, data: ua.DataValue, now_ms: int) -> tuple[Sample, s
     except Refused as exc:
         return Sample.bad(tag.tag, ts, Quality.CONFIG), str(exc)
     return Sample(tag.tag, ts, value, quality), None
+
+
+def report_time(data: ua.DataValue, arrived_ms: int, max_skew_ms: int) -> tuple[int, int | None]:
+    """A notification's report time, and its SourceTimestamp's skew when that was refused.
+
+    The server's SourceTimestamp is the time of the change, and the spec's `ts`
+    when the device's clock is right; a clock further than `max_skew_ms` from the
+    gateway's (a PLC on local time as if it were UTC: 8 h) is not believed, and
+    the arrival time is sent instead. No SourceTimestamp: the arrival time.
+    """
+    if data.SourceTimestamp is None:
+        return arrived_ms, None
+    source = epoch_ms(data.SourceTimestamp)
+    skew = source - arrived_ms
+    if abs(skew) > max_skew_ms:
+        return arrived_ms, skew
+    return source, None
 
 
 def _value(tag: OpcuaTag, variant: ua.Variant | None) -> Value:

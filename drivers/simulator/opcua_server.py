@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,7 @@ class OpcuaServer:
         self._guard = Guard(self._server, spec.limits, spec.max_sessions)
         self._points: list[_Point] = []
         self._updater: asyncio.Task[None] | None = None
+        self._clock_offset = timedelta(0)
         self.port = spec.port
         self.namespace_index = 0
         self.certificate: bytes | None = None
@@ -290,9 +291,14 @@ class OpcuaServer:
         for folder in self.spec.folders:
             await walk(self._server.nodes.objects, folder, "")
 
+    def set_clock_offset(self, seconds: float) -> None:
+        """Stamp changes `seconds` off the true time from now on, as a PLC whose clock is
+        on local time as if it were UTC (8 h at UTC+8); 0 sets it right."""
+        self._clock_offset = timedelta(seconds=seconds)
+
     async def _update(self) -> None:
         t = self._clock()
-        now = datetime.now(UTC)
+        now = datetime.now(UTC) + self._clock_offset
         for point in self._points:
             value = point.value(t)
             if value == point.last:

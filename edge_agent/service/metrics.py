@@ -92,6 +92,11 @@ class _SnapshotCollector:
         latency = HistogramMetricFamily(
             "edge_agent_device_poll_duration_seconds", "Time one poll took.", labels=["device"]
         )
+        replaced = CounterMetricFamily(
+            "edge_agent_device_timestamps_replaced",
+            "Device timestamps too far from the gateway's clock, replaced by its own time.",
+            labels=["device"],
+        )
         for device in self._snapshot.devices:
             label = [device.name]
             up.add_metric(label, device.link == "up")
@@ -99,7 +104,8 @@ class _SnapshotCollector:
             errors.add_metric(label, device.errors)
             reconnects.add_metric(label, device.reconnects)
             latency.add_metric(label, _buckets(device.latency), device.latency.sum_s)
-        yield from (up, polls, errors, reconnects, latency)
+            replaced.add_metric(label, device.timestamps_replaced)
+        yield from (up, polls, errors, reconnects, latency, replaced)
 
     def _tags_and_alarms(self) -> Iterator[Metric]:
         s = self._snapshot

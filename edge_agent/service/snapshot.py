@@ -81,6 +81,8 @@ class DeviceSnapshot:
     reason: str | None = None
     """Why the link is down, in the driver's words; None while up, or when the driver
     does not say."""
+    timestamps_replaced: int = 0
+    """Device timestamps not believed (too far from the gateway's clock), since start."""
 
 
 @dataclass(frozen=True, slots=True)

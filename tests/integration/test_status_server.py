@@ -81,6 +81,8 @@ async def test_metrics_are_valid_prometheus_text(
     assert samples[("edge_agent_device_poll_duration_seconds_count", tank)] == 3
     le_25ms = (("device", "plc-tank-farm"), ("le", "0.025"))
     assert samples[("edge_agent_device_poll_duration_seconds_bucket", le_25ms)] == 2
+    boiler = (("device", "plc-boiler"),)
+    assert samples[("edge_agent_device_timestamps_replaced_total", boiler)] == 4
     assert samples[("edge_agent_tags", (("quality", "sensor"),))] == 1
     assert samples[("edge_agent_alarms_active", (("kind", "HH"),))] == 1
     assert samples[("edge_agent_store_backlog_messages", ())] == 0

@@ -10,7 +10,7 @@ from asyncua import ua
 
 from drivers.opcua.config import OpcuaTag
 from drivers.opcua.quality import quality_of
-from drivers.opcua.values import to_sample
+from drivers.opcua.values import report_time, to_sample
 from edge_agent.model import Quality
 
 NOW = 1_764_441_155_000
@@ -66,12 +66,20 @@ def test_each_type_becomes_the_uplink_value(raw: Any, kind: ua.VariantType, expe
     assert (sample.value, sample.quality, problem) == (expected, Quality.GOOD, None)
 
 
-def test_the_source_timestamp_is_used_when_present() -> None:
+def test_a_source_timestamp_is_the_report_time_only_within_the_clock_skew() -> None:
+    """A change's SourceTimestamp within 5 s of its arrival is its time; 8 h off (a PLC on
+    local time taken for UTC), the arrival time is sent and the skew said; none: arrival."""
     source = datetime(2026, 11, 29, 18, 32, 34, 500000, tzinfo=UTC)
-    assert to_sample(tag(), value(1.0, ua.VariantType.Double, source=source), NOW)[0].ts_ms == (
-        1_795_977_154_500
+    source_ms = 1_795_977_154_500
+    data = value(1.0, ua.VariantType.Double, source=source)
+    assert report_time(data, source_ms + 4_000, 5_000) == (source_ms, None)
+    eight_hours = 8 * 3_600_000
+    assert report_time(data, source_ms - eight_hours, 5_000) == (
+        source_ms - eight_hours,
+        eight_hours,
     )
-    assert to_sample(tag(), value(1.0, ua.VariantType.Double), NOW)[0].ts_ms == NOW
+    assert report_time(value(1.0, ua.VariantType.Double), NOW, 5_000) == (NOW, None)
+    assert to_sample(tag(), data, NOW)[0].ts_ms == NOW  # the time it is given
 
 
 @pytest.mark.parametrize(
