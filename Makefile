@@ -1,7 +1,8 @@
 # The two commands a new user needs: `make demo` and `make test`.
 # Both create .venv, install the project, and make sure Mosquitto is there
 # (apt-get when run as root; otherwise they say what to install). `make test`
-# also makes sure of what tests/interop builds its third-party servers with.
+# also makes sure of what tests/interop builds and runs its third-party servers
+# with (libmodbus, socat, a C compiler, Node.js and npm).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -47,8 +48,9 @@ mosquitto:
 			echo "Mosquitto and openssl are needed: run 'sudo apt-get install mosquitto openssl' and try again"; exit 1; \
 		fi; }
 
-# tests/interop compiles a Modbus server on libmodbus (C, found through pkg-config)
-# and joins pseudo-terminal pairs with socat.
+# tests/interop compiles a Modbus server on libmodbus (C, found through pkg-config),
+# joins pseudo-terminal pairs with socat, and runs an OPC UA server on node-opcua
+# (Node.js 18 or newer; npm installs node-opcua from tests/interop/opcua/package-lock.json).
 thirdparty:
 	@{ pkg-config --exists libmodbus 2>/dev/null && command -v cc >/dev/null \
 		&& command -v socat >/dev/null; } || { \
@@ -58,6 +60,13 @@ thirdparty:
 				libmodbus-dev socat pkg-config gcc; \
 		else \
 			echo "tests/interop needs libmodbus, socat and a C compiler: run 'sudo apt-get install libmodbus-dev socat pkg-config gcc' and try again"; exit 1; \
+		fi; }
+	@{ command -v node >/dev/null && command -v npm >/dev/null; } || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Node.js and npm (apt-get install nodejs npm)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+		else \
+			echo "tests/interop needs Node.js 18 or newer and npm: run 'sudo apt-get install nodejs npm' and try again"; exit 1; \
 		fi; }
 
 clean:
