@@ -1,8 +1,12 @@
-"""Fixtures for third-party servers: mbserver (libmodbus 3.1.6) built once, started per test.
+"""Fixtures for third-party servers, each installed or built once and started per test.
 
-`libmodbus_server(*args, transport=...)` starts one mbserver with the options of
-mbserver.c (`--unit 2`, `--dead-unit 3`, `--hole 50:51`, ...) and stops it, and
-its socat helpers, when the test ends.
+`libmodbus_server(*args, transport=...)` starts one mbserver (libmodbus 3.1.6)
+with the options of mbserver.c (`--unit 2`, `--dead-unit 3`, `--hole 50:51`,
+...) and stops it, and its socat helpers, when the test ends.
+
+`node_opcua_server(**options)` starts one OPC UA server on node-opcua
+(opcua/server.js; options in opcua_server.NodeOpcuaServer) and stops it when the
+test ends.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from interop.libmodbus_server import BuildError, MbServer, StartServer, Transport, build
+from interop.opcua_server import InstallError, NodeOpcuaServer, install, node_binary
+from interop.opcua_server import StartServer as StartNodeOpcua
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +46,41 @@ def libmodbus_server(mbserver_binary: Path, tmp_path: Path) -> Iterator[StartSer
     def start(*args: str, transport: Transport = "tcp") -> MbServer:
         workdir = tmp_path / f"mbserver-{len(started)}"
         server = MbServer(mbserver_binary, workdir, list(args), transport)
+        started.append(server)  # before start: a half-started server is stopped too
+        server.start()
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def node_opcua_modules(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """node-opcua's node_modules, installed by `npm ci` only when the lock file changed.
+
+    A missing node or npm, or an unreachable registry, fails the tests rather than
+    skipping them, as for libmodbus.
+    """
+    cache: pytest.Cache | None = getattr(request.config, "cache", None)  # None: -p no:cacheprovider
+    root = cache.mkdir("node-opcua") if cache is not None else tmp_path_factory.mktemp("node-opcua")
+    try:
+        return install(Path(root))
+    except InstallError as exc:
+        pytest.fail(f"cannot install node-opcua: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def node_opcua_server(node_opcua_modules: Path, tmp_path: Path) -> Iterator[StartNodeOpcua]:
+    """Start server.js processes; every one is stopped at the end of the test."""
+    started: list[NodeOpcuaServer] = []
+    node = node_binary()
+
+    def start(**options: object) -> NodeOpcuaServer:
+        workdir = tmp_path / f"node-opcua-{len(started)}"
+        server = NodeOpcuaServer(node, node_opcua_modules, workdir, dict(options))
         started.append(server)  # before start: a half-started server is stopped too
         server.start()
         return server
