@@ -359,8 +359,13 @@ class OpcuaDriver:
         samples, changed = [], set()
         max_skew_ms = round(self._device.max_clock_skew * 1000)
         for index, value, arrived in changes:
-            ts, skew = report_time(value, arrived, max_skew_ms)
-            self._note_skew(skew)
+            if index in self._last:
+                ts, skew = report_time(value, arrived, max_skew_ms)
+                self._note_skew(skew)
+            else:
+                # The first word on an item after (re)subscribing is its current value, which
+                # may have been set long ago: current as of its arrival, and no clock skew.
+                ts = arrived
             sample = self._judge(index, value, ts)
             samples.append(sample)
             self._last[index] = sample

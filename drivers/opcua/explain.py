@@ -84,6 +84,14 @@ def describe(exc: BaseException, device: OpcuaDevice) -> str:
         return "connection refused"
     if isinstance(exc, ua.UaStatusCodeError):
         return _status(exc.code, device)
+    if isinstance(exc, ChannelRefused) and device.security.secure:
+        certificate = _path(device.security.certificate or "")
+        return (
+            "the server refused the secure channel, most often because it does not trust "
+            f"this gateway's certificate: have the server's operator trust {certificate}"
+            f"{_fingerprint(certificate)}; on many servers it waits among the rejected "
+            "certificates, to be moved to the trusted ones"
+        )
     return str(exc) or type(exc).__name__
 
 
@@ -172,7 +180,9 @@ def read_channel_faults(client: Client) -> None:
         if protocol is None:
             return await original(params)
         answers: list[asyncio.Future[Any]] = []
+        errors: list[ua.ErrorMessage] = []
         send: Callable[..., asyncio.Future[Any]] = protocol._send_request
+        process: Callable[[Any], None] = protocol._process_received_message
 
         def keep(request: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
             future = send(request, *args, **kwargs)
@@ -180,7 +190,15 @@ def read_channel_faults(client: Client) -> None:
                 answers.append(future)
             return future
 
+        def watch(message: Any) -> None:
+            # node-opcua 2.163 refuses with an Error message (ERRF) whose header asyncua
+            # misreads (the channel id as a Good StatusCode): it only logs and disconnects.
+            if isinstance(message, ua.ErrorMessage):
+                errors.append(message)
+            process(message)
+
         protocol._send_request = keep
+        protocol._process_received_message = watch
         try:
             return await original(params)
         except AssertionError:
@@ -188,12 +206,14 @@ def read_channel_faults(client: Client) -> None:
                 code = _fault(future)
                 if code is not None:
                     raise ua.UaStatusCodeError(code) from None
-            raise ChannelRefused(
-                "the server refused the secure channel with an answer the OPC UA library "
-                "cannot read; most often it does not trust this gateway's certificate"
-            ) from None
+            raise ChannelRefused(_UNREADABLE) from None
+        except Exception:
+            if errors:
+                raise ChannelRefused(_UNREADABLE) from None
+            raise
         finally:
             protocol._send_request = send
+            protocol._process_received_message = process
 
     uaclient.open_secure_channel = open_secure_channel
 
@@ -217,3 +237,7 @@ def _fault(future: asyncio.Future[Any]) -> int | None:
 
 
 _FAULT = ua.ObjectIds.ServiceFault_Encoding_DefaultBinary
+_UNREADABLE = (
+    "the server refused the secure channel with an answer the OPC UA library cannot read; "
+    "most often it does not trust this gateway's certificate"
+)

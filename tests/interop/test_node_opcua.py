@@ -6,12 +6,11 @@ request, keeps a constant's SourceTimestamp, refuses an unknown client
 certificate in its own way, and caps its sessions. Expected values come from
 opcua_server.py, the mirror of server.js's address space.
 
-The expected failures (xfail, not strict) pin what the driver does wrong against
-node-opcua today; each reason says what happens. When a fix lands, the test
-passes (XPASS) and its marker goes. The operation-limit, session and poll-time
-tests failed so before the driver kept its calls within the server's limits,
-asked for a session timeout of seconds and stamped a poll with the time of its
-answer (tests/interop/README.md).
+The expected failure (xfail, not strict) pins what the driver still does wrong
+against node-opcua; its reason says what happens. When a fix lands, the test
+passes (XPASS) and its marker goes. The operation-limit, session, poll-time,
+untrusted-certificate and old-constant tests failed before the fixes named in
+tests/interop/README.md.
 """
 
 from __future__ import annotations
@@ -282,16 +281,6 @@ async def test_a_constant_polled_is_stamped_with_the_time_of_the_response(
     assert all(before <= ts <= after for before, ts, after in stamped), stamped
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "subscribe mode judges the device clock by each change's SourceTimestamp; node-opcua's "
-        "first notification of a value unchanged since it was written carries that old "
-        "SourceTimestamp, so subscribing to a constant older than max_clock_skew logs "
-        "device_clock_skewed (skew_s = minus the value's age) and counts a replaced "
-        "timestamp, though the server's clock is right (Plant/Rising's agree)"
-    ),
-)
 async def test_subscribing_to_an_old_constant_is_no_device_clock_skew(
     plain: NodeOpcuaServer,
 ) -> None:
@@ -418,17 +407,6 @@ async def test_a_server_certificate_not_in_the_trust_dir_is_refused_with_its_fin
     assert server.log_lines("session_activated") == [], "refused before any session"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "node-opcua 2.163.1 refuses the channel with an ERR message that carries a "
-        "secure-channel header and a ServiceFault (BadSecurityChecksFailed); asyncua 2.1 "
-        "reads it as Part 6's Error message (StatusCode = the channel id, a Good code) and "
-        "closes the socket, so the driver's read_channel_faults, which expects the fault in an "
-        "OPN answer (asyncua's AssertionError), never sees it: link_down says 'connection "
-        "lost', naming neither cert.der nor where the server's operator must put it"
-    ),
-)
 async def test_an_untrusted_client_certificate_is_named_with_where_to_put_it(
     node_opcua_server: StartServer, gateway: Gateway
 ) -> None:
