@@ -20,9 +20,9 @@ from edge_agent.wire import NotCarried, NumberFormat
 QUALITY_NAMES = {
     Quality.GOOD: "good",
     Quality.UNCERTAIN: "uncertain",
-    Quality.COMM: "BAD: no answer / refused",
+    Quality.COMM: "BAD: communication",
     Quality.SENSOR: "BAD: sensor fault",
-    Quality.CONFIG: "BAD: cannot decode",
+    Quality.CONFIG: "BAD: configuration",
 }
 
 

@@ -111,7 +111,7 @@ async def test_bad_nodes_are_shown_bad_with_their_reason_and_exit_1(
     assert code == 1, out
     lines = {cells[0]: " ".join(cells) for line in out.splitlines() if (cells := line.split())}
     assert "q=0 good" in lines["MINE1.CO"]
-    assert lines["MINE1.NOPE"].endswith("q=4 BAD: cannot decode BadNodeIdUnknown")
+    assert lines["MINE1.NOPE"].endswith("q=4 BAD: configuration BadNodeIdUnknown")
     assert lines["MINE1.LOST"].endswith("browse path /Mine/Vent/NOPE not found (BadNoMatch)")
     assert "Double" in lines["MINE1.INT"]  # what the server holds, beside the reason
     assert lines["MINE1.INT"].endswith("type mismatch: the node holds Double, not Int32")
