@@ -74,7 +74,7 @@ def value_cell(tag: TagBase, sample: Sample) -> str:
 
 
 def quality_cell(sample: Sample, reason: str | None = None) -> str:
-    """`q=0 good`, `q=2 BAD: no answer / refused`; with the protocol's own reason for a
+    """`q=0 good`, `q=2 BAD: communication`; with the protocol's own reason for a
     bad tag (in the reason column) just `q=2 BAD`, not a generic guess at it."""
     if reason is not None and sample.quality.is_bad:
         return f"q={int(sample.quality)} BAD"
