@@ -1,16 +1,15 @@
-"""Small helpers of the OPC UA tests: a device config, and reading until something shows."""
+"""Small helpers of the OPC UA tests: a tag, a device config, samples by tag.
+
+Reading until something shows is `polling.read_until` (tests/polling.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 from opcua_sim import NAMESPACE
 
 from drivers.opcua.config import OpcuaDevice
-from drivers.opcua.driver import OpcuaDriver
 from edge_agent.model import Sample
 
 
@@ -41,18 +40,3 @@ def device(endpoint: str, tags: list[dict[str, Any]], **fields: Any) -> OpcuaDev
 def by_tag(samples: list[Sample]) -> dict[str, Sample]:
     """The last sample of each tag."""
     return {s.tag: s for s in samples}
-
-
-async def read_until(
-    driver: OpcuaDriver, done: Callable[[list[Sample]], bool], within: float = 10.0
-) -> list[Sample]:
-    """Read every 200 ms until `done(samples of one read)`; fails after `within` seconds."""
-    deadline = time.monotonic() + within
-    seen: list[list[Sample]] = []
-    while time.monotonic() < deadline:
-        samples = await driver.read()
-        if done(samples):
-            return samples
-        seen.append(samples)
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not seen within {within}s; last reads: {seen[-3:]}")

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from polling import modbus_drivers
 from structlog.testing import capture_logs
 from test_modbus_driver import expected_all_types, typed_points
 
@@ -102,16 +103,6 @@ def qualities(samples: list[Sample]) -> set[Quality]:
     return {s.quality for s in samples}
 
 
-@contextlib.asynccontextmanager
-async def drivers_for(*devices: ModbusDevice) -> AsyncIterator[list[ModbusDriver]]:
-    made = [ModbusDriver(d) for d in devices]
-    try:
-        yield made
-    finally:
-        for driver in made:
-            await driver.close()
-
-
 @pytest.fixture(autouse=True)
 def no_leaked_fds() -> Iterator[None]:
     """The pty bridge and the serial client close what they open."""
@@ -127,7 +118,7 @@ def no_leaked_fds() -> Iterator[None]:
 async def test_every_type_and_byte_order_reads_right_on_every_transport(transport: str) -> None:
     async with await start_simulator(bus_scenario(transport, [typed_unit(1)])) as simulator:
         device = unit_device(simulator, transport, 1, typed_tags("T."))
-        async with drivers_for(device) as (driver,):
+        async with modbus_drivers(device) as (driver,):
             samples = await driver.read()
             assert qualities(samples) == {Quality.GOOD}, samples
             assert values(samples) == expected_typed("T.")
@@ -139,7 +130,7 @@ async def test_several_units_share_one_connection_and_each_reads_its_own(transpo
     units = [typed_unit(1), typed_unit(2), typed_unit(7)]
     async with await start_simulator(bus_scenario(transport, units)) as simulator:
         devices = [unit_device(simulator, transport, u, typed_tags(f"U{u}.")) for u in (1, 2, 7)]
-        async with drivers_for(*devices) as drivers:
+        async with modbus_drivers(*devices) as drivers:
             for _ in range(3):
                 results = await asyncio.gather(*(d.read() for d in drivers))
             for unit, samples in zip((1, 2, 7), results, strict=True):
@@ -158,7 +149,7 @@ async def test_a_dead_unit_does_not_take_its_siblings_down(transport: str) -> No
     units = [typed_unit(1), typed_unit(2, silent=True), typed_unit(3)]
     async with await start_simulator(bus_scenario(transport, units)) as simulator:
         devices = [unit_device(simulator, transport, u, typed_tags(f"U{u}.")) for u in (1, 2, 3)]
-        async with drivers_for(*devices) as (one, dead, three):
+        async with modbus_drivers(*devices) as (one, dead, three):
             started = time.monotonic()
             for _ in range(8):
                 polls = await asyncio.gather(one.read(), dead.read(), three.read())
@@ -183,7 +174,7 @@ async def test_units_on_one_bus_take_turns_poll_by_poll() -> None:
     units = [typed_unit(1), typed_unit(2), typed_unit(3)]
     async with await start_simulator(bus_scenario("rtu", units)) as simulator:
         devices = [unit_device(simulator, "rtu", u, typed_tags(f"U{u}.")) for u in (1, 2, 3)]
-        async with drivers_for(*devices) as drivers:
+        async with modbus_drivers(*devices) as drivers:
             for _ in range(2):
                 await asyncio.gather(*(d.read() for d in drivers))
             assert simulator.requests_by_unit("bus") == {1: 8, 2: 8, 3: 8}
@@ -215,7 +206,7 @@ async def test_a_slow_device_answers_within_its_timeout_and_delays_no_one_else()
                 "tags": [{"hazard": "HZ01", **t} for t in typed_tags("F.")],
             }
         )
-        async with drivers_for(slow_device, fast_device) as (slow_driver, fast_driver):
+        async with modbus_drivers(slow_device, fast_device) as (slow_driver, fast_driver):
 
             async def timed(driver: ModbusDriver) -> tuple[list[Sample], float]:
                 started = time.monotonic()
@@ -236,7 +227,7 @@ async def test_a_device_that_drops_its_connection_is_read_again_at_once() -> Non
         device = unit_device(
             simulator, "tcp", 1, typed_tags("T."), reconnect_min="50ms", reconnect_max="100ms"
         )
-        async with drivers_for(device) as (driver,):
+        async with modbus_drivers(device) as (driver,):
             good = 0
             deadline = time.monotonic() + 3
             while good < 3 and time.monotonic() < deadline:
@@ -274,7 +265,7 @@ async def test_garbage_from_the_device_never_stops_polling() -> None:
         }
     )
     try:
-        async with drivers_for(device) as (driver,):
+        async with modbus_drivers(device) as (driver,):
             for _ in range(15):
                 samples = await driver.read()
                 assert len(samples) == len(device.tags)
@@ -292,7 +283,7 @@ async def test_reconnect_backs_off_to_its_cap_and_is_back_soon_after_the_device_
         device = unit_device(
             simulator, "tcp", 1, typed_tags("T."), reconnect_min="20ms", reconnect_max="200ms"
         )
-        async with drivers_for(device) as (driver,):
+        async with modbus_drivers(device) as (driver,):
             assert qualities(await driver.read()) == {Quality.GOOD}
             await simulator.stop_device("bus")
             connects_before = simulator.connections("bus")
@@ -317,7 +308,7 @@ async def test_a_full_run_sends_only_read_function_codes(transport: str) -> None
     units[0]["exception_addresses"] = ["hr:201"]
     async with await start_simulator(bus_scenario(transport, units)) as simulator:
         devices = [unit_device(simulator, transport, u, typed_tags(f"U{u}.")) for u in (1, 2)]
-        async with drivers_for(*devices) as drivers:
+        async with modbus_drivers(*devices) as drivers:
             for _ in range(3):
                 await asyncio.gather(*(d.read() for d in drivers))
             await asyncio.gather(*(d.read_all() for d in drivers))
@@ -343,7 +334,7 @@ async def test_a_dead_unit_logs_link_down_once() -> None:
             )
             for u in (1, 2)
         ]
-        async with drivers_for(*devices) as drivers:
+        async with modbus_drivers(*devices) as drivers:
             with capture_logs() as logs:
                 for _ in range(5):
                     await asyncio.gather(*(d.read() for d in drivers))
@@ -361,7 +352,7 @@ async def test_a_slow_poll_group_is_read_only_when_its_own_deadline_comes() -> N
         for t in tags[:3]:
             t["poll"] = "300ms"
         device = unit_device(simulator, "tcp", 1, tags, poll="100ms")
-        async with drivers_for(device) as (driver,):
+        async with modbus_drivers(device) as (driver,):
             assert [g.interval for g in driver.groups] == [0.1, 0.3]
             seen: list[int] = []
             started = time.monotonic()
@@ -381,7 +372,7 @@ async def test_a_late_poll_group_skips_the_deadlines_it_missed_and_counts_them()
         for t in tags:
             t["poll"] = "200ms"
         device = unit_device(simulator, "tcp", 1, tags, poll="100ms")
-        async with drivers_for(device) as (driver,):
+        async with modbus_drivers(device) as (driver,):
             with capture_logs() as logs:
                 assert len(await driver.read()) == len(tags)
                 assert await driver.read() == []  # not due: nothing sent
@@ -403,7 +394,7 @@ async def test_a_half_answering_unit_costs_its_siblings_at_most_one_timeout() ->
         tags = [{"tag": "H.0", "address": "hr:0"}, {"tag": "H.50", "address": "hr:50"}]
         halfway = unit_device(simulator, "tcp", 1, tags)
         sibling = unit_device(simulator, "tcp", 2, typed_tags("S."))
-        async with drivers_for(halfway, sibling) as (half_driver, sibling_driver):
+        async with modbus_drivers(halfway, sibling) as (half_driver, sibling_driver):
             first = await half_driver.read()
             assert [s.quality for s in first] == [Quality.GOOD, Quality.COMM]
             for _ in range(5):

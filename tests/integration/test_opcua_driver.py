@@ -10,11 +10,12 @@ import itertools
 from collections.abc import AsyncIterator
 
 import pytest
-from opcua_helpers import by_tag, device, read_until, tag
+from opcua_helpers import by_tag, device, tag
 from opcua_sim import (
     Sim,
     opcua_sim_fixture,  # noqa: F401  # registers the fixture opcua_sim
 )
+from polling import read_until
 from structlog.testing import capture_logs
 
 from drivers import build_driver

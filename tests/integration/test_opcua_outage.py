@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 import pytest
-from opcua_helpers import by_tag, device, read_until, tag
+from opcua_helpers import by_tag, device, tag
 from opcua_sim import (
     Sim,
     opcua_sim_fixture,  # noqa: F401  # registers the fixture opcua_sim
 )
+from polling import read_until
 from structlog.testing import capture_logs
 
 from drivers.opcua.driver import OpcuaDriver

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from asyncua import Node, Server, ua
-from opcua_helpers import by_tag, device, read_until, tag
+from opcua_helpers import by_tag, device, tag
 from opcua_sim import NAMESPACE
+from polling import read_until
 from structlog.testing import capture_logs
 
 from drivers.opcua import driver as driver_module

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 from asyncua import Client
-from opcua_helpers import device, read_until, tag
+from opcua_helpers import device, tag
 from opcua_sim import (
     LIMITED_SESSIONS,
     Sim,
     opcua_sim_fixture,  # noqa: F401  # registers the fixture opcua_sim
 )
+from polling import read_until
 
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.session import SESSION_TIMEOUT_MIN

@@ -12,11 +12,12 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from opcua_helpers import device, read_until, tag
+from opcua_helpers import device, tag
 from opcua_sim import (
     Sim,
     opcua_sim_fixture,  # noqa: F401  # registers the fixture opcua_sim
 )
+from polling import read_until
 from structlog.testing import capture_logs
 
 from drivers.opcua.driver import OpcuaDriver

@@ -30,10 +30,8 @@ def mbserver_binary(
     A missing compiler or libmodbus fails the tests rather than skipping them: a
     skipped interop test reads as a passed one in a hurried review.
     """
-    cache: pytest.Cache | None = getattr(request.config, "cache", None)  # None: -p no:cacheprovider
-    root = cache.mkdir("libmodbus") if cache is not None else tmp_path_factory.mktemp("libmodbus")
     try:
-        return build(Path(root))
+        return build(_kept_dir(request, tmp_path_factory, "libmodbus"))
     except BuildError as exc:
         pytest.fail(f"cannot build the libmodbus server: {exc}", pytrace=False)
 
@@ -64,10 +62,8 @@ def node_opcua_modules(
     A missing node or npm, or an unreachable registry, fails the tests rather than
     skipping them, as for libmodbus.
     """
-    cache: pytest.Cache | None = getattr(request.config, "cache", None)  # None: -p no:cacheprovider
-    root = cache.mkdir("node-opcua") if cache is not None else tmp_path_factory.mktemp("node-opcua")
     try:
-        return install(Path(root))
+        return install(_kept_dir(request, tmp_path_factory, "node-opcua"))
     except InstallError as exc:
         pytest.fail(f"cannot install node-opcua: {exc}", pytrace=False)
 
@@ -88,3 +84,12 @@ def node_opcua_server(node_opcua_modules: Path, tmp_path: Path) -> Iterator[Star
     yield start
     for server in reversed(started):
         server.stop()
+
+
+def _kept_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Path:
+    """A directory kept across sessions (pytest's cache), or this session's own when the
+    cache is off (-p no:cacheprovider)."""
+    cache: pytest.Cache | None = getattr(request.config, "cache", None)
+    return Path(cache.mkdir(name) if cache is not None else tmp_path_factory.mktemp(name))

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from polling import modbus_drivers, read_until
 from pymodbus import FramerType
 from pymodbus.client import ModbusTcpClient
 
@@ -105,25 +106,9 @@ def all_good(samples: list[Sample]) -> bool:
     return all(s.quality is Quality.GOOD for s in samples)
 
 
-@contextlib.asynccontextmanager
-async def drivers_for(*devices: ModbusDevice) -> AsyncIterator[list[ModbusDriver]]:
-    made = [ModbusDriver(d) for d in devices]
-    try:
-        yield made
-    finally:
-        for driver in made:
-            await driver.close()
-
-
 async def read_until_good(driver: ModbusDriver, within: float) -> list[Sample]:
     """Poll every 50 ms, as a scheduler would, until every tag is good."""
-    deadline = time.monotonic() + within
-    while True:
-        samples = await driver.read()
-        if all_good(samples):
-            return samples
-        assert time.monotonic() < deadline, f"not good within {within}s: {samples}"
-        await asyncio.sleep(0.05)
+    return await read_until(driver, all_good, within, every=0.05)
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -139,7 +124,7 @@ async def test_every_known_value_decodes_exactly_on_every_transport(
     parity: only parity N can be tried here (a pty refuses parity, stty parenb).
     """
     server = libmodbus_server(transport=transport)
-    async with drivers_for(device(server, known_tags())) as (driver,):
+    async with modbus_drivers(device(server, known_tags())) as (driver,):
         readings = await driver.read_all()
     samples = [r.sample for r in readings]
     assert qualities(samples) == dict.fromkeys(expected_known(), Quality.GOOD)
@@ -156,7 +141,7 @@ async def test_the_largest_reads_decode_every_value(libmodbus_server: StartServe
         *registers(*range(125)),
         *[{"tag": f"CO{i}", "address": f"co:{i}", "type": "bool"} for i in range(64)],
     ]
-    async with drivers_for(device(server, tags)) as (driver,):
+    async with modbus_drivers(device(server, tags)) as (driver,):
         samples = await driver.read()
     assert [(r.function_code, r.address, r.count) for r in server.requests()] == [
         (3, 0, 125),
@@ -177,7 +162,7 @@ async def test_a_hole_costs_only_the_tags_that_name_it(libmodbus_server: StartSe
     """
     server = libmodbus_server("--hole", "50:51")
     tags = registers(48, 49, 50, 51, 52, 53)
-    async with drivers_for(device(server, tags)) as (driver,):
+    async with modbus_drivers(device(server, tags)) as (driver,):
         polls = [await driver.read() for _ in range(2)]
         before_last = len(server.requests())
         polls.append(await driver.read())
@@ -198,7 +183,7 @@ async def test_a_read_spanning_a_hole_by_gap_fill_is_split_and_both_tags_stay_go
 ) -> None:
     """max_gap merges hr:45 and hr:56 over the hole hr:50-51; neither tag names the hole."""
     server = libmodbus_server("--hole", "50:51")
-    async with drivers_for(device(server, registers(45, 56), max_gap=20)) as (driver,):
+    async with modbus_drivers(device(server, registers(45, 56), max_gap=20)) as (driver,):
         polls = [await driver.read() for _ in range(2)]
     for samples in polls:
         assert values(samples) == {"HR45": holding(45), "HR56": holding(56)}
@@ -223,7 +208,7 @@ async def test_a_unit_that_cannot_be_reached_costs_only_its_own_tags(
     with exception 11. Unit 1 stays good at every poll, with its own unit id in hr:109."""
     server = libmodbus_server("--unit", "1", *options, transport=transport)
     tags = [UNIT_TAG, *registers(0, 100)]
-    async with drivers_for(device(server, tags, 1), device(server, tags, 2)) as (one, two):
+    async with modbus_drivers(device(server, tags, 1), device(server, tags, 2)) as (one, two):
         started = time.monotonic()
         for _ in range(5):
             healthy, lost = await asyncio.gather(one.read(), two.read())
@@ -274,7 +259,7 @@ async def _poll_beside_an_absent_unit(server: MbServer, limit: str) -> list[list
     tags = [UNIT_TAG, *registers(0)]
     healthy = device(server, tags, 1, timeout=limit)
     absent = device(server, tags, 2, timeout=limit)
-    async with drivers_for(healthy, absent) as (one, two):
+    async with modbus_drivers(healthy, absent) as (one, two):
         polls = []
         for _ in range(5):
             samples, _ = await asyncio.gather(one.read(), two.read())
@@ -297,8 +282,8 @@ async def test_a_native_libmodbus_slave_beside_an_absent_unit_is_read_with_a_tim
     strict=True,
     raises=AssertionError,
     reason=(
-        "after a timeout on a serial line the driver keeps the bus quiet for the inter-frame "
-        "silence plus 20 ms; a libmodbus 3.1.6 slave swallows any frame for 500 ms after a "
+        "after a timeout on a serial line the driver keeps the bus quiet as long again as the "
+        "timeout (200 ms here); a libmodbus 3.1.6 slave swallows any frame for 500 ms after a "
         "request for another unit, so its own request is lost, every unit on the link looks "
         "silent and the link is dropped (tests/interop/README.md)"
     ),
@@ -322,7 +307,7 @@ async def test_a_busy_answer_costs_at_most_the_tags_of_that_request(
     server = libmodbus_server("--busy-every", "3")
     tags = [*registers(0), {"tag": "F32", "address": "hr:100", "type": "float32"}]
     expected = {"HR0": holding(0), "F32": KNOWN[0].value}
-    async with drivers_for(device(server, tags)) as (driver,):
+    async with modbus_drivers(device(server, tags)) as (driver,):
         for _ in range(6):
             samples = await driver.read()
             for sample in samples:
@@ -341,7 +326,7 @@ async def test_a_dropped_connection_is_reconnected_and_read_again(
     server = libmodbus_server("--drop-every", "5")
     tags = [*registers(0), *registers(150)]
     config = device(server, tags, reconnect_min="20ms", reconnect_max="50ms")
-    async with drivers_for(config) as (driver,):
+    async with modbus_drivers(config) as (driver,):
         good_after_a_drop = 0
         deadline = time.monotonic() + 5
         while good_after_a_drop < 2 and time.monotonic() < deadline:
@@ -360,7 +345,7 @@ async def test_a_restarted_server_is_read_again(
     """The device restarts; on RTU the line (and a serial device server) stays up."""
     server = libmodbus_server(transport=transport)
     config = device(server, registers(0), reconnect_min="20ms", reconnect_max="100ms")
-    async with drivers_for(config) as (driver,):
+    async with modbus_drivers(config) as (driver,):
         assert all_good(await driver.read())
         server.restart()
         await read_until_good(driver, within=3.0)
@@ -377,7 +362,7 @@ async def test_a_lone_unit_back_from_an_outage_is_read_again_within_its_reconnec
     config = device(
         server, registers(0), timeout="200ms", reconnect_min="20ms", reconnect_max="100ms"
     )
-    async with drivers_for(config) as (driver,):
+    async with modbus_drivers(config) as (driver,):
         assert all_good(await driver.read())
         outage = asyncio.ensure_future(asyncio.to_thread(server.restart, 1.5))
         while not outage.done():
@@ -403,7 +388,7 @@ async def test_a_late_answer_never_reaches_the_next_unit(
     tags = [UNIT_TAG]
     one = device(server, tags, 1, timeout="1s")
     two = device(server, tags, 2, timeout="200ms")
-    async with drivers_for(one, two) as (first, slow):
+    async with modbus_drivers(one, two) as (first, slow):
         for _ in range(4):
             late, samples = await asyncio.gather(slow.read(), first.read())
             assert values(samples) in ({"UNIT": 1}, {"UNIT": None})  # None: see the next test
@@ -454,7 +439,7 @@ async def test_a_late_answer_packed_with_the_next_answer_does_not_cost_the_next_
     async with packing_device_server(server.port, 0.02) as port:
         one = device(server, [UNIT_TAG], 1, timeout="1s", port=port)
         two = device(server, [UNIT_TAG], 2, timeout="200ms", port=port)
-        async with drivers_for(one, two) as (first, slow):
+        async with modbus_drivers(one, two) as (first, slow):
             for _ in range(3):
                 _, samples = await asyncio.gather(slow.read(), first.read())
                 assert values(samples) == {"UNIT": 1}
@@ -471,7 +456,7 @@ async def test_a_unit_slower_than_its_timeout_on_a_serial_line_never_reads_a_wro
     server = libmodbus_server("--slow-unit", "1:350", transport="rtu")
     fast: dict[str, Any] = {"timeout": "200ms", "reconnect_min": "20ms", "reconnect_max": "20ms"}
     expected = {"HR0": holding(0), "HR150": holding(150)}
-    async with drivers_for(device(server, registers(0, 150), **fast)) as (driver,):
+    async with modbus_drivers(device(server, registers(0, 150), **fast)) as (driver,):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             for sample in await driver.read():
@@ -489,7 +474,7 @@ async def test_own_connections_to_a_serialising_server_still_wait_behind_a_slow_
     server = libmodbus_server("--unit", "1", "--unit", "2", "--slow-unit", "2:300")
     one = device(server, [UNIT_TAG], 1, timeout="1s", connection="own")
     two = device(server, [UNIT_TAG], 2, timeout="1s", connection="own")
-    async with drivers_for(one, two) as (first, slow):
+    async with modbus_drivers(one, two) as (first, slow):
         assert all_good(await first.read())  # both connections are open before timing
         assert all_good(await slow.read())
         slow_read = asyncio.ensure_future(slow.read())
@@ -513,7 +498,7 @@ async def test_the_server_only_ever_receives_read_function_codes(
     server = libmodbus_server("--hole", "50:51", "--busy-every", "7", "--drop-every", "11")
     tags = [*known_tags(), *registers(49, 50, 52)]
     fast: dict[str, Any] = {"timeout": "150ms", "reconnect_min": "20ms", "reconnect_max": "50ms"}
-    async with drivers_for(device(server, tags, 1, **fast), device(server, tags, 3, **fast)) as (
+    async with modbus_drivers(device(server, tags, 1, **fast), device(server, tags, 3, **fast)) as (
         one,
         absent,
     ):

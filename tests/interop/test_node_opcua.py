@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import polling
 import pytest
 from structlog.testing import capture_logs
 
@@ -133,16 +134,8 @@ def down(samples: list[Sample]) -> bool:
 async def read_until(
     driver: OpcuaDriver, done: Callable[[list[Sample]], bool], within: float = 5.0
 ) -> list[Sample]:
-    """Read every 100 ms until `done(samples of one read)`; fails after `within` seconds."""
-    deadline = time.monotonic() + within
-    seen: list[list[Sample]] = []
-    while time.monotonic() < deadline:
-        samples = await driver.read()
-        if done(samples):
-            return samples
-        seen.append(samples)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not seen within {within}s; last reads: {seen[-2:]}")
+    """`polling.read_until` every 100 ms, 5 s by default."""
+    return await polling.read_until(driver, done, within, every=0.1)
 
 
 def now_ms() -> int:
