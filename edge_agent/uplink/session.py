@@ -53,6 +53,8 @@ AckHandler = Callable[[int, ReasonCode | None], None]
 WILL_DELAY_S = (
     30  # spec: the will is sent 30 s after an unclean loss, so a quick restart does not flap
 )
+SESSION_EXPIRY_S = 2 * WILL_DELAY_S
+"""At least the will delay: a broker sends the will when the session ends, if earlier."""
 
 
 class ConnectFailed(AgentError):
@@ -164,11 +166,15 @@ class Session:
         if ep.mqtt5:
             properties = _properties(PacketTypes.CONNECT)
             # The broker holds the will back only while the session lives: a session
-            # that ended at once would send the will at once. Clean start on every
-            # connect still discards the old session (and its pending will).
-            properties.SessionExpiryInterval = 2 * WILL_DELAY_S
+            # that ended at once would send the will at once. Hence no clean start
+            # either: a clean start ends the old session, and a broker that follows
+            # the standard (ejabberd) then sends its will at once, so a quick restart
+            # would flap the gateway offline. Resuming the session cancels the will.
+            # The session holds nothing else of ours: QoS 1 publishes are resent
+            # from the store, and the one subscription (`meta`) is removed at once.
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
         connect_args: dict[str, Any] = (
-            {"properties": properties, "clean_start": True} if ep.mqtt5 else {}
+            {"properties": properties, "clean_start": False} if ep.mqtt5 else {}
         )
         try:
             await asyncio.wait_for(
