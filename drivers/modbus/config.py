@@ -54,6 +54,14 @@ def _address_text(value: object) -> object:
 AddressText = Annotated[str, BeforeValidator(_address_text)]
 
 
+def _pair(value: object) -> object:
+    """YAML writes a pair as a list; strict validation takes only the tuple it becomes."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+Pair = Annotated[tuple[float, float], BeforeValidator(_pair)]
+
+
 class Scale(Strict):
     """Linear scaling: raw * multiplier + offset, or a raw range mapped onto an engineering one."""
 
@@ -61,10 +69,10 @@ class Scale(Strict):
         None, description="Factor applied to the raw value (with offset); not with raw/eng."
     )
     offset: float | None = Field(None, description="Added after the multiplier.")
-    raw: tuple[float, float] | None = Field(
+    raw: Pair | None = Field(
         None, description="Raw range [low, high], mapped linearly onto eng, e.g. [0, 27648]."
     )
-    eng: tuple[float, float] | None = Field(
+    eng: Pair | None = Field(
         None, description="Engineering range [low, high] that raw maps onto, e.g. [0, 100]."
     )
 

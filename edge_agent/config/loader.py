@@ -12,6 +12,9 @@ onto data paths and positions.
 Choices and hazards:
 - Duplicate keys are errors (PyYAML silently keeps the last; so does the data here).
 - Keys are taken as written: ``on:`` stays the text "on", not YAML 1.1's true.
+- Plain values are read as YAML 1.2 reads them, as editors and the JSON Schema do
+  (``yes`` is text, ``0o17`` is 15); a number with a leading zero, which YAML 1.1
+  and 1.2 read differently, is refused: see edge_agent/config/yaml12.py.
 - Anchors, aliases and ``<<`` merge keys work; an alias of its own ancestor is an
   error, and a file that expands past _MAX_NODES values through aliases is refused.
 - Nesting deeper than _MAX_DEPTH is refused at the line where it goes too deep,
@@ -36,9 +39,10 @@ from pydantic_core import ErrorDetails
 
 from edge_agent.config.schema import LOCATED, AgentConfig, DataPath, find_duplicates
 from edge_agent.config.types import format_duration, format_size, parse_duration, parse_size
+from edge_agent.config.yaml12 import YAML11_BOOLEANS, read_plain, refusal
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
-__all__ = ["load_config"]
+__all__ = ["load_config", "read_yaml"]
 
 _MAX_NODES = 1_000_000
 _MAX_DEPTH = 64
@@ -94,6 +98,20 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError([p.render(filename) for p in refused.problems]) from None
 
 
+def read_yaml(text: str) -> object:
+    """A config file's data as the loader reads it, before it is judged.
+
+    Plain scalars as YAML 1.2 reads them, merge keys applied: the data an editor
+    checks against the JSON Schema. Raises ConfigError only for a file that is not
+    YAML at all; what the loader would refuse beyond that is for load_config to say.
+    """
+    try:
+        root = _compose(text)
+        return None if root is None else _Walker().walk(root, ())
+    except _Refused as refused:
+        raise ConfigError([p.render("(text)") for p in refused.problems]) from None
+
+
 class _Refused(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(problems)
@@ -133,7 +151,9 @@ def _load_text(text: str) -> AgentConfig:
     try:
         config = AgentConfig.model_validate(data)
     except ValidationError as exc:
-        problems += _explain(exc.errors(), data, walker.source)
+        explained = _explain(exc.errors(), data, walker.source)
+        # A value the YAML layer refused has its problem already: not a second one.
+        problems += [p for p in explained if p.path not in walker.refused]
     if problems:
         raise _Refused(problems)
     return config
@@ -218,7 +238,9 @@ class _Walker:
     def __init__(self) -> None:
         self.source = SourceMap()
         self.problems: list[Problem] = []
+        self.refused: set[str] = set()  # the (formatted) paths of the values in problems
         self._constructor = yaml.constructor.SafeConstructor()
+        self._resolver = yaml.resolver.Resolver()
         self._open: set[int] = set()  # ids of the nodes being walked: an alias loop guard
         self._budget = _MAX_NODES
 
@@ -299,13 +321,33 @@ class _Walker:
         return None
 
     def _scalar(self, node: yaml.Node, path: DataPath) -> object:
-        self.source.texts[path] = str(node.value)
+        text = str(node.value)
+        self.source.texts[path] = text
+        if self._is_plain(node):
+            if (message := refusal(text)) is not None:
+                self._refuse(node, path, message)
+            return read_plain(text)
         try:
             return self._constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
-            message = f"cannot read this value: {exc.problem}"
-            self.problems.append(Problem(_mark(node), _format_path(path), message))
+            self._refuse(node, path, f"cannot read this value: {exc.problem}")
             return None
+
+    def _is_plain(self, node: yaml.Node) -> bool:
+        """Unquoted and untagged: PyYAML gave it the tag YAML 1.1 implies, to be read as 1.2.
+
+        The pure parser marks plain style None, libyaml ''; an explicit tag (!!str 010)
+        differs from the implied one and is kept.
+        """
+        if not isinstance(node, yaml.ScalarNode) or node.style:
+            return False
+        # types-PyYAML leaves Resolver.resolve unannotated.
+        implied = self._resolver.resolve(yaml.ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
+        return bool(node.tag == implied)
+
+    def _refuse(self, node: yaml.Node, path: DataPath, message: str) -> None:
+        self.problems.append(Problem(_mark(node), _format_path(path), message))
+        self.refused.add(_format_path(path))
 
 
 # --- duplicate names --------------------------------------------------------------
@@ -498,6 +540,13 @@ def _wrong_type(error: _Error) -> str:
     message = f"expected {_EXPECTED[error.kind]}, got {error.shown}"
     if error.kind == "string_type" and not isinstance(error.value, dict | list | None):
         message += f"; write it in quotes: '{error.shown}'"
+    elif error.kind == "bool_type" and isinstance(error.value, str):
+        meant = YAML11_BOOLEANS.get(error.value.lower())
+        if meant is not None:
+            message += (
+                f"; YAML 1.1 reads {error.value} as {str(meant).lower()}, but YAML 1.2 "
+                f"(editors, and this loader) reads it as text: write {str(meant).lower()}"
+            )
     return message
 
 

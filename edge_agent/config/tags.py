@@ -20,9 +20,14 @@ from edge_agent.wire import MAX_DECIMALS, NumberFormat
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors, values are immutable."""
+    """Base of every config model: unknown keys are errors, values are immutable, and each
+    value must already have its type: no text for a number or a boolean, no 1 for true.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict, because the JSON Schema an editor checks with has no conversions: pydantic's
+    lax mode would take `gzip: "yes"` and `port: true` (as 1) that the schema refuses.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Range(Strict):

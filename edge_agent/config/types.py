@@ -57,6 +57,8 @@ def parse_size(text: object) -> object:
         return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
     if isinstance(text, bool):
         raise ValueError("a size is a number and a unit, e.g. 2GiB, not a boolean")
+    if isinstance(text, int | float):
+        raise ValueError(f"{text!r} has no unit: write e.g. {text}B, {text}MiB or {text}GiB")
     return text
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.config.loader import _Walker
+from edge_agent.config.tags import Limits
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +100,20 @@ def _examples() -> list[object]:
 def test_every_example_config_is_valid(tmp_path: Path, text: str) -> None:
     """config/*.yaml and the complete examples in docs/configuration.md load as they are."""
     assert load_config(write(tmp_path, text)).devices
+
+
+def test_plain_values_are_read_as_yaml_12_reads_them(tmp_path: Path) -> None:
+    """As an editor shows them: `on` is text, 1e2 a number, 40001 an address; !!str is kept."""
+    text = edited("      - tag: XV-101\n", "      - tag: XV-101\n        name: on\n")
+    text = text.replace("limits: {H: 9.0, HH: 9.5}", "limits: {H: 9.0, HH: 1e2}")
+    text = text.replace("address: hr:0", "address: 40001\n        unit: !!str 010")
+    level, valve = load_config(write(tmp_path, text)).devices[0].tags
+    assert (valve.name, level.limits, level.address, level.unit) == (
+        "on",
+        Limits(H=9.0, HH=100.0),
+        "40001",
+        "010",
+    )
 
 
 def test_anchors_aliases_and_merge_keys_are_followed(tmp_path: Path) -> None:
@@ -273,10 +288,10 @@ def test_every_error_is_reported_sorted_by_line(tmp_path: Path) -> None:
 
 
 def test_a_number_where_text_is_expected_says_to_quote_it(tmp_path: Path) -> None:
-    """The value is shown as typed (0012), not as YAML read it (10 or 12)."""
-    text = edited("path: /var/lib/edge-agent/store.db", "path: 0012")
+    """The value is shown as typed (0x12), not as YAML read it (18)."""
+    text = edited("path: /var/lib/edge-agent/store.db", "path: 0x12")
     assert problems(tmp_path, text) == [
-        "8:9: store.path: expected text, got 0012; write it in quotes: '0012'"
+        "8:9: store.path: expected text, got 0x12; write it in quotes: '0x12'"
     ]
 
 
@@ -452,7 +467,7 @@ devices:
     name: plc-1
     port: 502
     tags:
-      - {tag: "A.1", hazard: HZ01, address: 40001, type: 'float32', limits: {H: 1e2}}
+      - {tag: "A.1", hazard: HZ01, name: on, address: 40001, type: 'float32', limits: {H: 1e2}}
 """
 
 

@@ -78,6 +78,14 @@ def test_a_size_without_a_known_unit_is_refused(text: str) -> None:
         parse_size(text)
 
 
+def test_a_bare_number_is_not_a_size() -> None:
+    """`max_size: 4096` is refused like `poll: 5`: no unit is assumed, bytes no more than GiB."""
+    with pytest.raises(
+        ValueError, match=r"4096 has no unit: write e\.g\. 4096B, 4096MiB or 4096GiB"
+    ):
+        parse_size(4096)
+
+
 def test_a_size_must_be_positive() -> None:
     """Zero bytes is refused after conversion."""
     with pytest.raises(ValidationError):
