@@ -250,9 +250,9 @@ def _status_from_store(config: AgentConfig, as_json: bool) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from edge_agent.config.jsonschema import config_json_schema
+    from edge_agent.config.jsonschema import config_json_schema_text
 
-    print(json.dumps(config_json_schema(), indent=2, sort_keys=True, ensure_ascii=False))
+    sys.stdout.write(config_json_schema_text())
     return EX_OK
 
 

@@ -47,9 +47,31 @@ DATA_TYPES: dict[str, tuple[str, int]] = {
 
 BYTE_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 
-_ADDRESS = re.compile(r"^(hr|ir|co|di):(\d{1,5})(?:\.(\d{1,2}))?$")
-_MODICON = re.compile(r"^([0134])(\d{4,5})(?:\.(\d{1,2}))?$")
+MAX_OFFSET = 65535
 _MODICON_AREAS: dict[str, Area] = {"0": "co", "1": "di", "3": "ir", "4": "hr"}
+_AREA_DIGITS = "".join(_MODICON_AREAS)
+_SHORT, _LONG = 4, 5
+"""How many digits a Modicon number has after its area digit: 40001 or 400001."""
+
+# [0-9], not \d: \d matches any Unicode digit, which a JSON Schema pattern does not.
+_AREA_FORM = r"(hr|ir|co|di):([0-9]{1,5})"
+_MODICON_FORM = rf"([{_AREA_DIGITS}])([0-9]{{{_SHORT},{_LONG}}})"
+_BIT_FORM = r"(?:\.([0-9]{1,2}))?"
+_ADDRESS = re.compile(f"^{_AREA_FORM}{_BIT_FORM}$")
+_MODICON = re.compile(f"^{_MODICON_FORM}{_BIT_FORM}$")
+
+ADDRESS_PATTERN = rf"^\s*(?:{_AREA_FORM}|{_MODICON_FORM}){_BIT_FORM}\s*$"
+"""Every text `parse_address` reads, for the JSON Schema; it also passes offsets past
+MAX_OFFSET, bits past 15 and 40000 with base 1, which `parse_address` refuses."""
+
+MODICON_NUMBERS: tuple[tuple[int, int], ...] = tuple(
+    (int(area) * 10**digits, int(area) * 10**digits + min(10**digits - 1, MAX_OFFSET + 1))
+    for area in _MODICON_AREAS
+    if area != "0"  # a whole number has no leading 0: a coil number must be quoted
+    for digits in (_SHORT, _LONG)
+)
+"""The whole numbers that can be Modicon numbers, as (lowest, highest): what an unquoted
+40001 may be. The highest is the last register with base 1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +108,8 @@ def parse_address(text: str, base: int = 1) -> Address:
                 f"{text!r}: with address_base {base} the first {AREAS[area]} is "
                 f"{match.group(1)}{base:0{len(match.group(2))}d}"
             )
-    if offset > 65535:
-        raise ValueError(f"{text!r}: offset {offset} is beyond 65535")
+    if offset > MAX_OFFSET:
+        raise ValueError(f"{text!r}: offset {offset} is beyond {MAX_OFFSET}")
     bit = None if match.group(3) is None else int(match.group(3))
     if bit is not None:
         if area in BIT_AREAS:

@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, WithJsonSchema, model_validator
 
 from drivers.modbus.codec import (
+    ADDRESS_PATTERN,
     AREAS,
     BIT_AREAS,
     BYTE_ORDERS,
     DATA_TYPES,
+    MODICON_NUMBERS,
     Address,
     parse_address,
     register_count,
@@ -51,7 +53,22 @@ def _address_text(value: object) -> object:
     return value
 
 
-AddressText = Annotated[str, BeforeValidator(_address_text)]
+AddressText = Annotated[
+    str,
+    BeforeValidator(_address_text),
+    # What the validator takes: the text forms, and the whole numbers YAML makes of 40001.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": ADDRESS_PATTERN},
+                {
+                    "type": "integer",
+                    "anyOf": [{"minimum": low, "maximum": high} for low, high in MODICON_NUMBERS],
+                },
+            ]
+        }
+    ),
+]
 
 
 def _pair(value: object) -> object:
@@ -128,7 +145,7 @@ class ModbusTag(TagBase):
             "register; or a Modicon number (40001, 30001, 00001, 10001) counted from the "
             'device\'s address_base. Quote Modicon coil numbers: "00001".'
         ),
-        examples=["hr:0", "ir:10", "co:5", "di:7", "hr:20.3", "40001"],
+        examples=["hr:0", "ir:10", "co:5", "di:7", "hr:20.3", "40001", 40001],
     )
     type: DataType = Field("uint16", description="How the raw bits are read.")
     length: int | None = Field(

@@ -19,7 +19,12 @@ import re
 import uuid
 from dataclasses import dataclass
 
-_NODE = re.compile(r"^(?:ns=(?P<ns>\d+);|nsu=(?P<nsu>[^;]+);)?(?P<kind>[isgb])=(?P<id>.+)$", re.S)
+# Without named groups, which JSON Schema patterns (ECMA 262) write differently.
+_NODE_FORM = r"(?:ns=([0-9]+);|nsu=([^;]+);)?([isgb])=([\s\S]+)"
+_NODE = re.compile(f"^{_NODE_FORM}$")
+NODE_PATTERN = rf"^\s*{_NODE_FORM}\s*$"
+"""The NodeId texts `parse_node` may read, for the JSON Schema; `parse_node` also checks
+the identifier (i= a number below 2^32, g= a GUID, b= base64) and the namespace index."""
 _ELEMENT = re.compile(r"^(?:(?P<ns>\d+):)?(?P<name>[^/]+)$")
 
 Namespace = int | str | None
@@ -55,11 +60,11 @@ def parse_node(text: str) -> NodeAddress:
             f"{text!r} is not a NodeId: write e.g. ns=2;s=Vent.CO301, ns=3;i=1001 or "
             "nsu=urn:plant:vent;s=CO301"
         )
-    kind, identifier = match["kind"], match["id"]
+    index, uri, kind, identifier = match.groups()
     _check_identifier(kind, identifier, text)
-    namespace: Namespace = match["nsu"]
-    if match["ns"] is not None:
-        namespace = int(match["ns"])
+    namespace: Namespace = uri
+    if index is not None:
+        namespace = int(index)
         if namespace > 65535:
             raise ValueError(f"{text!r}: a namespace index is at most 65535")
     return NodeAddress(namespace, kind, identifier)

@@ -6,11 +6,11 @@ drivers/opcua/address.py and only turned into NodeIds at connect.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from drivers.opcua.address import NodeAddress, parse_browse_path, parse_node
+from drivers.opcua.address import NODE_PATTERN, NodeAddress, parse_browse_path, parse_node
 from edge_agent.config.tags import DeviceBase, Strict, TagBase
 from edge_agent.config.types import Duration
 
@@ -116,8 +116,12 @@ class Monitor(Strict):
         return self
 
 
+# The pattern in the schema only: validation keeps parse_node's message, which names the forms.
+NodeText = Annotated[str, Field(json_schema_extra={"pattern": NODE_PATTERN})]
+
+
 class OpcuaTag(TagBase):
-    node: str | None = Field(
+    node: NodeText | None = Field(
         None,
         description=(
             "The node's NodeId: ns=2;s=Vent.CO301, ns=3;i=1001, nsu=URI;s=... (namespace by "

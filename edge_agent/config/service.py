@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from pydantic import Field, field_validator
 
 from edge_agent.config.tags import Strict
 from edge_agent.config.types import Duration
+
+_LISTEN = re.compile(r"^(.+):([0-9]{1,5})$")
 
 
 class Listen(NamedTuple):
@@ -38,6 +41,8 @@ class Metrics(Strict):
     )
     listen: str = Field(
         "127.0.0.1:9108",
+        # In the schema only: validation keeps _host_and_port's message, which names the form.
+        json_schema_extra={"pattern": _LISTEN.pattern},
         description=(
             "host:port to listen on ([::1]:9108 for IPv6). Keep it on loopback unless a "
             "firewall guards the port: the endpoints have no authentication."
@@ -60,7 +65,7 @@ class Metrics(Strict):
 
 def parse_listen(value: str) -> Listen:
     """'127.0.0.1:9108' or '[::1]:9108'; raises ValueError saying what is wrong."""
-    host, colon, port = value.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    match = _LISTEN.match(value)
+    if match is None or not 0 < int(match[2]) < 65536:
         raise ValueError(f"{value!r} is not host:port, e.g. 127.0.0.1:9108")
-    return Listen(host.removeprefix("[").removesuffix("]"), int(port))
+    return Listen(match[1].removeprefix("[").removesuffix("]"), int(match[2]))

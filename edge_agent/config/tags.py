@@ -14,6 +14,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from edge_agent.config.types import Delay, Duration, HazardCode, TagCode
 from edge_agent.wire import MAX_DECIMALS, NumberFormat
@@ -60,8 +61,25 @@ class Range(Strict):
 _GAS_LEVELS = {"level1": "H", "level2": "HH"}
 
 
+def _gas_levels_schema(schema: JsonDict) -> None:
+    """level1 and level2 in the schema as the loader takes them: other names, never both."""
+    properties = schema["properties"]
+    assert isinstance(properties, dict), "pydantic puts a model's fields under properties"
+    for level, kind in _GAS_LEVELS.items():
+        limit = properties[kind]
+        assert isinstance(limit, dict)
+        properties[level] = {
+            **limit,
+            "title": level.title(),
+            "description": f"A gas detector's name for {kind} (一级/二级报警); give one of them.",
+        }
+    schema["allOf"] = [{"not": {"required": [level, kind]}} for level, kind in _GAS_LEVELS.items()]
+
+
 class Limits(Strict):
     """Process alarm limits of one tag (高高报/高报/低报/低低报), with hysteresis and delays."""
+
+    model_config = ConfigDict(json_schema_extra=_gas_levels_schema)
 
     HH: float | None = Field(None, description="High-high limit: raised when the value reaches it.")
     H: float | None = Field(None, description="High limit: raised when the value reaches it.")

@@ -13,10 +13,11 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic.config import JsonDict
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+# [0-9], not \d: \d matches any Unicode digit, which the schema's patterns (ECMA 262) do not.
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|kB|MB|GB|TB)\s*$")
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KiB|MiB|GiB|TiB|kB|MB|GB|TB)\s*$")
 _SIZE_UNITS = {
     "B": 1,
     "KiB": 1024,
