@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from textwrap import dedent
 
@@ -81,25 +80,6 @@ def test_a_valid_file_loads_into_the_models(tmp_path: Path) -> None:
 def test_load_config_accepts_a_string_path(tmp_path: Path) -> None:
     """The CLI passes Paths, other callers may pass text."""
     assert load_config(str(write(tmp_path, VALID))).gateway.code == "GW-01"
-
-
-def _markdown_yaml_blocks(path: Path) -> list[str]:
-    return re.findall(r"```yaml\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
-
-
-def _examples() -> list[object]:
-    files = [
-        pytest.param(p.read_text(encoding="utf-8"), id=p.name) for p in ROOT.glob("config/*.yaml")
-    ]
-    docs = ROOT / "docs" / "configuration.md"
-    blocks = [b for b in _markdown_yaml_blocks(docs) if re.search(r"^devices:", b, flags=re.M)]
-    return [*files, *(pytest.param(b, id=f"configuration.md#{i}") for i, b in enumerate(blocks))]
-
-
-@pytest.mark.parametrize("text", _examples())
-def test_every_example_config_is_valid(tmp_path: Path, text: str) -> None:
-    """config/*.yaml and the complete examples in docs/configuration.md load as they are."""
-    assert load_config(write(tmp_path, text)).devices
 
 
 def test_plain_values_are_read_as_yaml_12_reads_them(tmp_path: Path) -> None:

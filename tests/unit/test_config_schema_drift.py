@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from edge_agent import cli
 from edge_agent.config.jsonschema import DIALECT, config_json_schema, config_json_schema_text
@@ -25,6 +26,11 @@ def test_edge_agent_schema_prints_the_committed_file(capsys: pytest.CaptureFixtu
     assert cli.main(["schema"]) == 0
     printed = capsys.readouterr().out
     assert printed == COMMITTED.read_text(encoding="utf-8"), REGENERATE
+
+
+def test_the_committed_schema_is_a_valid_schema_of_its_dialect() -> None:
+    """An editor given a malformed schema checks nothing; jsonschema's metaschema check says so."""
+    Draft202012Validator.check_schema(json.loads(COMMITTED.read_text(encoding="utf-8")))
 
 
 def test_the_schema_names_its_dialect_and_title() -> None:
