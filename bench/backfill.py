@@ -146,9 +146,10 @@ def disk_bytes(path: Path) -> int:
 
 
 class Counts:
-    """Per gateway: items received (first copy of each seq only), messages, duplicate copies."""
+    """Per gateway: items received (first copy of each seq only), messages, duplicate copies,
+    and the highest `seq` received: with `seq` counted from 1, `messages == top` means no gap."""
 
-    FIELDS = 3
+    FIELDS = 4
 
     def __init__(self, ctx: Any, gateways: tuple[str, ...] = ()) -> None:
         self._gateways = gateways or (GATEWAY, BASELINE_GATEWAY)
@@ -157,7 +158,7 @@ class Counts:
     def _base(self, gateway: str) -> int:
         return self._gateways.index(gateway) * self.FIELDS
 
-    def add(self, gateway: str, items: int, duplicate: bool) -> None:
+    def add(self, gateway: str, seq: int, items: int, duplicate: bool) -> None:
         base = self._base(gateway)
         with self._array.get_lock():
             if duplicate:
@@ -165,6 +166,7 @@ class Counts:
             else:
                 self._array[base] += items
                 self._array[base + 1] += 1
+                self._array[base + 3] = max(self._array[base + 3], seq)
 
     def items(self, gateway: str) -> int:
         return int(self._array[self._base(gateway)])
@@ -174,6 +176,9 @@ class Counts:
 
     def duplicates(self, gateway: str) -> int:
         return int(self._array[self._base(gateway) + 2])
+
+    def top(self, gateway: str) -> int:
+        return int(self._array[self._base(gateway) + 3])
 
 
 def subscriber(port: int, counts: Counts, ready: MpEvent, stop: MpEvent) -> None:
@@ -198,12 +203,15 @@ def subscriber(port: int, counts: Counts, ready: MpEvent, stop: MpEvent) -> None
             return
         seq = int(match.group(1))
         known = seen.setdefault(gateway, set())
-        counts.add(gateway, msg.payload.count(b'"tag"'), duplicate=seq in known)
+        counts.add(gateway, seq, msg.payload.count(b'"tag"'), duplicate=seq in known)
         known.add(seq)
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
+    # Back within a second of a broker restart (bench/uplink_storm.py), as a platform
+    # would be; paho's default backoff grows to two minutes.
+    client.reconnect_delay_set(min_delay=1, max_delay=1)
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = 3600
     client.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=properties)

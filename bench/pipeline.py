@@ -167,9 +167,10 @@ async def _bare(ports: list[int], tags: int, poll_s: float, broker: int) -> None
 # -- measuring ------------------------------------------------------------------------
 
 
-def cpu_s(pid: int) -> float:
-    """User + system time of a whole process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_s(pid: int, thread: int | None = None) -> float:
+    """User + system time of a whole process, all its threads; or of one of its threads."""
+    path = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = path.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 

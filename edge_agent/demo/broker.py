@@ -176,6 +176,11 @@ class Mosquitto:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (benchmarks read its CPU time in /proc)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def start(self) -> None:
         self._process = subprocess.Popen(
             [self._binary, "-c", str(self._conf)],
