@@ -129,10 +129,13 @@ class Tally:
         event: str,
         every_s: float = TALLY_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        counted: str = "missed",
         **context: Any,
     ) -> None:
+        """`counted` names the count in the line (`missed=N`)."""
         self._log = logger.bind(**context)
         self._event = event
+        self._counted = counted
         self._every_s = every_s
         self._clock = clock
         self._window_start: float | None = None
@@ -143,7 +146,7 @@ class Tally:
         now = self._clock()
         if self._window_start is None:
             self._window_start = now
-            self._log.warning(self._event, missed=count)
+            self._log.warning(self._event, **{self._counted: count})
             return
         self._count += count
         self._times += 1
@@ -160,7 +163,10 @@ class Tally:
             self._window_start = None
             return
         self._log.warning(
-            self._event, missed=self._count, times=self._times, window_s=round(window)
+            self._event,
+            **{self._counted: self._count},
+            times=self._times,
+            window_s=round(window),
         )
         self._window_start, self._count, self._times = now, 0, 0
 

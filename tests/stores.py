@@ -29,6 +29,7 @@ class OneMessage:
     priority: bool = True
     kinds: frozenset[str] = frozenset({"alarm", "live", "stat", "backfill"})
     max_bytes: int = 1 << 30
+    ceiling_bytes: int = 1 << 30
     slots: int = 1
     packed: list[StoredMessage] = field(default_factory=list)
 

@@ -567,6 +567,22 @@ class Engine:
             return []
         return [items.alarm_event(item) for (item,) in rows]
 
+    def repack(self, seqs: list[int], max_bytes: int) -> None:
+        """Messages too large for the broker's packet size, each split under new `seq`s in
+        one transaction with the declaration of its old `seq` (outbox.repack)."""
+
+        def split() -> None:
+            for seq in seqs:
+                for loss in self._outbox.repack(seq, max_bytes):
+                    ledger.record(self._db, loss)
+                    log.warning("message_repacked", **loss.as_json())
+
+        try:
+            in_transaction(self._db, split)
+            self._counts = self._read_counts()
+        except sqlite3.Error as exc:
+            self._read_failed("repack", exc)  # still too large: tried again at the next offer
+
     def set_limits(self, limits: tuple[int, int]) -> None:
         """`uplink.batch` changed (a reload): messages packed from now on follow it."""
         self._limits = limits

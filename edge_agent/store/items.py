@@ -140,13 +140,41 @@ def _carriable(value: object) -> object:
     return None
 
 
+ENVELOPE_BYTES: Final = 256
+"""Room for the envelope around a message's items (`{"v":1,"ent":...,"items":`)."""
+
+
 def fit(items: list[str], max_bytes: int) -> int:
     """How many of `items`, from the first, fit one message of `max_bytes` (at least one,
-    so an item never blocks the queue)."""
-    budget = max_bytes - 256  # the envelope around the items
+    so an item never blocks the queue; `fits_alone` says whether that one does)."""
+    budget = max_bytes - ENVELOPE_BYTES
     size = 2
     for count, item in enumerate(items):
         size += len(item) + 1
         if size > budget and count:
             return count
     return len(items)
+
+
+def fits_alone(item: str, max_bytes: int) -> bool:
+    """Whether a message of `max_bytes` can carry this item at all."""
+    return len(item) + 2 <= max_bytes - ENVELOPE_BYTES
+
+
+def split(items_json: str) -> list[str]:
+    """A message's items back as the texts it was joined from, byte for byte (not
+    re-encoded: a number keeps the form the wire encoder gave it)."""
+    decoder = json.JSONDecoder()
+    texts: list[str] = []
+    at = 1  # past the opening bracket
+    while items_json[at] != "]":
+        _, end = decoder.raw_decode(items_json, at)
+        texts.append(items_json[at:end])
+        at = end + 1 if items_json[end] == "," else end
+    return texts
+
+
+def item_ts(item: str) -> int:
+    """The `ts` of one item of any kind."""
+    ts: int = json.loads(item)["ts"]
+    return ts

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from edge_agent.store import items
+from edge_agent.store.ledger import Loss
 
 Kind = Literal["alarm", "live", "stat", "backfill"]
 
@@ -54,6 +55,12 @@ class Admission(Protocol):
     @property
     def max_bytes(self) -> int:
         """Largest readings message to pack now."""
+        ...
+
+    @property
+    def ceiling_bytes(self) -> int:
+        """Largest message of any kind the broker takes now (its Maximum Packet Size, less
+        the packet around the payload)."""
         ...
 
     def allows(self, kind: Kind) -> bool:
@@ -118,9 +125,9 @@ class Outbox:
         once that transaction is committed."""
         back_fill = f"id < {self.boundary.reading}"
         steps: list[tuple[Kind, Callable[[], bool], Callable[[], Packed]]] = [
-            ("alarm", lambda: self._has_events("alarm"), lambda: self._pack_events("alarm")),
+            ("alarm", lambda: self._has_events("alarm"), self._pack_events("alarm", admission)),
             ("live", lambda: self._live_due(now_ms, linger_ms), self._pack_live(admission)),
-            ("stat", lambda: self._has_events("stat"), lambda: self._pack_events("stat")),
+            ("stat", lambda: self._has_events("stat"), self._pack_events("stat", admission)),
             ("backfill", lambda: self._has_rows(back_fill), self._pack_backfill(admission)),
         ]
         if not admission.priority:
@@ -138,6 +145,37 @@ class Outbox:
                 self.boundary.backfill_readings -= packed.items
             else:
                 self.boundary.backfill_events -= packed.items
+
+    def repack(self, seq: int, max_bytes: int) -> list[Loss]:
+        """Split message `seq` into messages of at most `max_bytes` under new `seq`s, and
+        return what to declare: a `seq`'s items never change, so the old number is
+        skipped; an item too large for any message of `max_bytes` is lost. Nothing when
+        `seq` is gone (acknowledged meanwhile). Call inside a transaction."""
+        row = self._db.execute(
+            "SELECT topic, hist, items FROM message WHERE seq = ?", (seq,)
+        ).fetchone()
+        if row is None:
+            return []
+        topic, hist, items_json = row
+        self._db.execute("DELETE FROM message WHERE seq = ?", (seq,))
+        self._count("messages", -1)
+        texts = items.split(items_json)
+        kept = [text for text in texts if items.fits_alone(text, max_bytes)]
+        new_seqs: list[int] = []
+        while kept:
+            taken = items.fit(kept, max_bytes)
+            chunk, kept = kept[:taken], kept[taken:]
+            oldest = min(items.item_ts(text) for text in chunk)
+            new_seqs.append(self._message(topic, bool(hist), oldest, chunk).seq)
+        again = f"sent again as seq {new_seqs[0]}-{new_seqs[-1]}" if new_seqs else "none sent"
+        declared = [
+            Loss(f"seq re-packed smaller for the broker's packet size ({again})", seq=(seq, seq))
+        ]
+        lost = [items.item_ts(text) for text in texts if not items.fits_alone(text, max_bytes)]
+        if lost:
+            reason = f"{topic} item larger than the broker's maximum packet size"
+            declared.append(Loss(reason, items=len(lost), first_ms=min(lost), last_ms=max(lost)))
+        return declared
 
     def ack(self, seqs: list[int]) -> int:
         """Delete acknowledged messages; returns how many were still there."""
@@ -160,14 +198,17 @@ class Outbox:
         ).fetchall()
         prefix = self._prefix
         texts = [items.reading_item(prefix(tag), ts, v, q) for _, tag, ts, v, q in rows]
-        taken = items.fit(texts, min(admission.max_bytes, self.max_bytes))
+        taken = items.fit(texts, min(admission.max_bytes, admission.ceiling_bytes, self.max_bytes))
         first, last = rows[0][0], rows[taken - 1][0]
         self._db.execute("DELETE FROM reading WHERE id BETWEEN ? AND ?", (first, last))
         self._count("readings", -taken)
         oldest = min(row[2] for row in rows[:taken])
         return Packed(self._message("rt", hist, oldest, texts[:taken]), "reading", taken)
 
-    def _pack_events(self, topic: str) -> Packed:
+    def _pack_events(self, topic: str, admission: Admission) -> Callable[[], Packed]:
+        return lambda: self._pack_topic(topic, min(self.max_bytes, admission.ceiling_bytes))
+
+    def _pack_topic(self, topic: str, max_bytes: int) -> Packed:
         """Events of one topic, back-fill first: a message never mixes back-fill and live."""
         below = self.boundary.event
         hist = self._has_events(topic, f"AND id < {below}")
@@ -177,7 +218,7 @@ class Outbox:
             (topic, self.max_items),
         ).fetchall()
         texts = [item for _, _, item in rows]
-        taken = items.fit(texts, self.max_bytes)
+        taken = items.fit(texts, max_bytes)
         rows = rows[:taken]
         self._db.executemany("DELETE FROM event WHERE id = ?", ((row[0],) for row in rows))
         self._count("events", -taken)

@@ -164,6 +164,11 @@ class Store:
         """One bounded housekeeping step; True when more is waiting."""
         return await self._actor.call(Urgency.IDLE, lambda engine: engine.maintain(now_ms))
 
+    async def repack(self, seqs: list[int], max_bytes: int) -> None:
+        """Messages the broker's packet size cannot carry: split under new `seq`s, the old
+        ones declared skipped, an item too large alone declared lost (engine.repack)."""
+        await self._actor.call(Urgency.NORMAL, lambda engine: engine.repack(seqs, max_bytes))
+
     async def set_limits(self, limits: tuple[int, int]) -> None:
         """`uplink.batch` changed (a reload): messages packed from now on follow it."""
         self._limits = limits

@@ -21,11 +21,18 @@ Rules:
   (30 s at first, doubling to 10 min), which is reset only by a connection
   that stayed up longer than the clone would wait (twice its cap).
 - Some brokers just close the old connection without saying why (Mosquitto
-  before 2.0.15; every MQTT 3.1.1 broker). So `SUSPECT_AFTER` connections in a
-  row that the broker closed before they were stable, with no failed connect
-  between them (a broker that restarts is unreachable for a moment), count as a
-  suspected takeover and get the takeover backoff too. A broker that keeps
-  accepting and dropping a gateway for any other reason deserves no faster retries.
+  2.0.11; every MQTT 3.1.1 broker). They also close without a word on what
+  they refuse (an oversized packet, some ACL settings), so a close within one
+  round trip of a PUBLISH blames that publish (`Ending.REFUSED`), not a clone.
+  Only `SUSPECT_AFTER` connections in a row that the broker closed before
+  they were stable, each with nothing in flight (`Ending.CLOSED_IDLE`), with
+  no failed connect or other ending between them (a broker that restarts is
+  unreachable for a moment), count as a suspected takeover and get the
+  takeover backoff.
+- A connection ended by a refusal (a DISCONNECT with a reason other than
+  0x8E, or a close that blames a publish) waits the round backoff, but never
+  longer than `REFUSED_RETRY_MAX_S`: the uplink sets the blamed message aside
+  and goes on with the rest, so the next connection should be useful.
 
 Every delay is jittered: drawn from [d/2, d] while d doubles from its first
 value to its cap ("equal jitter"). Even the first retry is jittered, so a
@@ -34,6 +41,7 @@ fleet of gateways dropped by one broker restart does not return in step.
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -52,8 +60,22 @@ TAKEOVER_STABLE_S = 2 * TAKEOVER_MAX_S
 STABLE_S = 60.0
 """A connection up this long resets the round backoff."""
 
-SUSPECT_AFTER = 2
-"""Short connections closed by the broker in a row that make a suspected takeover."""
+SUSPECT_AFTER = 3
+"""Short connections closed by the broker in a row, idle, that make a suspected takeover."""
+
+REFUSED_RETRY_MAX_S = 30.0
+"""Longest wait after a connection ended by a refusal."""
+
+
+class Ending(enum.Enum):
+    """How a connection ended, as far as the broker said (session.py tells)."""
+
+    AGENT = "closed by the agent"
+    LOST = "connection lost"
+    TAKEN_OVER = "the broker said: session taken over (DISCONNECT 0x8E)"
+    REFUSED = "the broker refused what was sent"
+    CLOSED_IDLE = "closed by the broker without a reason, with nothing in flight"
+
 
 Takeover = Literal["reported", "suspected"]
 """reported: the broker said so (DISCONNECT 0x8E); suspected: it kept closing us."""
@@ -61,9 +83,9 @@ Takeover = Literal["reported", "suspected"]
 TAKEOVER_EVIDENCE: dict[Takeover, str] = {
     "reported": "the broker said: session taken over (DISCONNECT 0x8E)",
     "suspected": (
-        "the broker closed our connections again and again right after accepting them, "
-        "without a reason (brokers before Mosquitto 2.0.15 and MQTT 3.1.1 give none); "
-        "if no clone exists, its log says why"
+        "the broker closed our connections again and again soon after accepting them, "
+        "without a reason and with nothing in flight (Mosquitto 2.0.11 and MQTT 3.1.1 "
+        "give no reason); if no clone exists, the broker's log says why"
     ),
 }
 """Why a takeover is believed, in words for the log."""
@@ -115,25 +137,26 @@ class ReconnectPolicy:
         self.broker = 0
         return self._rounds.next()
 
-    def connection_ended(self, up_for_s: float, taken_over: bool, by_broker: bool) -> Retry:
-        """A connection that was up `up_for_s` seconds ended; the next round starts at broker 0.
-
-        `taken_over`: the broker said so (0x8E); `by_broker`: the broker closed it.
-        """
+    def connection_ended(self, up_for_s: float, ending: Ending) -> Retry:
+        """A connection that was up `up_for_s` seconds ended; the next round starts at broker 0."""
         self.broker = 0
         stable = up_for_s >= self.stable_after_s
         if stable:
             self._rounds.reset()
         if up_for_s >= TAKEOVER_STABLE_S:
             self._takeover.reset()
-        self._closed_early = self._closed_early + 1 if by_broker and not stable else 0
+        idle_close = ending is Ending.CLOSED_IDLE and not stable
+        self._closed_early = self._closed_early + 1 if idle_close else 0
         takeover: Takeover | None = None
-        if taken_over:
+        if ending is Ending.TAKEN_OVER:
             takeover = "reported"
         elif self._closed_early >= SUSPECT_AFTER:
             takeover = "suspected"
-        if takeover is None:
-            return Retry(self._rounds.next(), None)
-        self.takeovers += 1
-        self._closed_early = 0
-        return Retry(self._takeover.next(), takeover)
+        if takeover is not None:
+            self.takeovers += 1
+            self._closed_early = 0
+            return Retry(self._takeover.next(), takeover)
+        delay = self._rounds.next()
+        if ending is Ending.REFUSED:
+            delay = min(delay, REFUSED_RETRY_MAX_S)
+        return Retry(delay, None)

@@ -43,11 +43,14 @@ def state_payload(
     devices: dict[str, str],
     losses: tuple[list[Loss], Totals],
     clock: str | None = None,
+    max_bytes: int | None = None,
 ) -> bytes:
     """The retained `state`; `losses` and `losses_total` appear once anything was lost.
 
     `clock` is "synced" or "unsynced" (clock.ClockStatus.state); None leaves it out,
-    for a caller that does not watch the clock (a benchmark).
+    for a caller that does not watch the clock (a benchmark). Within `max_bytes` (the
+    broker's packet size), the oldest loss entries are left out as needed and
+    `losses_trimmed` says how many; `losses_total` still counts them all.
     """
     body: dict[str, object] = {
         "v": 1,
@@ -63,9 +66,29 @@ def state_payload(
     if clock is not None:
         body["clock"] = clock
     entries, totals = losses
-    if totals.entries:
-        body["losses"] = [loss.as_json() for loss in entries]
-        body["losses_total"] = {"entries": totals.entries, "items": totals.items}
+    if not totals.entries:
+        return _compact(body)
+    listed = [loss.as_json() for loss in entries]
+    body["losses_total"] = {"entries": totals.entries, "items": totals.items}
+
+    def with_newest(kept: int) -> bytes:
+        trimmed = {"losses_trimmed": len(listed) - kept} if kept < len(listed) else {}
+        return _compact({**body, "losses": listed[len(listed) - kept :], **trimmed})
+
+    payload = with_newest(len(listed))
+    if max_bytes is None or len(payload) <= max_bytes:
+        return payload
+    fewest, most = 0, len(listed)  # binary search: the most entries that fit
+    while fewest < most:
+        middle = (fewest + most + 1) // 2
+        if len(with_newest(middle)) <= max_bytes:
+            fewest = middle
+        else:
+            most = middle - 1
+    return with_newest(fewest)
+
+
+def _compact(body: dict[str, object]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 

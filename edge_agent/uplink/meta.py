@@ -22,32 +22,44 @@ from dataclasses import dataclass
 
 from edge_agent.uplink.envelope import Identity
 
-MAX_META_BYTES = 256 * 1024 - 1024
-"""The platform's payload limit, less room for the header."""
+MAX_META_BYTES = 256 * 1024
+"""The platform's payload limit."""
+
+HEAD_ROOM = 1024
+"""Room in a payload for what surrounds the tag entries (v, ent, gw, ts, config, part)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Meta:
     config_hash: str
-    payloads: list[tuple[str, bytes]]
-    """(topic, payload) to publish retained, parts first and `meta` last."""
+    identity: Identity
+    head: dict[str, object]
+    """What every payload starts with: v, ent, gw, ts, config."""
+    entries: list[dict[str, object]]
+
+    def payloads(self, max_bytes: int = MAX_META_BYTES) -> list[tuple[str, bytes]]:
+        """(topic, payload) to publish retained, parts first and `meta` last; the parts
+        hold at most `max_bytes` of tag entries each (less than MAX_META_BYTES where the
+        broker's Maximum Packet Size says so)."""
+        identity, head = self.identity, self.head
+        parts = _split(self.entries, min(max_bytes, MAX_META_BYTES))
+        if len(parts) == 1:
+            return [(identity.topic("meta"), _dump({**head, "tags": self.entries}))]
+        payloads = [
+            (identity.topic(f"meta/{n}"), _dump({**head, "part": n, "tags": part}))
+            for n, part in enumerate(parts, start=1)
+        ]
+        payloads.append((identity.topic("meta"), _dump({**head, "parts": len(parts)})))
+        return payloads
 
 
 def build_meta(identity: Identity, entries: list[dict[str, object]], ts_ms: int) -> Meta:
-    """The retained payloads of `meta` for these tag entries."""
+    """The retained `meta` of these tag entries."""
     canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     config_hash = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     head = {"v": 1, "ent": identity.enterprise, "gw": identity.gateway, "ts": ts_ms}
     head["config"] = config_hash
-    parts = _split(entries)
-    if len(parts) == 1:
-        return Meta(config_hash, [(identity.topic("meta"), _dump({**head, "tags": entries}))])
-    payloads = [
-        (identity.topic(f"meta/{n}"), _dump({**head, "part": n, "tags": part}))
-        for n, part in enumerate(parts, start=1)
-    ]
-    payloads.append((identity.topic("meta"), _dump({**head, "parts": len(parts)})))
-    return Meta(config_hash, payloads)
+    return Meta(config_hash, identity, head, entries)
 
 
 def held_hash(payload: bytes | None) -> str | None:
@@ -62,13 +74,15 @@ def held_hash(payload: bytes | None) -> str | None:
     return held if isinstance(held, str) else None
 
 
-def _split(tags: list[dict[str, object]]) -> list[list[dict[str, object]]]:
-    """Consecutive runs of tags whose JSON fits in MAX_META_BYTES each."""
+def _split(tags: list[dict[str, object]], max_bytes: int) -> list[list[dict[str, object]]]:
+    """Consecutive runs of tags whose JSON fits in `max_bytes` each (less room for the head
+    around them; a single tag larger than that gets a part of its own)."""
+    max_bytes -= HEAD_ROOM
     parts: list[list[dict[str, object]]] = [[]]
     size = 0
     for entry in tags:
         entry_size = len(json.dumps(entry, ensure_ascii=False).encode()) + 1
-        if parts[-1] and size + entry_size > MAX_META_BYTES:
+        if parts[-1] and size + entry_size > max_bytes:
             parts.append([])
             size = 0
         parts[-1].append(entry)

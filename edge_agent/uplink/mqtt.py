@@ -13,6 +13,16 @@ to paho. A message is acknowledged in the store only on a PUBACK with a
 success reason code; a refusal keeps it and retries it after
 `REFUSED_RETRY_S`. On any disconnect the session is dropped with whatever
 paho held, and the next connection starts again from the store.
+
+What the broker announces at connect is honoured (packets.py): Receive
+Maximum sizes the window; every message is packed within Maximum Packet
+Size (the store packs new ones within it; one packed earlier under a larger
+limit, before a failover, is split by the store under new `seq`s, the old
+`seq` declared skipped; an item too large for any packet is declared lost);
+`state` leaves out its oldest loss entries to fit and says how many; `meta`
+is paged within it; without Retain Available, `state` and `meta` go out
+unretained. Refusals are judged by what the broker said (brokers.py) and
+logged as one line a minute per reason.
 """
 
 from __future__ import annotations
@@ -29,18 +39,25 @@ from typing import Any
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent.logs import Tally
 from edge_agent.store import StoredMessage
 from edge_agent.uplink.brokers import TAKEOVER_EVIDENCE, ReconnectPolicy
 from edge_agent.uplink.envelope import Identity, envelope, offline_payload, state_payload
 from edge_agent.uplink.meta import Meta, held_hash
+from edge_agent.uplink.packets import Announced, payload_room, publish_size
+from edge_agent.uplink.probe import answers_3_1_1
 from edge_agent.uplink.ratelimit import ByteRate
 from edge_agent.uplink.session import (
+    ClosedBeforeConnack,
     ConnectFailed,
     CredentialsUnusable,
     Endpoint,
     NotConnected,
+    ProtocolRefused,
+    RetainRefused,
     Session,
     Will,
+    tls_context,
 )
 from edge_agent.uplink.settings import BrokerAddress, Outbox, UplinkSettings
 from edge_agent.uplink.window import Window
@@ -67,6 +84,13 @@ def now_ms() -> int:
 
 ALARM_LATENCIES_KEPT = 10_000
 
+MQTT_3_1_1_CANNOT = (
+    "MQTT 3.1.1 cannot say that the broker refused a publish (a broker that denies a "
+    "topic may acknowledge the message, which is then deleted as delivered), cannot "
+    "delay the will (a quick restart shows the gateway offline for a moment), and gives "
+    "no reason when the broker closes the connection; use MQTT 5 where the broker has it"
+)
+
 
 @dataclass
 class UplinkStats:
@@ -79,6 +103,8 @@ class UplinkStats:
     published: int = 0
     acked: int = 0
     refused: int = 0
+    refusal: str | None = None
+    """What the broker last refused, and why (for /healthz), until a delivery."""
     alarm_deliveries: deque[tuple[int, int]] = field(
         default_factory=lambda: deque(maxlen=ALARM_LATENCIES_KEPT)
     )
@@ -113,19 +139,27 @@ class Uplink:
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
         self._backfill_rate = ByteRate(settings.backfill_rate) if settings.backfill_rate else None
-        self._window = self._new_window(settings.max_inflight)
+        self._window = self._new_window(settings.max_inflight, settings.max_bytes)
+        self._announced = Announced()
         self._refused_until: dict[int, float] = {}
+        self._retained: dict[int, str] = {}
+        """mid -> topic of the retained publishes (`state`, `meta`) of this connection."""
+        self._next_state = 0.0
+        self._refusals: dict[str, Tally] = {}
+        self._told_3_1_1 = False
+        self._will_retained = True
+        """False once a broker refused a retained will (it keeps no retained messages)."""
         self._backlog_reported = 0
         self.stats = UplinkStats()
         self._busy_until = time.monotonic() + self._connect_bound()
         self._delivered_at = time.monotonic()
 
-    def _new_window(self, size: int) -> Window:
+    def _new_window(self, size: int, max_bytes: int) -> Window:
         settings = self._settings
         return Window(
             size,
             priority=settings.alarm_priority,
-            max_bytes=settings.max_bytes,
+            max_bytes=max_bytes,
             backfill_rate=self._backfill_rate,
         )
 
@@ -203,24 +237,39 @@ class Uplink:
         """One connection, from connect to its end; returns the delay before the next."""
         self._progress(self._connect_bound())
         try:
-            receive_maximum = await session.connect()
+            announced = await session.connect()
+        except RetainRefused as exc:
+            self._will_retained = False
+            log.warning(
+                "mqtt_retain_unavailable",
+                reason=str(exc),
+                hint="the broker keeps no retained messages: the will, state and meta go out "
+                "unretained, and the platform sees them only while it is subscribed",
+            )
+            return 0.0
         except ConnectFailed as exc:
-            # A credential file an operator must fix is an error; a broker away is not.
-            warn = log.error if isinstance(exc, CredentialsUnusable) else log.warning
-            warn("mqtt_connect_failed", reason=str(exc))
+            if await self._speaks_3_1_1_only(session.endpoint, exc):
+                log.error(
+                    "mqtt_protocol_mismatch",
+                    reason=str(exc),
+                    hint='the broker speaks MQTT 3.1.1 only: set uplink.mqtt.protocol: "3.1.1"',
+                )
+            else:
+                # A credential file an operator must fix is an error; a broker away is not.
+                warn = log.error if isinstance(exc, CredentialsUnusable) else log.warning
+                warn("mqtt_connect_failed", reason=str(exc))
             return reconnect.connect_failed()
         up_since = time.monotonic()
         try:
-            await self._serve(session, receive_maximum)
+            await self._serve(session, announced)
         except Exception:
             session.drop()
             raise
         finally:
             self.stats.mark(connected=False)
+            self._set_aside(session)
             await session.disconnect()
-        delay, takeover = reconnect.connection_ended(
-            time.monotonic() - up_since, session.taken_over, session.ended_by_broker
-        )
+        delay, takeover = reconnect.connection_ended(time.monotonic() - up_since, session.ending)
         if takeover is not None:
             log.error(
                 "mqtt_client_id_taken_over",
@@ -237,6 +286,36 @@ class Uplink:
             )
         return delay
 
+    async def _speaks_3_1_1_only(self, endpoint: Endpoint, failed: ConnectFailed) -> bool:
+        """After an MQTT 5 connect the broker closed unanswered or refused for its version:
+        does it answer MQTT 3.1.1 (probe.py)?"""
+        if not endpoint.mqtt5 or not isinstance(failed, ClosedBeforeConnack | ProtocolRefused):
+            return False
+        try:
+            context = None if endpoint.tls is None else tls_context(endpoint.tls)
+        except ConnectFailed:
+            return False
+        return await answers_3_1_1(
+            endpoint.host, endpoint.port, context, endpoint.connect_timeout_s
+        )
+
+    def _set_aside(self, session: Session) -> None:
+        """The broker's close blamed what was just published: set those messages aside for
+        `REFUSED_RETRY_S`, as a refusal, and go on with the rest at the next connection."""
+        blamed = session.implicated()
+        for mid in blamed:
+            out = self._window.message_of(mid)
+            topic = self._retained.get(mid) or (out.topic if out is not None else "?")
+            self._refused(session.broker_reason_name, topic, out)
+        if blamed:
+            log.warning(
+                "mqtt_close_blamed_publish",
+                reason=session.broker_reason_name,
+                messages=len(blamed),
+                retry_in=REFUSED_RETRY_S,
+                hint="set aside; the rest goes on (the broker's log says what it refused)",
+            )
+
     async def stop(self, within_s: float = STOP_TIMEOUT_S) -> None:
         """End the send loop, publish the offline state last, and disconnect cleanly,
         within `within_s`.
@@ -251,14 +330,26 @@ class Uplink:
 
     # -- one connection ------------------------------------------------------
 
-    async def _serve(self, session: Session, receive_maximum: int) -> None:
+    async def _serve(self, session: Session, announced: Announced) -> None:
+        settings = self._settings
         self._delivered_at = time.monotonic()
         await self._outbox.mark_live()
-        self._window = self._new_window(min(self._settings.max_inflight, receive_maximum))
+        self._announced = announced
+        self._retained.clear()
+        max_bytes = min(settings.max_bytes, self._room("alarm"))  # the longest of rt/alarm/stat
+        self._window = self._new_window(
+            min(settings.max_inflight, announced.receive_maximum), max_bytes
+        )
         self._state_due = True
         self.stats.mark(connected=True)
         self.stats.connects += 1
-        log.info("mqtt_connected", receive_maximum=receive_maximum, window=self._window.size)
+        log.info(
+            "mqtt_connected",
+            window=self._window.size,
+            message_bytes=max_bytes,
+            **announced.as_log(),
+        )
+        self._tell_what_is_missing(announced)
         meta_sync = asyncio.create_task(self._sync_meta(session), name="meta-sync")
         try:
             await self._send_loop(session)
@@ -269,22 +360,39 @@ class Uplink:
         else:
             log.warning("mqtt_disconnected", reason=session.closed.result())
 
+    def _tell_what_is_missing(self, announced: Announced) -> None:
+        """Say once what this broker or protocol cannot do that uplink-v1 relies on."""
+        if not self._settings.mqtt5 and not self._told_3_1_1:
+            self._told_3_1_1 = True
+            log.warning("mqtt_3_1_1_in_use", cannot=MQTT_3_1_1_CANNOT)
+
+    def _room(self, topic: str) -> int:
+        """The largest payload (before gzip) a publish on `topic` may carry on this broker."""
+        return payload_room(
+            self._identity.topic(topic),
+            self._announced,
+            self._settings.mqtt5,
+            gzip=self._settings.gzip,
+        )
+
     async def _send_loop(self, session: Session) -> None:
-        next_state = 0.0
+        self._next_state = 0.0
         keepalive = self._settings.keepalive_s
         while not session.closed.done() and not self._stopping.is_set():
             if not self._window.seqs and not self._refused_until:
                 self._delivered_at = time.monotonic()  # nothing waits on the broker
                 self._progress(2 * keepalive)
             try:
-                if self._state_due or time.monotonic() >= next_state:
+                if self._state_due or time.monotonic() >= self._next_state:
                     await self._publish_state(session)
-                    next_state = time.monotonic() + self._settings.state_interval_s
+                    self._next_state = time.monotonic() + self._settings.state_interval_s
                 await self._fill_window(session)
             except NotConnected:
                 break
             self._wake.clear()
-            wait = min(self._settings.linger_s, max(next_state - time.monotonic(), 0.0))
+            for tally in self._refusals.values():
+                tally.tick()
+            wait = min(self._settings.linger_s, max(self._next_state - time.monotonic(), 0.0))
             if self._backfill_rate is not None:
                 wait = min(wait, max(self._backfill_rate.wait_s(), 0.01))
             await _wait_any(self._wake, session.closed, wait)
@@ -297,7 +405,7 @@ class Uplink:
             held = held_hash(await session.retained(self._identity.topic("meta"), META_WAIT_S))
             if held == self._meta.config_hash:
                 return
-            for topic, payload in self._meta.payloads:
+            for topic, payload in self._meta.payloads(self._room("meta/1")):
                 self._publish_retained(session, topic, payload)
         except NotConnected:
             return  # the next connection checks again
@@ -325,20 +433,51 @@ class Uplink:
         top_up = window.top_up(time.monotonic())
         skip = window.seqs | self._refused_seqs()
         linger_ms = int(self._settings.linger_s * 1000)
-        for message in await self._outbox.take(top_up, skip, now_ms(), linger_ms):
-            self._send(session, message)
+        too_large = [
+            message.seq
+            for message in await self._outbox.take(top_up, skip, now_ms(), linger_ms)
+            if not self._send(session, message)
+        ]
+        if too_large:
+            # Packed before this broker's limit was known (a failover): split in the store.
+            await self._outbox.repack(too_large, top_up.ceiling_bytes)
+            self._wake.set()
         if self._backlog_reported and not window.seqs and not self._refused_until:
             self._state_due = True  # the back-log drained: say so at once
 
-    def _send(self, session: Session, message: StoredMessage) -> None:
+    def _send(self, session: Session, message: StoredMessage) -> bool:
+        """Publish a stored message; False, and nothing sent, when it exceeds the broker's
+        Maximum Packet Size."""
+        topic = self._identity.topic(message.topic)
         payload = self._payload(envelope(self._identity, message, now_ms()))
-        mid = session.publish(self._identity.topic(message.topic), payload)
+        if not self._fits(topic, payload):
+            return False
+        mid = session.publish(topic, payload)
         self._window.sent(mid, message, len(payload), time.monotonic())
         self.stats.published += 1
+        return True
 
-    def _publish_retained(self, session: Session, topic: str, payload: bytes) -> int:
-        mid = session.publish(topic, self._payload(payload), retain=True)
+    def _fits(self, topic: str, payload: bytes) -> bool:
+        limit = self._announced.maximum_packet_size
+        return limit is None or publish_size(topic, len(payload), self._settings.mqtt5) <= limit
+
+    def _publish_retained(self, session: Session, topic: str, payload: bytes) -> int | None:
+        """Publish `state` or a `meta` page; None, and an error logged, when it cannot fit
+        the broker's Maximum Packet Size even so."""
+        packed = self._payload(payload)
+        if not self._fits(topic, packed):
+            log.error(
+                "mqtt_retained_too_large",
+                topic=topic,
+                bytes=len(packed),
+                maximum_packet_size=self._announced.maximum_packet_size,
+                hint="the broker's Maximum Packet Size is too small for this gateway's "
+                "state or meta; ask the province to raise it",
+            )
+            return None
+        mid = session.publish(topic, packed, retain=True)
         self._window.sent(mid, None, len(payload), time.monotonic())
+        self._retained[mid] = topic
         return mid
 
     def _payload(self, payload: bytes) -> bytes:
@@ -357,6 +496,7 @@ class Uplink:
             devices=self._devices(),
             losses=losses,
             clock=None if self._clock is None else self._clock(),
+            max_bytes=self._room("state"),
         )
         self._publish_retained(session, self._identity.topic("state"), payload)
         self._backlog_reported = backlog.messages
@@ -366,20 +506,45 @@ class Uplink:
         self._wake.set()
         self._progress(2 * self._settings.keepalive_s)  # the broker answers
         ours, message = self._window.acked(mid, time.monotonic())
-        if not ours or message is None:
-            return  # a retained state or meta, or a publish of an earlier connection
-        seq = message.seq
-        if reason is not None and reason.is_failure:
-            self.stats.refused += 1
-            self._refused_until[seq] = time.monotonic() + REFUSED_RETRY_S
-            log.error("mqtt_publish_refused", seq=seq, reason=str(reason), retry_in=REFUSED_RETRY_S)
+        retained = self._retained.pop(mid, None)
+        if not ours:
+            return  # a publish of an earlier connection
+        refused = reason is not None and reason.is_failure
+        if refused:
+            self._refused(str(reason), retained or "?", message)
+        if message is None or refused:
             return
+        seq = message.seq
         self._refused_until.pop(seq, None)
         self._outbox.ack(seq)
         self.stats.acked += 1
+        self.stats.refusal = None
         self._delivered_at = time.monotonic()
         if message.topic == "alarm" and not message.hist:
             self.stats.alarm_deliveries.append((message.oldest_ms, now_ms() - message.oldest_ms))
+
+    def _refused(self, reason: str, topic: str, message: StoredMessage | None) -> None:
+        """The broker refused a publish (a PUBACK >= 0x80, or a close that blamed it): try
+        it again after `REFUSED_RETRY_S`; a retained `state` is published again then, and
+        `meta` at the next connection. Logged as one line a minute per reason."""
+        self.stats.refused += 1
+        name = message.topic if message is not None else topic.rsplit("/", 1)[-1]
+        self.stats.refusal = f"{reason} ({name})"
+        retry_at = time.monotonic() + REFUSED_RETRY_S
+        if message is not None:
+            self._refused_until[message.seq] = retry_at
+        elif name == "state":
+            self._next_state, self._state_due = retry_at, False
+        tally = self._refusals.get(reason)
+        if tally is None:
+            tally = self._refusals[reason] = Tally(
+                log,
+                "mqtt_publish_refused",
+                counted="messages",
+                reason=reason,
+                retry_in=REFUSED_RETRY_S,
+            )
+        tally.add(1)
 
     def _refused_seqs(self) -> set[int]:
         now = time.monotonic()
@@ -402,7 +567,9 @@ class Uplink:
         )
 
     def _will(self) -> Will:
-        return Will(self._identity.topic("state"), offline_payload(self._identity))
+        return Will(
+            self._identity.topic("state"), offline_payload(self._identity), self._will_retained
+        )
 
 
 async def _wait_any(event: asyncio.Event, closed: asyncio.Future[str], seconds: float) -> None:

@@ -7,10 +7,13 @@ a reconnect. Here every callback runs on the event loop (paho is driven by
 used for one connection only: after a disconnect it is thrown away with
 whatever paho still held, and the uplink resends from the store.
 
-Only the blocking TCP connect (and the TLS handshake, and reading the
-credential and certificate files) runs in a worker thread, bounded by
-`connect_timeout`; paho's socket callbacks are installed after it returns, so
-they never run on that thread.
+The connect runs on the event loop too, all of it within `connect_timeout`:
+name resolution, the TCP connect and the TLS handshake are awaited and the
+socket is closed when the time is up, then paho is handed the connected
+socket. (A blocking connect in a worker thread cannot be cancelled: one
+abandoned on its timeout could still reach the broker later and take the
+client id from the next, live connection.) The credential and certificate
+files are small local files, read on the loop.
 
 Hazards handled here:
 - TLS: an `SSLSocket` can hold decrypted bytes the kernel no longer shows as
@@ -20,16 +23,20 @@ Hazards handled here:
   then another keep-alive without an answer). While messages await their
   PUBACK, the session gives up after one keep-alive without a byte from the
   broker. One message must therefore cross the link within a keep-alive.
-- Takeover: a DISCONNECT with reason 0x8E (MQTT 5) sets `taken_over`; the
-  uplink backs off long instead of taking the client id straight back. Brokers
-  that only close the old connection (Mosquitto before 2.0.15, any MQTT 3.1.1
-  broker) leave `ended_by_broker` as the only trace; `brokers.py` judges that.
+- How a connection ended (`ending`), from what the broker said: a DISCONNECT
+  with reason 0x8E (MQTT 5) is a takeover of the client id; another reason
+  names its own cause. Brokers that close without a word (Mosquitto 2.0.11
+  even for a takeover or an oversized packet; any MQTT 3.1.1 broker) leave
+  only the time of the close: a close within one round trip of a PUBLISH
+  implicates that publish (`implicated`), and only a close with nothing in
+  flight may be a takeover; `brokers.py` judges that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +53,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.credentials import CredentialFileError, read_secret, resolve_path
 from edge_agent.errors import AgentError
 from edge_agent.logs import register_secret
+from edge_agent.uplink.brokers import Ending
+from edge_agent.uplink.packets import Announced
 
 AckHandler = Callable[[int, ReasonCode | None], None]
 """Called on the event loop with (mid, reason code or None for MQTT 3.1.1) for every PUBACK."""
@@ -71,6 +80,18 @@ REFUSED_IDENTITY = {0x85, 0x86, 0x87, 0x8A, 0x8C}
 or password, not authorized, banned, bad authentication method."""
 
 
+class ClosedBeforeConnack(ConnectFailed):
+    """The broker closed the connection without answering CONNECT."""
+
+
+class ProtocolRefused(ConnectFailed):
+    """The broker refused the MQTT version (CONNACK 0x84)."""
+
+
+class RetainRefused(ConnectFailed):
+    """The broker keeps no retained messages and so refused a retained will (CONNACK 0x9A)."""
+
+
 class NotConnected(AgentError):
     """A publish was attempted on a session that is not (or no longer) connected."""
 
@@ -78,8 +99,22 @@ class NotConnected(AgentError):
 TAKEN_OVER = 0x8E
 """MQTT 5 DISCONNECT reason: another connection with our client id took the session over."""
 
+UNSUPPORTED_PROTOCOL = 0x84
+"""CONNACK reason: the broker does not speak the MQTT version asked for."""
+
+RETAIN_NOT_SUPPORTED = 0x9A
+"""CONNACK reason: the will asked to be retained, and the broker retains nothing."""
+
 UNSPECIFIED = 0x80
 """What paho reports for a connection lost without a DISCONNECT (end of file, reset)."""
+
+MESSAGE_FAULTS = {0x81, 0x82, 0x83, 0x87, 0x90, 0x95, 0x99, 0x9A, 0x9B}
+"""DISCONNECT reasons that blame what was just published: malformed packet, protocol
+error, implementation specific error, not authorized, topic name invalid, packet too
+large, payload format invalid, retain not supported, QoS not supported."""
+
+MIN_ROUND_TRIP_S = 0.25
+"""The least time after a PUBLISH within which a close is taken as its answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +145,8 @@ class Endpoint:
 class Will:
     topic: str
     payload: bytes
+    retain: bool = True
+    """False only for a broker that keeps no retained messages (Retain Available 0)."""
 
 
 class Session:
@@ -119,25 +156,69 @@ class Session:
         self._endpoint = endpoint
         self._on_ack = on_ack
         self._loop = asyncio.get_running_loop()
-        self._connack: asyncio.Future[int] = self._loop.create_future()
+        self._connack: asyncio.Future[Announced] = self._loop.create_future()
         self.closed: asyncio.Future[str] = self._loop.create_future()
         """Resolves with a reason when the connection ends, for whatever cause."""
         self._misc_task: asyncio.Task[None] | None = None
-        self._unacked: set[int] = set()
+        self._unacked: dict[int, float] = {}
+        """mid -> when it was published, for every publish awaiting its PUBACK."""
+        self._round_trip_s = MIN_ROUND_TRIP_S
+        """Smoothed time from PUBLISH to PUBACK."""
         self._waiting_since = 0.0
         self._last_in = 0.0
-        self.taken_over = False
-        """True when the broker ended the connection because our client id connected elsewhere."""
+        self._closed_at: float | None = None
+        self._in_flight_at_close = 0
+        self.broker_reason: ReasonCode | None = None
+        """The reason of the broker's DISCONNECT (MQTT 5), if it sent one."""
         self.ended_by_broker = False
         """True when the broker closed the connection (a DISCONNECT, or the socket closed),
         not the agent, a keep-alive timeout, or a local error."""
+        self.announced = Announced()
+        """What the broker announced in its CONNACK."""
         self._agent_closing = False
         self._client = self._make_client(will)
 
-    def _make_client(self, will: Will) -> paho.Client:
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
+
+    @property
+    def broker_reason_name(self) -> str:
+        """The broker's DISCONNECT reason by name, or what a close without one means."""
+        if self.broker_reason is None:
+            return "closed by the broker without a reason"
+        return f"{self.broker_reason} (DISCONNECT 0x{self.broker_reason.value:02X})"
+
+    @property
+    def ending(self) -> Ending:
+        """How the connection ended; meaningful once `closed` is done."""
+        reason = self.broker_reason
+        if not self.ended_by_broker:
+            return Ending.AGENT if self._agent_closing else Ending.LOST
+        if reason is not None and reason.value == TAKEN_OVER:
+            return Ending.TAKEN_OVER
+        if (reason is not None and reason.value in MESSAGE_FAULTS) or self.implicated():
+            return Ending.REFUSED
+        if reason is None and not self._in_flight_at_close:
+            return Ending.CLOSED_IDLE
+        return Ending.LOST
+
+    def implicated(self) -> list[int]:
+        """The publishes a close by the broker answers: those still unacknowledged that went
+        out within one round trip before it. None after a DISCONNECT that blames no message
+        (a takeover, a shutdown) or a close by the agent."""
+        reason = self.broker_reason
+        if self._closed_at is None or not self.ended_by_broker:
+            return []
+        if reason is not None and reason.value not in MESSAGE_FAULTS:
+            return []
+        within = max(2 * self._round_trip_s, MIN_ROUND_TRIP_S)
+        return [mid for mid, at in self._unacked.items() if self._closed_at - at <= within]
+
+    def _make_client(self, will: Will) -> _PreparedClient:
         ep = self._endpoint
         protocol = MQTTProtocolVersion.MQTTv5 if ep.mqtt5 else MQTTProtocolVersion.MQTTv311
-        client = paho.Client(
+        client = _PreparedClient(
             CallbackAPIVersion.VERSION2,
             client_id=ep.client_id,
             protocol=protocol,
@@ -147,8 +228,9 @@ class Session:
         if ep.mqtt5:
             will_properties = _properties(PacketTypes.WILLMESSAGE)
             will_properties.WillDelayInterval = WILL_DELAY_S
-        client.will_set(will.topic, will.payload, qos=1, retain=True, properties=will_properties)
-        client.connect_timeout = ep.connect_timeout_s
+        client.will_set(
+            will.topic, will.payload, qos=1, retain=will.retain, properties=will_properties
+        )
         # The uplink bounds what is in flight itself; paho must never queue on its own.
         client.max_inflight_messages_set(65535)
         client.max_queued_messages_set(0)
@@ -159,8 +241,9 @@ class Session:
 
     # -- lifetime ------------------------------------------------------------
 
-    async def connect(self) -> int:
-        """Connect and wait for CONNACK; returns the broker's Receive Maximum (65535 if unset)."""
+    async def connect(self) -> Announced:
+        """Connect and wait for CONNACK, all within `connect_timeout`; returns what the
+        broker announced."""
         ep = self._endpoint
         properties = None
         if ep.mqtt5:
@@ -177,35 +260,48 @@ class Session:
             {"properties": properties, "clean_start": False} if ep.mqtt5 else {}
         )
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(self._connect_blocking, connect_args),
-                ep.connect_timeout_s + 1,
-            )
+            async with asyncio.timeout(ep.connect_timeout_s):
+                context = self._prepare_identity()
+                self._client.prepared = await _open_socket(ep.host, ep.port, context)
+                self._client.connect(ep.host, ep.port, ep.keepalive_s, **connect_args)
+                self._last_in = time.monotonic()
+                self._attach_socket()
+                self.announced = await asyncio.shield(self._connack)
         except ssl.SSLCertVerificationError as exc:
+            self._abort()
             raise ConnectFailed(
                 f"TLS: the certificate of {ep.host}:{ep.port} is not trusted "
                 f"({exc.verify_message}); nothing was sent"
             ) from None
         except ssl.SSLError as exc:
+            self._abort()
             raise ConnectFailed(
                 f"TLS handshake with {ep.host}:{ep.port} failed: {exc} "
                 "(does that port speak TLS? MQTT over TLS is usually 8883)"
             ) from None
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise ConnectFailed(f"cannot reach {ep.host}:{ep.port}: {exc or 'timed out'}") from None
-        self._last_in = time.monotonic()
-        self._attach_socket()
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._connack), ep.connect_timeout_s)
         except TimeoutError:
             self._abort()
-            raise ConnectFailed(f"no CONNACK from {ep.host}:{ep.port} in time") from None
+            raise ConnectFailed(
+                f"no CONNACK from {ep.host}:{ep.port} within {ep.connect_timeout_s:g} s "
+                "(name resolution, TCP, TLS and CONNECT together)"
+            ) from None
+        except (OSError, ValueError) as exc:
+            self._abort()
+            raise ConnectFailed(f"cannot reach {ep.host}:{ep.port}: {exc}") from None
+        except BaseException:
+            self._abort()
+            raise
+        if self.announced.maximum_qos < 1:
+            self._abort()
+            raise ConnectFailed(
+                "the broker allows QoS 0 only (CONNACK Maximum QoS 0): uplink-v1 delivery "
+                "needs QoS 1, so nothing is sent; ask the province to allow QoS 1"
+            )
+        return self.announced
 
-    def _connect_blocking(self, connect_args: dict[str, Any]) -> None:
-        """In a worker thread: read credentials and certificates, then TCP, TLS and CONNECT."""
+    def _prepare_identity(self) -> ssl.SSLContext | None:
+        """Read the credential files and build the TLS context (small local files)."""
         ep = self._endpoint
-        if ep.tls is not None:
-            self._client.tls_set_context(tls_context(ep.tls))
         if ep.username_file is not None:
             password = None if ep.password_file is None else _secret(ep.password_file)
             user = _secret(ep.username_file)
@@ -213,7 +309,7 @@ class Session:
                 # Not the user name: it is often the gateway code, which logs must show.
                 register_secret(password)
             self._client.username_pw_set(user, password)
-        self._client.connect(ep.host, ep.port, ep.keepalive_s, **connect_args)
+        return None if ep.tls is None else tls_context(ep.tls)
 
     async def disconnect(self) -> None:
         """Send DISCONNECT (no will is sent) and wait briefly for the socket to close."""
@@ -230,15 +326,18 @@ class Session:
         self._abort()
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
-        """Hand one QoS 1 message to the socket; returns its mid for the PUBACK."""
+        """Hand one QoS 1 message to the socket; returns its mid for the PUBACK. `retain`
+        only where the broker has retained messages (Retain Available)."""
         if self.closed.done() or not self._client.is_connected():
             raise NotConnected("the MQTT connection is down")
+        retain = retain and self.announced.retain_available
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise NotConnected(f"publish refused by the client: {paho.error_string(info.rc)}")
+        now = time.monotonic()
         if not self._unacked:
-            self._waiting_since = time.monotonic()
-        self._unacked.add(int(info.mid))
+            self._waiting_since = now
+        self._unacked[int(info.mid)] = now
         return int(info.mid)
 
     async def retained(self, topic: str, wait_s: float) -> bytes | None:
@@ -333,7 +432,11 @@ class Session:
         if self._connack.done():
             return
         if reason.is_failure:
-            if reason.value in REFUSED_IDENTITY:
+            if reason.value == UNSUPPORTED_PROTOCOL:
+                self._connack.set_exception(ProtocolRefused(f"the broker refused: {reason}"))
+            elif reason.value == RETAIN_NOT_SUPPORTED:
+                self._connack.set_exception(RetainRefused(f"the broker refused: {reason}"))
+            elif reason.value in REFUSED_IDENTITY:
                 self._connack.set_exception(
                     CredentialsUnusable(
                         f"the broker refused: {reason}; check the user name and password "
@@ -343,8 +446,7 @@ class Session:
             else:
                 self._connack.set_exception(ConnectFailed(f"the broker refused: {reason}"))
             return
-        receive_maximum = getattr(properties, "ReceiveMaximum", None) or 65535
-        self._connack.set_result(int(receive_maximum))
+        self._connack.set_result(Announced.from_properties(properties))
 
     def _handle_disconnect(
         self,
@@ -357,8 +459,8 @@ class Session:
         from_broker = bool(getattr(flags, "is_disconnect_packet_from_server", False))
         if not self._agent_closing and (from_broker or reason.value == UNSPECIFIED):
             self.ended_by_broker = True  # paho reports end of file and a reset as unspecified
-        if from_broker and reason.value == TAKEN_OVER:
-            self.taken_over = True
+        if from_broker:
+            self.broker_reason = reason
         how = "DISCONNECT from the broker" if from_broker else "connection lost"
         self._resolve_closed(f"{reason} ({how})")
 
@@ -370,14 +472,21 @@ class Session:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        self._unacked.discard(mid)
+        published = self._unacked.pop(mid, None)
+        if published is not None:
+            took = time.monotonic() - published
+            self._round_trip_s += (took - self._round_trip_s) / 8  # as TCP smooths its RTT
         self._on_ack(mid, reason if self._endpoint.mqtt5 else None)
 
     def _resolve_closed(self, reason: str) -> None:
         if not self._connack.done():
-            self._connack.set_exception(ConnectFailed(f"connection lost before CONNACK: {reason}"))
+            self._connack.set_exception(
+                ClosedBeforeConnack(f"connection lost before CONNACK: {reason}")
+            )
             self._connack.exception()  # retrieved: nobody may be awaiting it any more
         if not self.closed.done():
+            self._closed_at = time.monotonic()
+            self._in_flight_at_close = len(self._unacked)
             self.closed.set_result(reason)
 
     def _abort(self) -> None:
@@ -385,6 +494,9 @@ class Session:
         self._agent_closing = True
         if self._misc_task is not None:
             self._misc_task.cancel()
+        if self._client.prepared is not None:  # connected, but not yet handed to paho
+            self._client.prepared.close()
+            self._client.prepared = None
         sock = self._client.socket()
         if sock is not None:
             self._loop.remove_reader(sock)
@@ -392,6 +504,76 @@ class Session:
             with contextlib.suppress(OSError):
                 sock.close()
         self._resolve_closed("closed by the agent")
+
+
+class _PreparedClient(paho.Client):
+    """paho, handed a socket the event loop connected (`prepared`) instead of connecting
+    one itself with blocking calls that no timeout could cancel."""
+
+    prepared: socket.socket | None = None
+
+    def _create_socket(self) -> socket.socket:
+        sock, self.prepared = self.prepared, None
+        if sock is None:
+            raise OSError("no connected socket was prepared")
+        return sock
+
+
+async def _open_socket(host: str, port: int, context: ssl.SSLContext | None) -> socket.socket:
+    """Resolve, connect and shake hands (TLS) on the event loop; cancellable at every step,
+    and the socket is closed when cancelled. Addresses are tried in the resolver's order."""
+    loop = asyncio.get_running_loop()
+    addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    errors: list[OSError] = []
+    for family, kind, proto, _, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+            return sock if context is None else await _handshake(sock, context, host)
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, ssl.SSLError):
+                raise
+            errors.append(exc)
+        except BaseException:
+            sock.close()
+            raise
+    raise errors[-1] if errors else OSError(f"{host} has no address")
+
+
+async def _handshake(sock: socket.socket, context: ssl.SSLContext, host: str) -> ssl.SSLSocket:
+    """The TLS handshake of a connected non-blocking socket, awaiting readiness on the loop."""
+    loop = asyncio.get_running_loop()
+    tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                await _ready(loop.add_reader, loop.remove_reader, tls)
+            except ssl.SSLWantWriteError:
+                await _ready(loop.add_writer, loop.remove_writer, tls)
+    except BaseException:
+        tls.close()  # it holds the descriptor now, not `sock`
+        raise
+
+
+async def _ready(
+    add: Callable[..., None], remove: Callable[[Any], object], sock: socket.socket
+) -> None:
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    add(sock, wake)
+    try:
+        await ready
+    finally:
+        remove(sock)
 
 
 def tls_context(files: TlsFiles) -> ssl.SSLContext:

@@ -85,6 +85,11 @@ class Window:
         if message is not None and message.hist and self._backfill_rate is not None:
             self._backfill_rate.spend(payload)
 
+    def message_of(self, mid: int) -> StoredMessage | None:
+        """The stored message in flight as `mid`; None for a retained one or an unknown mid."""
+        out = self._out.get(mid)
+        return None if out is None else out.message
+
     def acked(self, mid: int, now: float) -> tuple[bool, StoredMessage | None]:
         """A PUBACK: (was it one of ours, the stored message it carried if any)."""
         out = self._out.pop(mid, None)
@@ -115,6 +120,7 @@ class Window:
             max_bytes=(
                 self.pace.message_budget(now, self._max_bytes) if self.priority else self._max_bytes
             ),
+            ceiling_bytes=self._max_bytes,
         )
 
 
@@ -129,6 +135,9 @@ class TopUp:
     bulk_bytes: int | None
     """Item bytes readings and statistics may still add; None: no bound (no priority)."""
     max_bytes: int
+    ceiling_bytes: int
+    """Largest message of any kind: `batch.max_bytes`, or less where the broker's Maximum
+    Packet Size says so."""
 
     def allows(self, kind: Kind) -> bool:
         if kind == "alarm":

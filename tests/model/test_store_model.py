@@ -41,7 +41,7 @@ class Everything:
     """An admission for `slots` messages of any kind, resends included."""
 
     priority = True
-    max_bytes = 1 << 30
+    max_bytes = ceiling_bytes = 1 << 30
 
     def __init__(self, slots: int) -> None:
         self.slots = slots

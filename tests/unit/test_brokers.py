@@ -8,9 +8,12 @@ import pytest
 
 from edge_agent.backoff import Backoff
 from edge_agent.uplink.brokers import (
+    REFUSED_RETRY_MAX_S,
+    SUSPECT_AFTER,
     TAKEOVER_FIRST_S,
     TAKEOVER_MAX_S,
     TAKEOVER_STABLE_S,
+    Ending,
     ReconnectPolicy,
 )
 
@@ -54,7 +57,7 @@ def test_a_dropped_connection_starts_the_next_round_at_the_first_broker() -> Non
     reconnect = policy(3)
     reconnect.connect_failed()
     assert reconnect.broker == 1
-    reconnect.connection_ended(500.0, False, False)
+    reconnect.connection_ended(500.0, Ending.LOST)
     assert reconnect.broker == 0
 
 
@@ -63,15 +66,15 @@ def test_only_a_connection_that_stayed_up_resets_the_round_backoff() -> None:
     reconnect = policy(1)
     for _ in range(6):
         reconnect.connect_failed()
-    short = reconnect.connection_ended(1.0, False, False).delay
+    short = reconnect.connection_ended(1.0, Ending.LOST).delay
     assert short >= 30.0
-    reconnect.connection_ended(60.0, False, False)
-    assert reconnect.connection_ended(60.0, False, False).delay <= 1.0
+    reconnect.connection_ended(60.0, Ending.LOST)
+    assert reconnect.connection_ended(60.0, Ending.LOST).delay <= 1.0
 
 
 def test_a_takeover_waits_at_least_30_s_and_is_counted() -> None:
     reconnect = policy(2)
-    delay, takeover = reconnect.connection_ended(5.0, True, True)
+    delay, takeover = reconnect.connection_ended(5.0, Ending.TAKEN_OVER)
     assert takeover == "reported"
     assert TAKEOVER_FIRST_S <= delay <= 2 * TAKEOVER_FIRST_S
     assert reconnect.takeovers == 1
@@ -81,7 +84,7 @@ def test_a_takeover_waits_at_least_30_s_and_is_counted() -> None:
 def test_repeated_takeovers_back_off_to_ten_minutes() -> None:
     """Two clones each stay up about as long as the other waits: that must not reset it."""
     reconnect = policy(1)
-    delays = [reconnect.connection_ended(300.0, True, False).delay for _ in range(8)]
+    delays = [reconnect.connection_ended(300.0, Ending.TAKEN_OVER).delay for _ in range(8)]
     assert delays[-1] >= TAKEOVER_MAX_S / 2
     assert max(delays) <= TAKEOVER_MAX_S
     assert reconnect.takeovers == 8
@@ -90,14 +93,14 @@ def test_repeated_takeovers_back_off_to_ten_minutes() -> None:
 def test_a_long_connection_without_takeover_resets_the_takeover_backoff() -> None:
     reconnect = policy(1)
     for _ in range(6):
-        reconnect.connection_ended(10.0, True, False)
-    reconnect.connection_ended(TAKEOVER_STABLE_S, False, False)
-    assert reconnect.connection_ended(10.0, True, False).delay <= 2 * TAKEOVER_FIRST_S
+        reconnect.connection_ended(10.0, Ending.TAKEN_OVER)
+    reconnect.connection_ended(TAKEOVER_STABLE_S, Ending.LOST)
+    assert reconnect.connection_ended(10.0, Ending.TAKEN_OVER).delay <= 2 * TAKEOVER_FIRST_S
 
 
 def test_a_takeover_does_not_disturb_the_round_backoff() -> None:
     reconnect = policy(1)
-    reconnect.connection_ended(10.0, True, False)
+    reconnect.connection_ended(10.0, Ending.TAKEN_OVER)
     assert reconnect.connect_failed() <= 1.0
 
 
@@ -118,29 +121,50 @@ def test_backoff_never_exceeds_its_cap_even_when_the_cap_is_below_the_first_dela
     assert all(1.0 <= backoff.next() <= 2.0 for _ in range(5))
 
 
-def test_a_broker_that_keeps_closing_young_connections_is_a_suspected_takeover() -> None:
-    """Brokers before Mosquitto 2.0.15 close the old connection without saying why."""
+def test_a_broker_that_keeps_closing_idle_young_connections_is_a_suspected_takeover() -> None:
+    """Mosquitto 2.0.11 closes the old connection without saying why."""
     reconnect = policy(1)
-    first = reconnect.connection_ended(3.0, False, True)
-    assert first.takeover is None
-    assert first.delay <= 1.0, "one close may be a broker restart: come back quickly"
-    second = reconnect.connection_ended(3.0, False, True)
-    assert second.takeover == "suspected"
-    assert second.delay >= TAKEOVER_FIRST_S
+    for _ in range(SUSPECT_AFTER - 1):
+        retry = reconnect.connection_ended(3.0, Ending.CLOSED_IDLE)
+        assert retry.takeover is None
+        assert retry.delay <= 2.0, "a close may be a broker restart: come back quickly"
+    suspected = reconnect.connection_ended(3.0, Ending.CLOSED_IDLE)
+    assert suspected.takeover == "suspected"
+    assert suspected.delay >= TAKEOVER_FIRST_S
     assert reconnect.takeovers == 1
 
 
 def test_a_failed_connect_between_closes_clears_the_suspicion() -> None:
     """A broker that restarts is unreachable for a moment: that is no takeover."""
     reconnect = policy(1)
-    reconnect.connection_ended(3.0, False, True)
+    for _ in range(SUSPECT_AFTER - 1):
+        reconnect.connection_ended(3.0, Ending.CLOSED_IDLE)
     reconnect.connect_failed()
-    assert reconnect.connection_ended(3.0, False, True).takeover is None
+    assert reconnect.connection_ended(3.0, Ending.CLOSED_IDLE).takeover is None
+
+
+def test_closes_that_blame_a_publish_are_refusals_retried_within_30_s() -> None:
+    """An oversized packet or a denied topic closes the connection too: never a clone."""
+    reconnect = policy(1)
+    for _ in range(4):
+        reconnect.connect_failed()  # the round backoff is long now
+    retries = [reconnect.connection_ended(3.0, Ending.REFUSED) for _ in range(10)]
+    assert all(retry.takeover is None for retry in retries)
+    assert max(retry.delay for retry in retries) <= REFUSED_RETRY_MAX_S
+    assert reconnect.takeovers == 0
+
+
+def test_a_refusal_between_idle_closes_clears_the_suspicion() -> None:
+    reconnect = policy(1)
+    for _ in range(SUSPECT_AFTER - 1):
+        reconnect.connection_ended(3.0, Ending.CLOSED_IDLE)
+    reconnect.connection_ended(3.0, Ending.REFUSED)
+    assert reconnect.connection_ended(3.0, Ending.CLOSED_IDLE).takeover is None
 
 
 def test_closes_of_stable_connections_or_by_the_agent_are_not_suspicious() -> None:
     reconnect = policy(1)
-    for _ in range(3):
-        assert reconnect.connection_ended(120.0, False, True).takeover is None
-    for _ in range(3):
-        assert reconnect.connection_ended(3.0, False, False).takeover is None
+    for _ in range(SUSPECT_AFTER + 1):
+        assert reconnect.connection_ended(120.0, Ending.CLOSED_IDLE).takeover is None
+    for ending in (Ending.LOST, Ending.AGENT) * SUSPECT_AFTER:
+        assert reconnect.connection_ended(3.0, ending).takeover is None

@@ -34,7 +34,7 @@ CO = {
 
 def test_meta_names_each_tag_with_its_report_interval_and_a_hash_of_them() -> None:
     meta = meta_of(config([CO, {"tag": "X", "hazard": "MINE1", "address": "hr:1"}]), 7)
-    ((topic, payload),) = meta.payloads
+    ((topic, payload),) = meta.payloads()
     body = json.loads(payload)
     assert topic == "safety/v1/91370200MA3C00000K/GW-01/meta"
     assert body["tags"] == [
@@ -47,7 +47,7 @@ def test_meta_names_each_tag_with_its_report_interval_and_a_hash_of_them() -> No
 
 def test_meta_writes_a_64_bit_tags_range_and_limits_as_decimal_strings() -> None:
     counter = {**CO, "type": "uint64", "range": {"low": 0, "high": 1e19}, "limits": {"H": 5e18}}
-    ((_, payload),) = meta_of(config([counter]), 7).payloads
+    ((_, payload),) = meta_of(config([counter]), 7).payloads()
     (entry,) = json.loads(payload)["tags"]
     assert entry["type"] == "uint64"
     assert entry["range"] == ["0", "10000000000000000000"]
@@ -63,16 +63,16 @@ def test_the_hash_follows_the_tags_not_the_time() -> None:
 def test_a_tag_list_too_large_for_one_payload_is_split_into_parts() -> None:
     tags = [{**CO, "tag": f"MINE1.CO.{n:04}", "name": "x" * 300} for n in range(1500)]
     meta = meta_of(config(tags), 1)
-    topics = [topic.rsplit("/", 2)[-2:] for topic, _ in meta.payloads]
-    parts = len(meta.payloads) - 1
+    topics = [topic.rsplit("/", 2)[-2:] for topic, _ in meta.payloads()]
+    parts = len(meta.payloads()) - 1
     assert parts >= 2
     assert topics[-1] == ["GW-01", "meta"]
     assert topics[:-1] == [["meta", str(n)] for n in range(1, parts + 1)]
-    bodies = [json.loads(p) for _, p in meta.payloads]
+    bodies = [json.loads(p) for _, p in meta.payloads()]
     assert bodies[-1]["parts"] == parts
     assert "tags" not in bodies[-1]
     assert sum(len(b["tags"]) for b in bodies[:-1]) == 1500
-    assert all(len(p) <= MAX_META_BYTES + 1024 for _, p in meta.payloads)
+    assert all(len(p) <= MAX_META_BYTES for _, p in meta.payloads())
 
 
 def test_an_unreadable_retained_meta_holds_no_hash() -> None:

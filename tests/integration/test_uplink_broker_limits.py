@@ -1,0 +1,153 @@
+"""What a broker announces and refuses, on a real Mosquitto 2.0.11: Maximum Packet Size,
+Retain Available, ACL refusals, MQTT 3.1.1's silence, and no false "cloned gateway".
+
+The uplink runs in-process here, on a real store, so a test can prepare what the
+store holds (messages packed before a failover, a long loss ledger) exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from conftest import ENTERPRISE, GATEWAY, PREFIX
+from stores import OneMessage
+
+from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.platform import PlatformSubscriber, Received
+from edge_agent.model import Quality, Reading
+from edge_agent.store import Loss, Store, StoreSettings
+from edge_agent.uplink.envelope import Identity
+from edge_agent.uplink.mqtt import Uplink
+from edge_agent.uplink.settings import BrokerAddress, UplinkSettings
+
+T0 = 1_764_441_000_000
+PACKET_LIMIT = 2000
+
+
+def settings(port: int, **changes: Any) -> UplinkSettings:
+    fields: dict[str, Any] = {
+        "brokers": (BrokerAddress("127.0.0.1", port),),
+        "reconnect_min_s": 0.2,
+        "reconnect_max_s": 1.0,
+        "linger_s": 0.1,
+    }
+    return UplinkSettings(**(fields | changes))
+
+
+@asynccontextmanager
+async def running(store: Store, uplink_settings: UplinkSettings) -> AsyncIterator[Uplink]:
+    identity = Identity(PREFIX, ENTERPRISE, GATEWAY)
+    uplink = Uplink(uplink_settings, identity, store, lambda: {"plc-1": "up"}, "test")
+    task = asyncio.create_task(uplink.run())
+    try:
+        yield uplink
+    finally:
+        await uplink.stop()
+        await task
+
+
+async def until(check: Callable[[], bool], within_s: float, what: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {within_s} s"
+        await asyncio.sleep(0.05)
+
+
+def readings(messages: list[Received]) -> list[tuple[str, int]]:
+    return [
+        (item["tag"], item["ts"]) for m in messages if m.kind == "rt" for item in m.body["items"]
+    ]
+
+
+async def test_every_message_fits_the_broker_packet_size_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """Messages packed before a failover to a broker with a smaller Maximum Packet Size are
+    split under new `seq`s, the old ones declared skipped; new messages are packed within
+    it; `state` leaves out its oldest loss entries to fit and says how many."""
+    broker = Mosquitto(tmp_path / "broker", extra=f"max_packet_size {PACKET_LIMIT}\n")
+    broker.start()
+    platform = PlatformSubscriber(broker.port, PREFIX, client_id="platform-limits")
+    platform.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (500, 64 * 1024))
+    await store.open()
+    try:
+        for n in range(120):  # more than state's 100 entries, and far more than fit 2,000 bytes
+            store.record_loss(Loss(f"poll skipped {n}", items=1, first_ms=T0 + n, last_ms=T0 + n))
+        sent = [(f"HZ01.T{n % 40:02d}", T0 + n) for n in range(1200)]
+        for tag, ts in sent:
+            store.add_reading(Reading(tag, "HZ01", ts, ts / 7, Quality.GOOD))
+        # Packed under the old broker's 64 KiB, never acknowledged: too large for this one.
+        packed_before = await store.take(OneMessage(slots=2), set(), T0 + 10_000, 0)
+        assert [len(m.items_json) > PACKET_LIMIT for m in packed_before] == [True, True]
+        for tag, ts in sent[:200]:  # and new ones after the failover
+            store.add_reading(Reading(tag, "HZ01", ts + 60_000, 1.5, Quality.GOOD))
+        sent += [(tag, ts + 60_000) for tag, ts in sent[:200]]
+
+        with structlog.testing.capture_logs() as logs:
+            async with running(store, settings(broker.port)) as uplink:
+                await until(lambda: len(readings(platform.messages)) >= len(sent), 30, "readings")
+                await until(lambda: drained(platform.messages), 10, "state with backlog 0")
+                assert uplink.stats.connects == 1, logs
+    finally:
+        await store.close()
+        platform.stop()
+        broker.stop()
+
+    messages = platform.messages
+    assert sorted(readings(messages)) == sorted(sent), "every reading, once"
+    state = [m for m in messages if m.kind == "state" and m.body.get("online")][-1].body
+    skipped = {e["seq"][0] for e in state["losses"] if "re-packed" in str(e["reason"])}
+    assert skipped == {m.seq for m in packed_before}
+    received = {m.body["seq"] for m in messages if m.kind == "rt"}
+    assert received | skipped == set(range(1, max(received) + 1)), "no undeclared seq gap"
+    assert state["losses_trimmed"] > 0
+    assert state["losses_total"]["entries"] == 122
+    connected = next(e for e in logs if e["event"] == "mqtt_connected")
+    assert connected["maximum_packet_size"] == PACKET_LIMIT
+    assert not [e for e in logs if "taken_over" in e["event"]]
+
+
+def drained(messages: list[Received]) -> bool:
+    states = [m for m in messages if m.kind == "state" and m.body.get("online")]
+    return bool(states) and states[-1].body["backlog"] == 0
+
+
+async def test_an_item_too_large_for_any_packet_is_declared_lost_not_resent(
+    tmp_path: Path,
+) -> None:
+    """A string value longer than the broker's packet size can never be delivered: it is
+    declared in `state.losses` and the readings after it go on."""
+    broker = Mosquitto(tmp_path / "broker", extra=f"max_packet_size {PACKET_LIMIT}\n")
+    broker.start()
+    platform = PlatformSubscriber(broker.port, PREFIX, client_id="platform-large")
+    platform.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (500, 64 * 1024))
+    await store.open()
+    try:
+        store.add_reading(Reading("HZ01.MSG", "HZ01", T0, "x" * 3000, Quality.GOOD))
+        store.add_reading(Reading("HZ01.T01", "HZ01", T0 + 1, 2.5, Quality.GOOD))
+        async with running(store, settings(broker.port)):
+            await until(lambda: ("HZ01.T01", T0 + 1) in readings(platform.messages), 15, "T01")
+            await until(lambda: drained(platform.messages), 10, "state with backlog 0")
+    finally:
+        await store.close()
+        platform.stop()
+        broker.stop()
+    state = [m for m in platform.messages if m.kind == "state" and m.body.get("online")][-1]
+    lost = [e for e in state.body["losses"] if "larger than" in str(e["reason"])]
+    assert lost == [
+        {
+            "reason": "rt item larger than the broker's maximum packet size",
+            "items": 1,
+            "first": T0,
+            "last": T0,
+        }
+    ]
+    assert ("HZ01.MSG", T0) not in readings(platform.messages)
