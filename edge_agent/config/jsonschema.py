@@ -2,8 +2,10 @@
 
 Editors use it for completion and checking as you type (docs/config.schema.json,
 regenerated with `edge-agent schema > docs/config.schema.json`; a test fails when
-the committed copy drifts). The loader stays the judge: the schema cannot express
-every check (the GB 32100 check character, limit order, unique tags).
+the committed copy drifts). The loader stays the judge: a file it accepts passes
+the schema, but some of its checks cannot be written in a JSON Schema (the GB 32100
+check character, limit order, unique tags: the list of check-only rules is in
+docs/configuration.md).
 """
 
 from __future__ import annotations

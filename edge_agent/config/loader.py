@@ -148,12 +148,16 @@ def _load_text(text: str) -> AgentConfig:
     data = walker.walk(root, ())
     del root
     problems = walker.problems + _duplicate_problems(data, walker.source)
+    # A value the YAML layer refused has its problem already. The model is not shown
+    # it, so that no check on it (00001 read as the address '1') adds a second one.
+    refused = {_format_path(path) for path in walker.refused}
+    for path in walker.refused:
+        _withhold(data, path)
     try:
         config = AgentConfig.model_validate(data)
     except ValidationError as exc:
         explained = _explain(exc.errors(), data, walker.source)
-        # A value the YAML layer refused has its problem already: not a second one.
-        problems += [p for p in explained if p.path not in walker.refused]
+        problems += [p for p in explained if p.path not in refused]
     if problems:
         raise _Refused(problems)
     return config
@@ -238,7 +242,7 @@ class _Walker:
     def __init__(self) -> None:
         self.source = SourceMap()
         self.problems: list[Problem] = []
-        self.refused: set[str] = set()  # the (formatted) paths of the values in problems
+        self.refused: set[DataPath] = set()  # where the values that problems refuse are
         self._constructor = yaml.constructor.SafeConstructor()
         self._resolver = yaml.resolver.Resolver()
         self._open: set[int] = set()  # ids of the nodes being walked: an alias loop guard
@@ -347,7 +351,7 @@ class _Walker:
 
     def _refuse(self, node: yaml.Node, path: DataPath, message: str) -> None:
         self.problems.append(Problem(_mark(node), _format_path(path), message))
-        self.refused.add(_format_path(path))
+        self.refused.add(path)
 
 
 # --- duplicate names --------------------------------------------------------------
@@ -453,6 +457,12 @@ def _has(node: object, segment: str | int) -> bool:
     if isinstance(node, list):
         return isinstance(segment, int) and 0 <= segment < len(node)
     return False
+
+
+def _withhold(data: object, path: DataPath) -> None:
+    """Put None where a value was: what a missing value gets, so nothing else is said of it."""
+    if path:
+        _at(data, path[:-1])[path[-1]] = None  # type: ignore[index]  # the walker made the path
 
 
 def _at(data: object, path: DataPath) -> object:
