@@ -501,6 +501,9 @@ class Session:
         if sock is not None:
             self._loop.remove_reader(sock)
             self._loop.remove_writer(sock)
+            # paho closes its socket again when it is collected, perhaps after the loop
+            # is gone: it must not call back into this session then.
+            self._client.on_socket_close = None
             with contextlib.suppress(OSError):
                 sock.close()
         self._resolve_closed("closed by the agent")

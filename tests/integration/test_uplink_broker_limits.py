@@ -8,6 +8,8 @@ store holds (messages packed before a failover, a long loss ledger) exactly.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +25,7 @@ from edge_agent.demo.platform import PlatformSubscriber, Received
 from edge_agent.model import Quality, Reading
 from edge_agent.store import Loss, Store, StoreSettings
 from edge_agent.uplink.envelope import Identity
-from edge_agent.uplink.mqtt import Uplink
+from edge_agent.uplink.mqtt import REFUSED_RETRY_S, Uplink
 from edge_agent.uplink.settings import BrokerAddress, UplinkSettings
 
 T0 = 1_764_441_000_000
@@ -151,3 +153,142 @@ async def test_an_item_too_large_for_any_packet_is_declared_lost_not_resent(
         }
     ]
     assert ("HZ01.MSG", T0) not in readings(platform.messages)
+
+
+ACL_DENY_READINGS = (
+    "topic readwrite safety/v1/+/+/state\n"
+    "topic readwrite safety/v1/+/+/meta\n"
+    "topic read safety/v1/#\n"
+)
+
+
+async def test_an_acl_refusal_is_no_clone_and_delivery_resumes_within_30_s(
+    tmp_path: Path,
+) -> None:
+    """Mosquitto 2.0.11 answers a denied publish with PUBACK 0x87 or closes the connection
+    without a word: the messages stay in the store, the refusal is a log line per reason
+    (not one per message) and the cause /healthz shows, no clone is suspected, and once the
+    ACL allows the topic again everything arrives within REFUSED_RETRY_S."""
+    acl = tmp_path / "acl"
+    acl.write_text(ACL_DENY_READINGS)
+    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}\n")
+    broker.start()
+    platform = PlatformSubscriber(broker.port, PREFIX, client_id="platform-acl")
+    platform.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (20, 64 * 1024))
+    await store.open()
+    sent = [(f"HZ01.T{n % 10}", T0 + n) for n in range(200)]
+    try:
+        for tag, ts in sent:
+            store.add_reading(Reading(tag, "HZ01", ts, 1.0, Quality.GOOD))
+        with structlog.testing.capture_logs() as logs:
+            async with running(store, settings(broker.port)) as uplink:
+                await until(lambda: uplink.stats.refused >= 10, 10, "ten refusals")
+                assert str(uplink.stats.refusal).endswith("(rt)")
+                acl.write_text("topic readwrite safety/v1/#\n")
+                assert broker.pid is not None
+                os.kill(broker.pid, signal.SIGHUP)  # Mosquitto reads its ACL file again
+                allowed = time.monotonic()
+                await until(lambda: len(readings(platform.messages)) >= len(sent), 40, "all")
+                assert time.monotonic() - allowed <= REFUSED_RETRY_S + 5
+                assert uplink.stats.refusal is None
+    finally:
+        await store.close()
+        platform.stop()
+        broker.stop()
+    assert sorted(set(readings(platform.messages))) == sorted(sent)
+    refused_lines = [e for e in logs if e["event"] == "mqtt_publish_refused"]
+    assert len(refused_lines) == len({e["reason"] for e in refused_lines}), refused_lines
+    print("\n".join(f"{e['event']}: {e.get('reason')}" for e in logs if "mqtt" in e["event"]))
+    assert not [e for e in logs if "taken_over" in e["event"]]
+    states = [m.body["online"] for m in platform.messages if m.kind == "state"]
+    assert all(states[:-1]), "offline only at the stop: the will was never sent"
+
+
+async def test_mqtt_3_1_1_cannot_tell_a_denied_publish_from_a_delivered_one(
+    tmp_path: Path,
+) -> None:
+    """Pinned: on MQTT 3.1.1 Mosquitto acknowledges a publish its ACL denies with a plain
+    PUBACK, so the message is deleted as delivered. The agent says so at connect."""
+    acl = tmp_path / "acl"
+    acl.write_text(ACL_DENY_READINGS)
+    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}\n")
+    broker.start()
+    platform = PlatformSubscriber(broker.port, PREFIX, client_id="platform-311")
+    platform.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (20, 64 * 1024))
+    await store.open()
+    try:
+        store.add_reading(Reading("HZ01.T1", "HZ01", T0, 1.0, Quality.GOOD))
+        with structlog.testing.capture_logs() as logs:
+            async with running(store, settings(broker.port, mqtt5=False)) as uplink:
+                await until(lambda: uplink.stats.acked >= 1, 10, "the PUBACK")
+                await until(lambda: drained(platform.messages), 10, "state with backlog 0")
+    finally:
+        await store.close()
+        platform.stop()
+        broker.stop()
+    assert not readings(platform.messages), "denied, yet acknowledged: lost on 3.1.1"
+    (warning,) = [e for e in logs if e["event"] == "mqtt_3_1_1_in_use"]
+    assert "acknowledge the message" in warning["cannot"]
+
+
+async def test_a_close_for_an_oversized_publish_blames_that_publish_not_a_clone(
+    tmp_path: Path,
+) -> None:
+    """MQTT 3.1.1 announces no packet size, and Mosquitto 2.0.11 closes the connection on
+    an oversized packet without a word: the close blames the publish just sent, which is
+    set aside, and smaller messages go on; no "cloned gateway"."""
+    broker = Mosquitto(tmp_path / "broker", extra=f"max_packet_size {PACKET_LIMIT}\n")
+    broker.start()
+    platform = PlatformSubscriber(broker.port, PREFIX, client_id="platform-close")
+    platform.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (500, 64 * 1024))
+    await store.open()
+    try:
+        for n in range(300):  # one message of about 15 kB
+            store.add_reading(Reading(f"HZ01.T{n % 30:02d}", "HZ01", T0 + n, 1.0, Quality.GOOD))
+        with structlog.testing.capture_logs() as logs:
+            async with running(store, settings(broker.port, mqtt5=False)) as uplink:
+                await until(lambda: uplink.stats.connects >= 1, 10, "a connection")
+                await until(
+                    lambda: any(e["event"] == "mqtt_close_blamed_publish" for e in logs),
+                    10,
+                    "the close blaming the publish",
+                )
+                store.add_reading(Reading("HZ01.SMALL", "HZ01", T0 + 999, 2.0, Quality.GOOD))
+                await until(
+                    lambda: ("HZ01.SMALL", T0 + 999) in readings(platform.messages),
+                    15,
+                    "the small message after it",
+                )
+    finally:
+        await store.close()
+        platform.stop()
+        broker.stop()
+    assert not [e for e in logs if "taken_over" in e["event"]]
+
+
+async def test_a_broker_without_retained_messages_gets_an_unretained_will(
+    tmp_path: Path,
+) -> None:
+    """Mosquitto with `retain_available false` refuses a retained will (CONNACK 0x9A): the
+    agent connects again at once with an unretained one, and says what the platform loses."""
+    broker = Mosquitto(tmp_path / "broker", extra="retain_available false\n")
+    broker.start()
+    platform = PlatformSubscriber(broker.port, PREFIX, client_id="platform-noretain")
+    platform.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (20, 64 * 1024))
+    await store.open()
+    try:
+        store.add_reading(Reading("HZ01.T1", "HZ01", T0, 1.0, Quality.GOOD))
+        with structlog.testing.capture_logs() as logs:
+            async with running(store, settings(broker.port)):
+                await until(lambda: bool(readings(platform.messages)), 10, "the reading")
+                await until(lambda: drained(platform.messages), 10, "state with backlog 0")
+    finally:
+        await store.close()
+        platform.stop()
+        broker.stop()
+    assert [e["event"] for e in logs if "retain" in e["event"]] == ["mqtt_retain_unavailable"]
+    assert not [m for m in platform.messages if m.retained]
