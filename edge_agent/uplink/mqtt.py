@@ -567,9 +567,8 @@ class Uplink:
         )
 
     def _will(self) -> Will:
-        return Will(
-            self._identity.topic("state"), offline_payload(self._identity), self._will_retained
-        )
+        offline = self._payload(offline_payload(self._identity))  # gzip covers every payload
+        return Will(self._identity.topic("state"), offline, self._will_retained)
 
 
 async def _wait_any(event: asyncio.Event, closed: asyncio.Future[str], seconds: float) -> None:

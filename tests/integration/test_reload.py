@@ -89,3 +89,26 @@ def test_without_a_file_to_read_the_reload_is_refused(rig: Rig, tmp_path: Path) 
     hang_up(agent)
     assert str(config) in " ".join(wait_for_event(agent, "reload_refused")["problems"])
     assert agent.terminate() == 0, agent.log()
+
+
+def test_a_reload_applies_the_batch_limits_to_messages_packed_after_it(rig: Rig) -> None:
+    """`uplink.batch` is an uplink setting the reload table promises: after SIGHUP, new
+    messages follow the new `max_items` (the store packs them, not only the uplink)."""
+    sim = rig.plant(counter_points(20))
+    config = rig.agent_config(
+        [modbus("plc-a", sim.port, *range(20))], metrics=METRICS_OFF, batch={"max_items": 100}
+    )
+    agent = rig.spawn("agent", "run", str(config))
+    rig.platform.wait_for(
+        lambda ms: any(len(m.body["items"]) > 5 for m in ms if m.kind == "rt"), 15, "full batches"
+    )
+    config.write_text(config.read_text().replace("max_items: 100", "max_items: 5"))
+    hang_up(agent)
+    wait_for_event(agent, "config_reloaded")
+    reloaded = len(rig.platform.messages)
+    rig.platform.wait_for(
+        lambda ms: len([m for m in ms[reloaded:] if m.kind == "rt"]) >= 10, 15, "batches after"
+    )
+    after = [m for m in rig.platform.messages[reloaded:] if m.kind == "rt"]
+    assert max(len(m.body["items"]) for m in after[2:]) <= 5  # two may have been in flight
+    assert agent.terminate() == 0, agent.log()

@@ -10,6 +10,8 @@ closed when the time is up.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -158,3 +160,17 @@ def test_the_probe_never_uses_the_gateways_client_id() -> None:
     """An empty client id: the broker assigns one, so the probe cannot take a session over."""
     assert CONNECT_3_1_1[-2:] == b"\x00\x00"
     assert protocol_level(CONNECT_3_1_1) == 4
+
+
+def test_with_gzip_the_will_is_compressed_too() -> None:
+    """`batch.gzip` covers every payload, the will the broker sends for the agent included."""
+    settings = UplinkSettings(brokers=(BrokerAddress("127.0.0.1", 1883),), gzip=True)
+    uplink = Uplink(settings, Identity(PREFIX, ENTERPRISE, GATEWAY), None, dict, "test")  # type: ignore[arg-type]
+    will = uplink._will()
+    assert will.payload[:2] == b"\x1f\x8b"
+    assert json.loads(gzip.decompress(will.payload)) == {
+        "v": 1,
+        "ent": ENTERPRISE,
+        "gw": GATEWAY,
+        "online": False,
+    }

@@ -69,13 +69,16 @@ def test_the_last_will_says_offline_30_s_after_a_crash(rig: Rig) -> None:
 
 
 def test_gzip_payloads_carry_the_same_envelope(rig: Rig) -> None:
-    """With batch.gzip every envelope is sent compressed (1f 8b) and inflates to the spec's form."""
+    """With batch.gzip every payload is sent compressed (1f 8b): the envelopes, which inflate
+    to the spec's form, `state` and `meta` (the will too: test_uplink_connect.py)."""
     sim = rig.plant([{"address": "hr:0", "type": "uint32", "value": {"counter": {}}}])
     device = counter_device(sim.port, 0.2, level=False)
     agent = rig.start_agent([device], batch={"gzip": True})
     rig.platform.wait_for(lambda ms: len([m for m in ms if m.kind == "rt"]) >= 3, 15, "rt messages")
     assert agent.terminate() == 0
+    assert {m.kind for m in rig.platform.messages if not m.gzipped} == set()
+    assert {"rt", "state", "meta"} <= {m.kind for m in rig.platform.messages}
+    assert not rig.platform.messages[-1].body["online"], "the offline state at the stop"
     rt = [m for m in rig.platform.messages if m.kind == "rt"]
-    assert all(m.gzipped for m in rt)
     assert {"v", "ent", "gw", "seq", "sent", "hist", "items"} == set(rt[0].body)
     assert rt[0].body["items"][0]["tag"] == "HZ01.CNT"
