@@ -47,6 +47,7 @@ def uplink_snapshot(uplink: Uplink, now: float) -> UplinkSnapshot:
         published=stats.published,
         acked=stats.acked,
         refused=stats.refused,
+        refusal=stats.refusal,
         connects=stats.connects,
     )
 

@@ -227,7 +227,8 @@ def _uplink_line(uplink: dict[str, Any]) -> str:
         state = f"DOWN for {since}"
     else:
         state = f"connected to {uplink['broker'] or 'the broker'} for {since}"
+    refusing = f" (last: {uplink['refusal']})" if uplink.get("refusal") else ""
     return (
         f"uplink     {state}; {uplink['in_flight']} in flight; {uplink['acked']} acked, "
-        f"{uplink['refused']} refused; {uplink['connects']} connects since start"
+        f"{uplink['refused']} refused{refusing}; {uplink['connects']} connects since start"
     )

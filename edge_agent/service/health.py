@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from edge_agent.service.snapshot import Snapshot
+from edge_agent.service.snapshot import Snapshot, UplinkSnapshot
 
 State = Literal["ok", "degraded", "failing"]
 
@@ -82,7 +82,7 @@ def _failing(snapshot: Snapshot, limits: HealthLimits) -> list[str]:
     if not uplink.connected and uplink.state_for_s >= limits.uplink_down_s:
         reasons.append(f"uplink down for {duration(uplink.state_for_s)}")
     if uplink.connected and uplink.undelivered_for_s >= limits.uplink_down_s:
-        reasons.append(f"nothing delivered for {duration(uplink.undelivered_for_s)}")
+        reasons.append(_undelivered(uplink))
     return reasons
 
 
@@ -96,7 +96,7 @@ def _degraded(snapshot: Snapshot, limits: HealthLimits) -> list[str]:
     if not uplink.connected and uplink.state_for_s < limits.uplink_down_s:
         reasons.append(f"uplink down for {duration(uplink.state_for_s)}")
     if uplink.connected and UNDELIVERED_S <= uplink.undelivered_for_s < limits.uplink_down_s:
-        reasons.append(f"nothing delivered for {duration(uplink.undelivered_for_s)}")
+        reasons.append(_undelivered(uplink))
     store = snapshot.store
     if store.backlog_messages:
         age = ""
@@ -118,3 +118,9 @@ def duration(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def _undelivered(uplink: UplinkSnapshot) -> str:
+    """A connected uplink that delivers nothing, with the broker's refusal if it gave one."""
+    refusing = f"; the broker refuses: {uplink.refusal}" if uplink.refusal else ""
+    return f"nothing delivered for {duration(uplink.undelivered_for_s)}{refusing}"

@@ -115,6 +115,8 @@ class UplinkSnapshot:
     undelivered_for_s: float = 0.0
     """How long messages have waited with none delivered (0 while nothing waits or
     deliveries come): a connected uplink whose broker takes nothing shows it here."""
+    refusal: str | None = None
+    """What the broker last refused and why, until a delivery succeeds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,3 +75,13 @@ def test_a_down_device_carries_its_drivers_reason() -> None:
     assert health.reasons == [
         "device plc-boiler down for 30 s: the server refuses the user of /x (BadUserAccessDenied)"
     ]
+
+
+def test_a_broker_that_refuses_everything_is_named_as_the_cause() -> None:
+    refusing = dataclasses.replace(
+        healthy().uplink, undelivered_for_s=700, refusal="Not authorized (rt)"
+    )
+    health = judge(healthy(uplink=refusing), LIMITS)
+    assert health == Health(
+        "failing", ["nothing delivered for 12 min; the broker refuses: Not authorized (rt)"]
+    )
