@@ -29,7 +29,7 @@ from drivers.simulator import Scenario, start_simulator
 from edge_agent.model import Quality, Sample
 from edge_agent.poller import Poller
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.soak]
 
 DURATION_S = float(os.environ.get("EDGE_AGENT_TEST_ISOLATION_S", "300"))
 WARM_UP_S = 30.0
