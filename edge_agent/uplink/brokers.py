@@ -158,5 +158,8 @@ class ReconnectPolicy:
             return Retry(self._takeover.next(), takeover)
         delay = self._rounds.next()
         if ending is Ending.REFUSED:
-            delay = min(delay, REFUSED_RETRY_MAX_S)
+            # Jittered under the cap too: min(delay, cap) makes every gateway at the cap
+            # wait exactly the cap, so a fleet refused together would retry in step for good.
+            cap = self.rng.uniform(REFUSED_RETRY_MAX_S / 2, REFUSED_RETRY_MAX_S)
+            delay = min(delay, cap)
         return Retry(delay, None)

@@ -154,6 +154,16 @@ def test_closes_that_blame_a_publish_are_refusals_retried_within_30_s() -> None:
     assert reconnect.takeovers == 0
 
 
+def test_refused_retries_at_the_cap_are_still_jittered() -> None:
+    """A fleet refused together must not retry in step: no delay is exactly the cap."""
+    reconnect = policy(1)
+    for _ in range(8):
+        reconnect.connect_failed()  # the round backoff is at its cap, above the refusal cap
+    delays = [reconnect.connection_ended(3.0, Ending.REFUSED).delay for _ in range(10)]
+    assert all(REFUSED_RETRY_MAX_S / 2 <= delay <= REFUSED_RETRY_MAX_S for delay in delays)
+    assert len({round(delay, 6) for delay in delays}) == len(delays)
+
+
 def test_a_refusal_between_idle_closes_clears_the_suspicion() -> None:
     reconnect = policy(1)
     for _ in range(SUSPECT_AFTER - 1):
