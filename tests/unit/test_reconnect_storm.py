@@ -7,12 +7,15 @@ connect attempts, each answered at once by a broker that, by scenario, is
 unreachable (the attempt fails), accepts and drops at once, or accepts for
 good. Nothing sleeps: a simulation of the fleet takes about a third of a second.
 
-The bound on a broker's busiest second after an outage: at the cap d
-(`reconnect_max`) every delay is drawn from [d/2, d], so wherever a gateway's
-last failed attempt fell, its next one falls in a second with probability at
-most 1/(d/2), and it falls only once (the attempt connects). A second's count
-is then a sum of independent trials with mean at most N/(d/2), whose spread
-is at most a Poisson count's; the bound allows five standard deviations.
+The bound on a broker's busiest second after an outage: when it returns,
+every gateway waits out a delay drawn from [c/2, c], c at least the nominal
+delay of the slowest gateway (`reconnect_max` after a long outage). Wherever
+a gateway's last failed attempt fell, its next one falls in a given second
+with probability at most 1/(c/2), and it falls only once (the attempt
+connects). A second's count is then a sum of independent trials with mean at
+most N/(c/2), whose spread is at most a Poisson count's; the bound allows five
+standard deviations. The broker that drops every connection gets bounds of
+the same form, each test says how.
 
 Run with `pytest -s` for the figures; docs/uplink.md ("A province at scale")
 quotes them.
@@ -32,9 +35,11 @@ import pytest
 from edge_agent.config.schema import Uplink as UplinkConfig
 from edge_agent.reload import uplink_settings_of
 from edge_agent.uplink.brokers import (
+    REFUSED_RETRY_MAX_S,
     SUSPECT_AFTER,
     TAKEOVER_FIRST_S,
     TAKEOVER_MAX_S,
+    Ending,
     ReconnectPolicy,
 )
 
@@ -85,7 +90,7 @@ def simulate(broker: Broker, seed: int = SEED) -> Storm:
         for n in range(GATEWAYS)
     ]
     queue = [
-        (policy.connection_ended(UP_BEFORE_S, taken_over=False, by_broker=True).delay, n)
+        (policy.connection_ended(UP_BEFORE_S, Ending.LOST).delay, n)
         for n, policy in enumerate(policies)
     ]
     heapq.heapify(queue)
@@ -109,12 +114,11 @@ def unreachable_until(back_s: float) -> Broker:
     return broker
 
 
-def dropping_until(fixed_s: float) -> Broker:
+def dropping_until(fixed_s: float, ending: Ending) -> Broker:
     def broker(policy: ReconnectPolicy, t: float) -> float | None:
         if t >= fixed_s:
             return None
-        retry = policy.connection_ended(DROPPED_AFTER_S, taken_over=False, by_broker=True)
-        return DROPPED_AFTER_S + retry.delay
+        return DROPPED_AFTER_S + policy.connection_ended(DROPPED_AFTER_S, ending).delay
 
     return broker
 
@@ -164,31 +168,68 @@ def test_the_storm_is_the_same_for_the_same_seed() -> None:
     assert first != simulate(unreachable_until(OUTAGE_S), seed=SEED + 1)
 
 
-def test_a_broker_that_accepts_and_drops_gets_no_lock_step() -> None:
-    """Dropped at once again and again: after the first retries the fleet spreads out.
+def nominal_waits(count: int) -> float:
+    """The longest time the first `count` round waits and their dropped connections take."""
+    ceilings = (DEFAULTS.reconnect_min_s * 2**k for k in range(count))
+    return sum(min(c, DEFAULTS.reconnect_max_s) + DROPPED_AFTER_S for c in ceilings)
 
-    The first `SUSPECT_AFTER` retries wait the round backoff from `reconnect_min`;
-    then each close is a suspected takeover, waited out for at least
-    `TAKEOVER_FIRST_S` and followed by one round retry. So from then on a
-    gateway's attempts come in pairs, and each of a pair falls in a given second
-    with probability at most 1/TAKEOVER_FIRST_S: a second's mean is at most
-    2N/TAKEOVER_FIRST_S.
-    """
-    storm = simulate(dropping_until(DROPPING_S))
-    first_retries_s = math.ceil(
-        DEFAULTS.reconnect_min_s * (2**SUSPECT_AFTER - 1) + SUSPECT_AFTER * DROPPED_AFTER_S
-    )
-    second, peak = storm.peak_from(first_retries_s)
-    bound = peak_bound(2 * GATEWAYS, 2 * TAKEOVER_FIRST_S)
+
+def dropped(ending: Ending, from_s: float, bound: float) -> Storm:
+    """The broker drops every connection at once, each ending as `ending`, for `DROPPING_S`;
+    after `from_s` no second may hold more attempts than `bound`."""
+    storm = simulate(dropping_until(DROPPING_S, ending))
+    second, peak = storm.peak_from(from_s)
     after_fix, peak_after_fix = storm.peak_from(DROPPING_S)
-    all_in = storm.all_connected_after(DROPPING_S)
-    first = [storm.attempts[s] for s in range(first_retries_s)]
+    first = [storm.attempts[s] for s in range(math.ceil(from_s))]
     print(
-        f"\n{GATEWAYS:,} gateways, broker drops every connection for {DROPPING_S:.0f} s: "
-        f"the first {first_retries_s} s {first} attempts a second; then peak {peak} at "
-        f"{second} s (bound {bound:.0f}); {storm.takeovers:,} suspected takeovers; "
+        f"\n{GATEWAYS:,} gateways, broker drops every connection for {DROPPING_S:.0f} s "
+        f"({ending.name}): {first[:3]} attempts in the first seconds, peak {max(first)} in "
+        f"the first {len(first)} s; then peak {peak} at {second} s (bound {bound:.0f}); "
+        f"{storm.takeovers:,} suspected takeovers; "
         f"after the fix: peak {peak_after_fix} at +{after_fix - DROPPING_S:.0f} s, "
-        f"all connected after {all_in:.1f} s"
+        f"all connected after {storm.all_connected_after(DROPPING_S):.1f} s"
     )
     assert peak <= bound
-    assert all_in <= TAKEOVER_MAX_S, "no wait is longer than the takeover cap"
+    return storm
+
+
+def test_a_broker_that_closes_idle_connections_gets_no_lock_step() -> None:
+    """Closed at once with nothing in flight: after the first retries the fleet spreads out.
+
+    The first `SUSPECT_AFTER` closes wait the round backoff from `reconnect_min`;
+    the last of them is a suspected takeover, waited out for at least
+    `TAKEOVER_FIRST_S`, and so on. So from then on a gateway's attempts come
+    in runs of `SUSPECT_AFTER`, each run after a wait of at least
+    `TAKEOVER_FIRST_S`: a second's mean is at most about
+    SUSPECT_AFTER x N / TAKEOVER_FIRST_S.
+    """
+    storm = dropped(
+        Ending.CLOSED_IDLE,
+        nominal_waits(SUSPECT_AFTER),
+        peak_bound(SUSPECT_AFTER * GATEWAYS, 2 * TAKEOVER_FIRST_S),
+    )
+    assert storm.takeovers >= GATEWAYS, "every gateway suspects a clone"
+    assert storm.all_connected_after(DROPPING_S) <= TAKEOVER_MAX_S
+
+
+def test_a_broker_that_refuses_every_connection_gets_no_lock_step() -> None:
+    """Closed at once as a refusal: the waits stay jittered under the refusal cap.
+
+    Once the round backoff's nominal delay reaches twice `REFUSED_RETRY_MAX_S`,
+    every wait is drawn from [cap/2, cap]: a second's mean is at most N/(cap/2).
+    """
+    waits_to_cap = math.ceil(math.log2(2 * REFUSED_RETRY_MAX_S / DEFAULTS.reconnect_min_s))
+    storm = dropped(
+        Ending.REFUSED,
+        nominal_waits(waits_to_cap),
+        peak_bound(GATEWAYS, REFUSED_RETRY_MAX_S),
+    )
+    assert storm.takeovers == 0
+    assert storm.all_connected_after(DROPPING_S) <= REFUSED_RETRY_MAX_S
+    last = [
+        storm.attempts[s] for s in range(int(DROPPING_S - REFUSED_RETRY_MAX_S), int(DROPPING_S))
+    ]
+    mean = sum(last) / len(last)
+    # Waits of exactly the cap would keep the waves of the first retries for good: each
+    # period alike, busy seconds and empty ones. Jittered, they flatten to a Poisson-ish count.
+    assert max(last) <= mean + 5 * math.sqrt(mean), "the fleet retries in waves that never flatten"
