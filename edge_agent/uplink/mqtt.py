@@ -145,6 +145,8 @@ class Uplink:
         self._retained: dict[int, str] = {}
         """mid -> topic of the retained publishes (`state`, `meta`) of this connection."""
         self._next_state = 0.0
+        self._state_refused_until = 0.0
+        """A refused `state` waits this long, on a new connection too (monotonic)."""
         self._refusals: dict[str, Tally] = {}
         self._told_3_1_1 = False
         self._will_retained = True
@@ -340,7 +342,9 @@ class Uplink:
         self._window = self._new_window(
             min(settings.max_inflight, announced.receive_maximum), max_bytes
         )
-        self._state_due = True
+        # A broker that closes the connection on refusing `state` would otherwise get it
+        # first on every connection, and nothing else would get through.
+        self._state_due = time.monotonic() >= self._state_refused_until
         self.stats.mark(connected=True)
         self.stats.connects += 1
         log.info(
@@ -376,7 +380,7 @@ class Uplink:
         )
 
     async def _send_loop(self, session: Session) -> None:
-        self._next_state = 0.0
+        self._next_state = self._state_refused_until
         keepalive = self._settings.keepalive_s
         while not session.closed.done() and not self._stopping.is_set():
             if not self._window.seqs and not self._refused_until:
@@ -534,7 +538,8 @@ class Uplink:
         if message is not None:
             self._refused_until[message.seq] = retry_at
         elif name == "state":
-            self._next_state, self._state_due = retry_at, False
+            self._next_state = self._state_refused_until = retry_at
+            self._state_due = False
         tally = self._refusals.get(reason)
         if tally is None:
             tally = self._refusals[reason] = Tally(

@@ -167,6 +167,8 @@ class Session:
         self._waiting_since = 0.0
         self._last_in = 0.0
         self._closed_at: float | None = None
+        self._refused_at: float | None = None
+        """When the last PUBACK with a failure reason came."""
         self._in_flight_at_close = 0
         self.broker_reason: ReasonCode | None = None
         """The reason of the broker's DISCONNECT (MQTT 5), if it sent one."""
@@ -197,7 +199,11 @@ class Session:
             return Ending.AGENT if self._agent_closing else Ending.LOST
         if reason is not None and reason.value == TAKEN_OVER:
             return Ending.TAKEN_OVER
-        if (reason is not None and reason.value in MESSAGE_FAULTS) or self.implicated():
+        if (
+            (reason is not None and reason.value in MESSAGE_FAULTS)
+            or self._refusal_explains_close()
+            or self.implicated()
+        ):
             return Ending.REFUSED
         if reason is None and not self._in_flight_at_close:
             return Ending.CLOSED_IDLE
@@ -212,8 +218,21 @@ class Session:
             return []
         if reason is not None and reason.value not in MESSAGE_FAULTS:
             return []
-        within = max(2 * self._round_trip_s, MIN_ROUND_TRIP_S)
+        if self._refusal_explains_close():
+            return []  # the refused publish is the one to blame, and it is set aside already
+        within = self._round_trip_window()
         return [mid for mid, at in self._unacked.items() if self._closed_at - at <= within]
+
+    def _refusal_explains_close(self) -> bool:
+        """A PUBACK refusal came within one round trip before the broker closed (Mosquitto
+        2.0.11 closes right after refusing a publish with 0x87)."""
+        closed, refused = self._closed_at, self._refused_at
+        if closed is None or refused is None or not self.ended_by_broker:
+            return False
+        return closed - refused <= self._round_trip_window()
+
+    def _round_trip_window(self) -> float:
+        return max(2 * self._round_trip_s, MIN_ROUND_TRIP_S)
 
     def _make_client(self, will: Will) -> _PreparedClient:
         ep = self._endpoint
@@ -473,6 +492,8 @@ class Session:
         properties: Properties | None,
     ) -> None:
         published = self._unacked.pop(mid, None)
+        if reason.is_failure:
+            self._refused_at = time.monotonic()
         if published is not None:
             took = time.monotonic() - published
             self._round_trip_s += (took - self._round_trip_s) / 8  # as TCP smooths its RTT

@@ -292,3 +292,31 @@ async def test_a_broker_without_retained_messages_gets_an_unretained_will(
         broker.stop()
     assert [e["event"] for e in logs if "retain" in e["event"]] == ["mqtt_retain_unavailable"]
     assert not [m for m in platform.messages if m.retained]
+
+
+async def test_a_refused_state_waits_its_turn_and_the_readings_go_on(tmp_path: Path) -> None:
+    """Mosquitto refuses `state` (ACL, PUBACK 0x87) and closes: only `state` is to blame, and
+    it is tried again only after REFUSED_RETRY_S, on a new connection too, so the readings
+    get through at once."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite safety/v1/+/+/rt\ntopic readwrite safety/v1/+/+/meta\n")
+    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}\n")
+    broker.start()
+    platform = PlatformSubscriber(broker.port, PREFIX, client_id="platform-state")
+    platform.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (20, 64 * 1024))
+    await store.open()
+    sent = [(f"HZ01.T{n % 10}", T0 + n) for n in range(100)]
+    try:
+        for tag, ts in sent:
+            store.add_reading(Reading(tag, "HZ01", ts, 1.0, Quality.GOOD))
+        with structlog.testing.capture_logs() as logs:
+            async with running(store, settings(broker.port)) as uplink:
+                await until(lambda: len(readings(platform.messages)) >= len(sent), 10, "readings")
+                assert uplink.stats.refused == 1
+    finally:
+        await store.close()
+        platform.stop()
+        broker.stop()
+    assert not [e for e in logs if "taken_over" in e["event"]]
+    assert not platform.of_kind("state")
