@@ -166,7 +166,7 @@ async def start_gateways(
 ) -> list[Gateway]:
     raw: dict[str, object] = {"mqtt": {"host": "127.0.0.1", "port": port}}
     if rate is not None:
-        raw["backfill_rate"] = rate
+        raw["backfill_rate"] = f"{rate}B"
     settings = uplink_settings_of(UplinkConfig.model_validate(raw))
     gateways = []
     for name in names:
