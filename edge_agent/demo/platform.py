@@ -11,9 +11,9 @@ import gzip
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -33,16 +33,41 @@ class Received:
 
 
 class PlatformSubscriber:
-    def __init__(self, port: int, prefix: str = "safety/v1", client_id: str = "platform") -> None:
+    def __init__(
+        self,
+        port: int,
+        prefix: str = "safety/v1",
+        client_id: str = "platform",
+        *,
+        protocol: Literal["5", "3.1.1"] = "5",
+        topics: Sequence[str] = (),
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        """`topics`: the topic filters to subscribe to; none: everything under `prefix`.
+        A broker that holds retained messages for exact topics only (RabbitMQ) needs
+        the exact topics here for a late subscriber to get `state` and `meta`.
+
+        `protocol` "3.1.1" for a broker that lacks MQTT 5 (RabbitMQ); the session is
+        persistent either way. `credentials`: user name and password, for a broker that
+        wants them (ejabberd refuses a CONNECT without a user name).
+        """
         self._port = port
         self._prefix = prefix
+        self._topics = list(topics) or [f"{prefix}/#"]
+        self._mqtt5 = protocol == "5"
         self._lock = threading.Lock()
         self._messages: list[Received] = []
         self._listeners: list[Callable[[Received], None]] = []
         self._subscribed = threading.Event()
+        self._subscriptions = 0
         self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if self._mqtt5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self._mqtt5 else False,
         )
+        if credentials is not None:
+            self._client.username_pw_set(*credentials)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -50,11 +75,14 @@ class PlatformSubscriber:
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect with a persistent session and wait until the subscription holds."""
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 3600
-        self._client.connect_async(
-            "127.0.0.1", self._port, keepalive=10, clean_start=False, properties=properties
-        )
+        if self._mqtt5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 3600
+            self._client.connect_async(
+                "127.0.0.1", self._port, keepalive=10, clean_start=False, properties=properties
+            )
+        else:  # the persistent session is the client's clean_session=False
+            self._client.connect_async("127.0.0.1", self._port, keepalive=10)
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             raise TimeoutError("the platform subscriber could not subscribe")
@@ -65,6 +93,13 @@ class PlatformSubscriber:
 
     def on_message(self, listener: Callable[[Received], None]) -> None:
         self._listeners.append(listener)
+
+    @property
+    def subscriptions(self) -> int:
+        """How many times the subscription was made: once per connection, so a broker
+        that forgets sessions on a restart (ejabberd) has it again when this grows."""
+        with self._lock:
+            return self._subscriptions
 
     @property
     def messages(self) -> list[Received]:
@@ -84,9 +119,11 @@ class PlatformSubscriber:
             time.sleep(0.05)
 
     def _on_connect(self, client: paho.Client, userdata: object, *args: object) -> None:
-        client.subscribe(f"{self._prefix}/#", qos=1)
+        client.subscribe([(topic, 1) for topic in self._topics])
 
     def _on_subscribe(self, client: paho.Client, userdata: object, *args: object) -> None:
+        with self._lock:
+            self._subscriptions += 1
         self._subscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
