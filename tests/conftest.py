@@ -154,6 +154,7 @@ def agent_config(
     store: dict[str, Any] | None = None,
     *,
     metrics: dict[str, Any] | None = None,
+    gateway: str = GATEWAY,
     **uplink: Any,
 ) -> Path:
     """Write an agent config for the test rig and return its path.
@@ -161,10 +162,12 @@ def agent_config(
     `store` is merged into the store section; `uplink` keys override the
     uplink section, and a `mqtt` dict is merged into the loopback broker settings.
     The metrics server listens on a free port unless `metrics` says otherwise, so
-    agents of tests run in parallel do not contend for 9108.
+    agents of tests run in parallel do not contend for 9108. `gateway` is the
+    gateway code (and client id): tests sharing one broker give each agent its own,
+    so no retained `state` of one is taken for another's.
     """
     config = {
-        "gateway": {"code": GATEWAY, "enterprise": ENTERPRISE},
+        "gateway": {"code": gateway, "enterprise": ENTERPRISE},
         "uplink": {
             **uplink,
             "mqtt": {
