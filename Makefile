@@ -2,7 +2,7 @@
 # Both create .venv, install the project, and make sure Mosquitto is there
 # (apt-get when run as root; otherwise they say what to install). `make test`
 # also makes sure of what tests/interop builds and runs its third-party servers
-# with (libmodbus, socat, a C compiler, Node.js and npm).
+# with (libmodbus, socat, a C compiler, Node.js and npm, RabbitMQ and ejabberd).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -56,8 +56,12 @@ mosquitto:
 		fi; }
 
 # tests/interop compiles a Modbus server on libmodbus (C, found through pkg-config),
-# joins pseudo-terminal pairs with socat, and runs an OPC UA server on node-opcua
-# (Node.js 18 or newer; npm installs node-opcua from tests/interop/opcua/package-lock.json).
+# joins pseudo-terminal pairs with socat, runs an OPC UA server on node-opcua
+# (Node.js 18 or newer; npm installs node-opcua from tests/interop/opcua/package-lock.json),
+# and runs RabbitMQ's MQTT plugin and ejabberd's mod_mqtt as private nodes on free ports.
+# Debian starts a system ejabberd on install, whose configuration takes port 1883 (the
+# system Mosquitto's): it is stopped and disabled straight after. The system RabbitMQ
+# node is left running; the tests' node is another.
 thirdparty:
 	@{ pkg-config --exists libmodbus 2>/dev/null && command -v cc >/dev/null \
 		&& command -v socat >/dev/null; } || { \
@@ -74,6 +78,17 @@ thirdparty:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
 		else \
 			echo "tests/interop needs Node.js 18 or newer and npm: run 'sudo apt-get install nodejs npm' and try again"; exit 1; \
+		fi; }
+	@{ [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && [ -x /usr/sbin/ejabberdctl ]; } || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing RabbitMQ and ejabberd (apt-get install rabbitmq-server ejabberd)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				rabbitmq-server ejabberd || exit 1; \
+			echo "stopping and disabling the system ejabberd (it would take port 1883)"; \
+			if [ -d /run/systemd/system ]; then systemctl disable --now ejabberd; \
+			else /etc/init.d/ejabberd stop >/dev/null && update-rc.d ejabberd disable >/dev/null; fi; \
+		else \
+			echo "tests/interop needs RabbitMQ and ejabberd: run 'sudo apt-get install rabbitmq-server ejabberd', then 'sudo systemctl disable --now ejabberd' (its configuration takes port 1883), and try again"; exit 1; \
 		fi; }
 
 clean:
