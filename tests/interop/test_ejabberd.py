@@ -138,3 +138,24 @@ def test_a_publish_refused_by_access_rules_is_delivered_once_allowed(
     # What was refused is tried again REFUSED_RETRY_S after its refusal.
     platform.wait_for(complete, REFUSED_RETRY_S + 15, "every seq from 1, the refused ones too")
     assert agent.terminate() == 0, agent.log()
+
+
+def test_a_cloned_gateway_is_detected_from_ejabberds_disconnect(rig: BrokerRig) -> None:
+    """A second agent with the same gateway code: ejabberd tells the first why it lost the
+    session (DISCONNECT 0x8E), and the first backs off instead of taking the client id
+    straight back."""
+    gateway = "GW-EJ-CLONE"
+    config = rig.agent_config(gateway, rig.counter())
+    first = rig.spawn("agent-first", "run", str(config))
+    wait_for_event(first, "mqtt_connected")
+    cloned = config.parent.parent / "clone" / "agent.yaml"  # its own store, the same code
+    cloned.parent.mkdir()
+    cloned.write_text(
+        config.read_text().replace(str(config.parent / "store.db"), str(cloned.parent / "store.db"))
+    )
+    clone = rig.spawn("agent-clone", "run", str(cloned))
+    takeover = wait_for_event(first, "mqtt_client_id_taken_over", timeout=20)
+    assert takeover["retry_in"] >= 30
+    assert "0x8E" in takeover["evidence"]
+    assert first.terminate() == 0, first.log()
+    assert clone.terminate() == 0, clone.log()
