@@ -397,8 +397,8 @@ class Uplink:
             for tally in self._refusals.values():
                 tally.tick()
             wait = min(self._settings.linger_s, max(self._next_state - time.monotonic(), 0.0))
-            if self._backfill_rate is not None:
-                wait = min(wait, max(self._backfill_rate.wait_s(), 0.01))
+            if self._backfill_rate is not None and (debt := self._backfill_rate.wait_s()) > 0:
+                wait = min(wait, max(debt, 0.01))  # back-fill may go again once it is paid
             await _wait_any(self._wake, session.closed, wait)
 
     async def _sync_meta(self, session: Session) -> None:

@@ -320,3 +320,32 @@ async def test_a_refused_state_waits_its_turn_and_the_readings_go_on(tmp_path: P
         broker.stop()
     assert not [e for e in logs if "taken_over" in e["event"]]
     assert not platform.of_kind("state")
+
+
+async def test_an_idle_uplink_with_a_backfill_rate_sleeps(tmp_path: Path) -> None:
+    """With `backfill_rate` set, an idle uplink woke every 10 ms to ask the store for work
+    (20 ms of CPU a second per gateway): it wakes early only while back-fill is in debt."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (20, 64 * 1024))
+    await store.open()
+    takes = 0
+    take = store.take
+
+    async def counted(*args: Any) -> Any:
+        nonlocal takes
+        takes += 1
+        return await take(*args)
+
+    store.take = counted  # type: ignore[method-assign]
+    try:
+        async with running(store, settings(broker.port, backfill_rate=20_000)) as uplink:
+            await until(lambda: uplink.stats.connected, 10, "a connection")
+            await asyncio.sleep(0.5)
+            before = takes
+            await asyncio.sleep(2.0)
+            idle_takes = takes - before
+    finally:
+        await store.close()
+        broker.stop()
+    assert idle_takes <= 1.5 * 2.0 / 0.1, f"{idle_takes} store calls in 2 s (linger 0.1 s)"
