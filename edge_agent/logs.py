@@ -1,5 +1,11 @@
 """Log setup: JSON lines for journald and files, a readable console on a terminal.
 
+Under systemd each line starts with its syslog priority, `<4>` for a warning,
+which journald strips and keeps as the entry's priority, so that
+`journalctl -p warning` filters; only when stderr is the journal's own stream
+(`JOURNAL_STREAM` names its device and inode). An inherited variable never
+puts the prefix into a file or a pipe: there it would corrupt the JSON.
+
 Also the two things every log line of a long-running agent needs:
 
 - `Repeats`: a failure that recurs on every poll logs one line when it starts,
@@ -19,7 +25,9 @@ value must stay out of the logs).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import sys
 import time
@@ -27,7 +35,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any, Final
 
 import structlog
-from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 REDACTED: Final = "[redacted]"
 SUMMARY_EVERY_S: Final = 300.0
@@ -46,14 +54,19 @@ _SECRET_TEXT = [
 ]
 _secrets: set[str] = set()
 
+SYSLOG_PRIORITY: Final = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+"""A line's syslog priority by its level (RFC 5424), as journald reads it from `<N>`."""
+
 
 def configure(level: str = "info", stream: Any = None) -> None:
     """Configure structlog once, at start-up; every log line names its component."""
     stream = stream or sys.stderr
-    renderer: Any = (
+    # journald's stream is never a terminal: only JSON lines carry the priority.
+    serializer = _after_priority if is_journal_stream(stream) else json.dumps
+    renderer: Processor = (
         structlog.dev.ConsoleRenderer()
         if stream.isatty()
-        else structlog.processors.JSONRenderer(ensure_ascii=False)
+        else structlog.processors.JSONRenderer(serializer, ensure_ascii=False)
     )
     structlog.configure(
         processors=[
@@ -71,6 +84,26 @@ def configure(level: str = "info", stream: Any = None) -> None:
     # pymodbus logs every failed connect and timeout itself; the drivers log each
     # link change once, with the device it is about, so its own lines are noise.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def is_journal_stream(stream: Any) -> bool:
+    """Whether `stream` is the one systemd connected to the journal: `JOURNAL_STREAM`
+    ("DEVICE:INODE") names the file it opened, which a pipe or file the process was
+    given instead, with the variable inherited, is not."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        status = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file descriptor (a StringIO), or closed
+        return False
+    return expected == f"{status.st_dev}:{status.st_ino}"
+
+
+def _after_priority(event: EventDict, **options: Any) -> str:
+    """`json.dumps`, after the line's syslog priority: `<4>{...}`."""
+    priority = SYSLOG_PRIORITY.get(event.get("level", ""), SYSLOG_PRIORITY["info"])
+    return f"<{priority}>{json.dumps(event, **options)}"
 
 
 def register_secret(value: str) -> None:

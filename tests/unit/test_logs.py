@@ -1,9 +1,11 @@
-"""Logs: secrets never reach a line; a failure that recurs on every poll is rate-limited."""
+"""Logs: secrets never reach a line; a failure that recurs on every poll is rate-limited;
+journald is told each line's priority."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +83,44 @@ def test_a_very_short_secret_does_not_blank_out_numbers(lines: io.StringIO) -> N
     register_secret("12")
     structlog.get_logger().info("polled", value=1234, text="took 12 ms")
     assert logged(lines)[0]["text"] == "took 12 ms"
+
+
+def lines_through_a_pipe(journal_stream: str | None, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A warning and an info line logged into a pipe, with JOURNAL_STREAM set as given
+    (None: the pipe's own "device:inode", as systemd sets it for the journal's stream)."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as reader, os.fdopen(write_end, "w") as stream:
+        status = os.fstat(write_end)
+        own = f"{status.st_dev}:{status.st_ino}"
+        monkeypatch.setenv("JOURNAL_STREAM", own if journal_stream is None else journal_stream)
+        logs.configure("info", stream)
+        try:
+            structlog.get_logger().warning("poll_failed", device="plc-1")
+            structlog.get_logger().info("agent_started")
+            structlog.get_logger().debug("device_polled")  # below the level: no line
+        finally:
+            structlog.reset_defaults()
+        stream.close()
+        return reader.read().splitlines()
+
+
+def test_a_line_to_the_journals_own_stream_starts_with_its_priority(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """journald strips `<4>` and files the line as a warning: `journalctl -p warning` works."""
+    warning, info = lines_through_a_pipe(None, monkeypatch)
+    assert warning.startswith('<4>{"device": "plc-1"')
+    assert json.loads(warning.removeprefix("<4>"))["event"] == "poll_failed"
+    assert info.startswith("<6>{")
+
+
+def test_an_inherited_journal_stream_never_prefixes_a_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JOURNAL_STREAM names another file (the agent was started from a shell under
+    systemd, its stderr piped on): the lines stay plain JSON."""
+    lines = lines_through_a_pipe("8:12345", monkeypatch)
+    assert [json.loads(line)["event"] for line in lines] == ["poll_failed", "agent_started"]
 
 
 class Clock:
