@@ -211,7 +211,10 @@ class Repeats:
     - `poll_failed reason=...` when failing starts or its reason changes
       (with the traceback, if `failed` was given an exception);
     - `poll_still_failing reason=... count=N window_s=300` at most every
-      `summary_every_s` while it goes on; N is the failures in that window;
+      `summary_every_s` while it goes on; N is the failures in that window.
+      It comes with a failure, so call `failed` on every attempt, a skipped
+      one (a backoff, a demoted unit) included: a failure that is no longer
+      reported is taken for one that no longer happens;
     - `poll_recovered failures=N failed_for_s=...` on the first success after.
     """
 
@@ -228,6 +231,7 @@ class Repeats:
         self._summary_every_s = summary_every_s
         self._clock = clock
         self._reason: str | None = None
+        self._level = logging.WARNING
         self._since = self._window_start = 0.0
         self._total = self._in_window = 0
 
@@ -235,19 +239,32 @@ class Repeats:
     def failing(self) -> bool:
         return self._reason is not None
 
-    def failed(self, error: str | BaseException, **context: Any) -> None:
+    def failed(
+        self,
+        error: str | BaseException,
+        *,
+        level: int = logging.WARNING,
+        event: str | None = None,
+        **context: Any,
+    ) -> None:
+        """One more failure. `level`: ERROR for what only an operator can fix (a credential
+        file), which its summaries keep. `event`: the name of the line that starts it, where
+        one says more than `<what>_failed` (`mqtt_protocol_mismatch`)."""
         reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         now = self._clock()
         if reason != self._reason:
             if self._reason is None:
                 self._since, self._total = now, 0
             self._reason, self._window_start, self._in_window = reason, now, 0
+            self._level = level
             traceback = {} if isinstance(error, str) else {"exc_info": error}
-            self._log.warning(f"{self._what}_failed", reason=reason, **traceback, **context)
+            name = event or f"{self._what}_failed"
+            self._log.log(level, name, reason=reason, **traceback, **context)
         self._total += 1
         self._in_window += 1
         if now - self._window_start >= self._summary_every_s:
-            self._log.warning(
+            self._log.log(
+                self._level,
                 f"{self._what}_still_failing",
                 reason=reason,
                 count=self._in_window,

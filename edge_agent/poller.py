@@ -11,8 +11,13 @@ sampled there).
 restart the poller is `halted`: its link reads as down, honestly.
 
 Failures are logged by state change (`logs.Repeats`), never once per poll:
-a driver must not raise, but if it does the poller logs `poll_failed` once
-(with the traceback), a summary every 5 minutes, and `poll_recovered`.
+`poll_failed` once, a `poll_still_failing` summary every 5 minutes, and
+`poll_recovered`. A failure is a poll after which the driver's link is down
+(a dead device: drivers do not raise for what the device does, they say so
+in their link, and why in `link_reason`), or a driver that raised, which it
+must not (the line carries the traceback). Every poll is judged, one the
+driver answered from its backoff or for a demoted unit too, so the summaries
+go on for as long as the device is dead.
 Overload is not a failure that starts and ends: deadlines a poll ran past are
 logged as `poll_deadlines_missed` at once, then summed once a minute while
 they go on (`logs.Tally`), however often the device flips between late and on
@@ -32,7 +37,7 @@ from typing import Final
 import structlog
 
 from drivers.base import CountsClockSkew, Driver, ExplainsLink
-from edge_agent.logs import Repeats, Tally
+from edge_agent.logs import SUMMARY_EVERY_S, Repeats, Tally
 from edge_agent.model import LinkState, Sample
 from edge_agent.schedule import Deadline
 from edge_agent.service.snapshot import DeviceSnapshot, PollLatency
@@ -51,13 +56,20 @@ OnMissed = Callable[["Poller", int, int, int], None]
 
 class Poller:
     def __init__(
-        self, driver: Driver, interval_s: float, on_poll: OnPoll, on_missed: OnMissed
+        self,
+        driver: Driver,
+        interval_s: float,
+        on_poll: OnPoll,
+        on_missed: OnMissed,
+        *,
+        summary_every_s: float = SUMMARY_EVERY_S,
     ) -> None:
+        """`summary_every_s`: how often a failure that goes on is summed up."""
         self.driver = driver
         self.interval = interval_s
         self._on_poll = on_poll
         self._on_missed = on_missed
-        self._failures = Repeats(log, "poll", device=driver.name)
+        self._failures = Repeats(log, "poll", summary_every_s, device=driver.name)
         self._overruns = Tally(log, "poll_deadlines_missed", device=driver.name)
         self._busy_since: float | None = None
         self._idle_since = time.monotonic()
@@ -136,7 +148,7 @@ class Poller:
             self._failures.failed(exc)
             samples = None
         else:
-            self._failures.recovered()
+            self._judge_link()
         finally:
             self._busy_since = None
             self._idle_since = time.monotonic()
@@ -147,6 +159,14 @@ class Poller:
             if samples is None:
                 return
         self._on_poll(self, samples)
+
+    def _judge_link(self) -> None:
+        driver = self.driver
+        if driver.link is LinkState.UP:
+            self._failures.recovered()
+            return
+        reason = driver.link_reason if isinstance(driver, ExplainsLink) else None
+        self._failures.failed(reason or "the device does not answer")
 
     def halt(self) -> None:
         """The poll loop failed: the device reads as down until it polls again."""

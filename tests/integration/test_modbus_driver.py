@@ -24,6 +24,7 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.simulator import Scenario, Simulator, load_scenario, run_simulator, start_simulator
 from edge_agent.config.schema import AgentConfig
 from edge_agent.model import LinkState, Quality, Sample
+from edge_agent.poller import Poller
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 0.3
@@ -358,6 +359,33 @@ async def test_a_stopped_device_is_q2_at_once_and_is_read_again_when_it_returns(
     samples = await read_until(driver, all_good, within=3.0)
     assert {s.tag: s.value for s in samples} == expected_all_types()
     assert driver.link is LinkState.UP
+
+
+async def test_a_stopped_device_is_summed_up_while_it_is_dead_then_its_recovery_logged(
+    sim: Simulator, closing: list[ModbusDriver]
+) -> None:
+    """The driver says link_down once and backs off between connects; the poller sums the
+    dead polls up every period (0.2 s here, 5 min in the field) until the device answers."""
+    fields = {"reconnect_min": "100ms", "reconnect_max": "200ms"}
+    driver = make_driver(closing, device(sim.ports["plc"], uint16_tags("hr:1"), **fields))
+    poller = Poller(driver, 0.05, lambda *polled: None, lambda *missed: None, summary_every_s=0.2)
+    with capture_logs() as logs:
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.1)
+        await sim.stop_device("plc")
+        await asyncio.sleep(0.7)
+        await sim.start_device("plc")
+        deadline = time.monotonic() + 3.0
+        while "poll_recovered" not in [e["event"] for e in logs]:
+            assert time.monotonic() < deadline, logs
+            await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    events = [e["event"] for e in logs if e["event"].startswith(("poll_", "link_"))]
+    assert events[:3] == ["link_up", "link_down", "poll_failed"]
+    assert events[-2:] == ["link_up", "poll_recovered"]
+    assert set(events[3:-2]) == {"poll_still_failing"}
+    assert len(events[3:-2]) >= 2
 
 
 async def test_a_hung_device_times_out_then_backs_off_without_touching_the_network(

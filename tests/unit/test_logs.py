@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -163,6 +164,22 @@ def test_a_new_reason_is_a_state_change_and_a_traceback_comes_once() -> None:
     assert isinstance(captured[0]["exc_info"], ConnectionRefusedError)
     assert captured[0]["reason"] == "ConnectionRefusedError: refused"
     assert "exc_info" not in captured[1]
+
+
+def test_a_failure_only_an_operator_can_fix_stays_an_error_in_its_summaries() -> None:
+    """A credential file that cannot be read: error, not warning, also 5 minutes on; a
+    more telling name for the first line where there is one."""
+    clock = Clock()
+    with capture_logs() as captured:
+        repeats = Repeats(structlog.get_logger(), "mqtt_connect", 300, clock)
+        for second in (0.0, 150.0, 300.0):
+            clock.now = second
+            repeats.failed("cannot read /run/pw", level=logging.ERROR, event="mqtt_no_password")
+    assert [(c["event"], c["log_level"]) for c in captured] == [
+        ("mqtt_no_password", "error"),
+        ("mqtt_connect_still_failing", "error"),
+    ]
+    assert captured[1]["count"] == 3
 
 
 def test_recovering_without_a_failure_logs_nothing() -> None:

@@ -23,6 +23,10 @@ class FakeDriver:
     def name(self) -> str:
         return "plc-1"
 
+    @property
+    def link_reason(self) -> str | None:
+        return None if self.link is LinkState.UP else "connection: connect refused"
+
     async def read(self) -> list[Sample]:
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if step is None:
@@ -41,8 +45,19 @@ GOOD = [Sample("HZ01.A", 1, 1.0, Quality.GOOD)]
 DOWN = [Sample.bad("HZ01.A", 1, Quality.COMM)]
 
 
-def poller_of(driver: FakeDriver, interval_s: float, on_poll: OnPoll | None = None) -> Poller:
-    return Poller(driver, interval_s, on_poll or (lambda p, s: None), lambda *missed: None)
+def poller_of(
+    driver: FakeDriver,
+    interval_s: float,
+    on_poll: OnPoll | None = None,
+    summary_every_s: float = 300.0,
+) -> Poller:
+    return Poller(
+        driver,
+        interval_s,
+        on_poll or (lambda p, s: None),
+        lambda *missed: None,
+        summary_every_s=summary_every_s,
+    )
 
 
 async def run(poller: Poller, seconds: float) -> None:
@@ -65,6 +80,25 @@ async def test_a_driver_raising_on_every_poll_logs_once_not_per_poll() -> None:
     assert figures.errors == 3
     assert figures.polls > 3
     assert driver.closed
+
+
+async def test_a_dead_device_logs_once_then_a_summary_per_period_then_its_recovery() -> None:
+    """A driver that cannot reach its device does not raise; its link says it is down. 30
+    polls so, summed up every 0.1 s (5 min in the field), then one that answers."""
+    driver = FakeDriver(*[DOWN] * 30, GOOD)
+    with capture_logs() as logged:
+        poller = poller_of(driver, 0.01, summary_every_s=0.1)
+        await run(poller, 0.45)
+    lines = [line for line in logged if line["event"].startswith("poll_")]
+    first, *summaries, recovered = lines
+    assert (first["event"], first["reason"]) == ("poll_failed", "connection: connect refused")
+    assert summaries, "no summary while the device was dead"
+    assert {s["event"] for s in summaries} == {"poll_still_failing"}
+    assert {s["reason"] for s in summaries} == {"connection: connect refused"}
+    assert all(s["count"] > 0 and s["window_s"] >= 0 for s in summaries)
+    assert (recovered["event"], recovered["failures"]) == ("poll_recovered", 30)
+    assert {line["device"] for line in lines} == {"plc-1"}
+    assert [line["log_level"] for line in lines] == ["warning"] * (len(lines) - 1) + ["info"]
 
 
 async def test_reconnects_count_every_link_up_after_the_first() -> None:
