@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.runtime import SHUTDOWN_S
+from edge_agent.service.local import SYSTEM_DIRECTORY
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "edge-agent.service"
@@ -59,5 +60,7 @@ def test_the_unit_promises_what_the_agent_keeps() -> None:
     assert settings["Restart"] == "on-failure"
     assert settings["RestartPreventExitStatus"] == "78"
     assert settings["User"] == "edge-agent"
+    # The status socket's directory, where `edge-agent status` looks (service/local.py).
+    assert Path("/run", settings["RuntimeDirectory"]) == SYSTEM_DIRECTORY
     # The agent's own stop bound, with room for the interpreter to start and exit.
     assert float(settings["TimeoutStopSec"].removesuffix("s")) >= SHUTDOWN_S + 5
