@@ -51,7 +51,13 @@ import structlog
 
 from drivers import build_driver
 from edge_agent import __version__
-from edge_agent.census import alarms_by_kind, store_snapshot, tags_by_quality, uplink_snapshot
+from edge_agent.census import (
+    alarms_by_kind,
+    store_snapshot,
+    tag_snapshot,
+    tags_by_quality,
+    uplink_snapshot,
+)
 from edge_agent.clock import ClockWatch
 from edge_agent.clockguard import ClockGuard
 from edge_agent.config import load_config
@@ -73,7 +79,7 @@ from edge_agent.rules import CommJudge, TagRules
 from edge_agent.service.health import HealthLimits
 from edge_agent.service.http import StatusServer
 from edge_agent.service.notify import Notifier
-from edge_agent.service.snapshot import Snapshot
+from edge_agent.service.snapshot import Snapshot, TagSnapshot
 from edge_agent.service.watchdog import Heartbeat, Watchdog
 from edge_agent.store import Loss, Store
 from edge_agent.supervisor import TaskSupervisor
@@ -127,6 +133,8 @@ class Agent:
         self._pollers = {device.name: self._poller(device) for device in config.devices}
         self._tags_at_poll = _tags_at_poll(config)
         self._quality: dict[str, Quality] = {}
+        self._latest: dict[str, Sample] = {}
+        """Each tag's latest sample, for /tags: what report by exception did not send too."""
         self._rules_failing: set[str] = set()
         self.uplink = self._uplink(config)
         self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
@@ -187,6 +195,27 @@ class Agent:
             task_failures=self._tasks.failures(),
             stalled=self.stalled(),
         )
+
+    def tags(self) -> tuple[TagSnapshot, ...]:
+        """Every tag as it is now (/tags), in the config's order; quick, never awaits."""
+        now, synced = time.monotonic(), self._clock.synced
+        snapshots = []
+        for device in self._config.devices:
+            link_reason = self._pollers[device.name].snapshot(now).reason
+            for tag in device.tags:
+                sample, quality = self._latest.get(tag.tag), self._quality.get(tag.tag)
+                snapshots.append(
+                    tag_snapshot(
+                        tag,
+                        device.name,
+                        self._rules[tag.tag],
+                        None if sample is None or quality is None else (sample, quality),
+                        link_reason=link_reason,
+                        clock_synced=synced,
+                        rules_failed=tag.tag in self._rules_failing,
+                    )
+                )
+        return tuple(snapshots)
 
     def stalled(self) -> str | None:
         """Why the data does not flow (a hang, not an honest failure), or None when it does."""
@@ -253,7 +282,7 @@ class Agent:
         metrics = self._config.metrics
         host, port = metrics.address()
         limits = HealthLimits(metrics.health.devices_down, metrics.health.uplink_down)
-        server = StatusServer(host, port, self.snapshot, limits)
+        server = StatusServer(host, port, self.snapshot, limits, take_tags=self.tags)
         self._tasks.start("http", server.run)  # a taken port is retried; polling goes on
 
     async def _shutdown(self) -> None:
@@ -319,7 +348,9 @@ class Agent:
     def _handle(self, samples: list[Sample]) -> None:
         events: list[AlarmEvent] = []
         rules_of, quality_of, add_reading = self._rules, self._quality, self._store.add_reading
+        latest = self._latest
         for sample in samples:
+            latest[sample.tag] = sample
             try:
                 reading, judged = rules_of[sample.tag].judge(sample)
             except Exception as exc:
@@ -486,6 +517,7 @@ class Agent:
             for tag, spec in rule_specs(config).items()
         }
         self._quality = {tag: q for tag, q in self._quality.items() if tag in plan.kept_tags}
+        self._latest = {tag: s for tag, s in self._latest.items() if tag in plan.kept_tags}
         self._comm = {
             device.name: self._comm[device.name]
             if _unchanged(device, plan)

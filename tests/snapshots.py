@@ -6,10 +6,12 @@ import dataclasses
 from typing import Any
 
 from edge_agent.service.snapshot import (
+    ActiveAlarm,
     DeviceSnapshot,
     PollLatency,
     Snapshot,
     StoreSnapshot,
+    TagSnapshot,
     UplinkSnapshot,
 )
 
@@ -50,3 +52,24 @@ def device_down(snapshot: Snapshot, name: str, for_s: float) -> Snapshot:
         for d in snapshot.devices
     )
     return dataclasses.replace(snapshot, devices=devices)
+
+
+def tags() -> tuple[TagSnapshot, ...]:
+    """A level in its H alarm, a gas detector beyond its range, a device that does not answer,
+    a string that looks like markup, and a tag not read yet."""
+    level_h = ActiveAlarm("H", TAKEN_MS - 90_000, 17.4, 17.0)
+    return (
+        TagSnapshot("HZ01.LT101", "plc-tank-farm", "HZ01", "LT-101 tank level", "m", 17.6,
+                    "17.6", "good", None, TAKEN_MS - 400, (level_h,)),
+        TagSnapshot("HZ01.GT201", "plc-tank-farm", "HZ01", None, "%LEL", None, "-", "sensor",
+                    "150 is beyond range 0..100 and its 10% tolerance: sent as a sensor fault, "
+                    "no value (wrong byte order, type, scale or range?)", TAKEN_MS - 400,
+                    (ActiveAlarm("FAULT", TAKEN_MS - 60_000, None),)),
+        TagSnapshot("HZ02.PT201", "plc-boiler", "HZ02", None, "MPa", None, "-", "comm",
+                    "device link down: connection: connect refused or unreachable",
+                    TAKEN_MS - 400),
+        TagSnapshot("HZ01.MSG", "plc-tank-farm", "HZ01", "panel message", None,
+                    "<script>x</script>", "'<script>x</script>'", "good", None, TAKEN_MS - 400),
+        TagSnapshot("HZ02.TT201", "plc-boiler", "HZ02", None, "°C", None, "-", None,
+                    "not read yet", None),
+    )  # fmt: skip

@@ -35,6 +35,11 @@ class AlarmBook:
         """Active alarms of this tag: kind -> occurrence id."""
         return {kind: event.id for kind, event in self._active.items()}
 
+    @property
+    def raised(self) -> tuple[AlarmEvent, ...]:
+        """The `raised` event of every active alarm: when, at what value, against what limit."""
+        return tuple(self._active.values())
+
     def is_active(self, kind: AlarmKind) -> bool:
         return kind in self._active
 

@@ -17,6 +17,12 @@ not timestamps, so health rules need no clock of their own.
 
 The JSON form (`as_json()`, served at /status) is read by `edge-agent status`
 of the same or a later version: add fields, do not rename or retype them.
+
+Each tag's own state (`TagSnapshot`: value, quality and why, active alarms)
+is not in the `Snapshot`: it grows with the tags, and /metrics, /healthz and
+STATUS need none of it. The runtime makes it only for /tags, which
+`edge-agent top` and the status page at / read beside /status; its JSON form
+(`tags_json`) is held to the same rule.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import bisect
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
-from edge_agent.model import Quality
+from edge_agent.model import Number, Quality, Value
 
 LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds of the poll latency histogram: a Modbus read on a LAN takes a few
@@ -156,3 +162,39 @@ class Snapshot:
         if self.stalled is not None:
             parts.append(f"stalled: {self.stalled}")
         return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlarm:
+    kind: str
+    since_ms: int
+    """When it was raised (its `raised` event's sample time), ms since the Unix epoch."""
+    value: Value
+    """The value it was raised at, as the wire carries it."""
+    limit: Number | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TagSnapshot:
+    """One tag as it is now, from its latest sample and its rules' state."""
+
+    tag: str
+    device: str
+    hazard: str
+    name: str | None
+    unit: str | None
+    value: Value
+    """The latest value as the wire carries it; None while the tag is bad or not yet read."""
+    text: str
+    """The value for people, written as `edge-agent read` writes it (21.3, 'OPEN', -)."""
+    quality: str | None
+    """A key of QUALITY_NAMES; None until the tag's first sample."""
+    reason: str | None
+    """Why the quality is not good, in words; None while it is good."""
+    sampled_ms: int | None
+    alarms: tuple[ActiveAlarm, ...] = ()
+
+
+def tags_json(taken_ms: int, tags: tuple[TagSnapshot, ...]) -> dict[str, Any]:
+    """The /tags document: every tag, in the config's order of devices and tags."""
+    return {"taken_ms": taken_ms, "tags": [asdict(tag) for tag in tags]}

@@ -1,4 +1,5 @@
-"""The agent's HTTP endpoints on a real socket: /metrics, /healthz, /status, what they refuse."""
+"""The agent's HTTP endpoints on a real socket: /metrics, /healthz, /status, /tags, the
+status page, and what they refuse."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from snapshots import device_down, healthy
+from snapshots import device_down, healthy, tags
 
 from edge_agent.service import http
 from edge_agent.service.health import HealthLimits
@@ -56,7 +57,7 @@ class Served:
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
     agent = Agent()
-    server = StatusServer("127.0.0.1", 0, agent.take, HealthLimits())
+    server = StatusServer("127.0.0.1", 0, agent.take, HealthLimits(), take_tags=tags)
     assert await server.start()
     yield Served(agent, server.port)
     await server.close()
@@ -123,6 +124,30 @@ async def test_status_carries_the_snapshot_and_its_health(
     assert status == 200
     assert document["snapshot"] == json.loads(json.dumps(healthy().as_json()))
     assert document["health"] == {"status": "ok", "reasons": []}
+
+
+async def test_tags_carry_every_tag_with_its_value_quality_reason_and_alarms(
+    served: Served,
+) -> None:
+    status, content_type, body = await served.fetch("/tags")
+    document = json.loads(body)
+    assert (status, content_type) == (200, "application/json")
+    assert [tag["tag"] for tag in document["tags"]] == [tag.tag for tag in tags()]
+    level, gas = document["tags"][:2]
+    assert (level["value"], level["unit"], level["quality"]) == (17.6, "m", "good")
+    assert level["alarms"] == [{"kind": "H", "since_ms": 1_764_441_065_000, "value": 17.4,
+                                "limit": 17.0}]  # fmt: skip
+    assert (gas["quality"], gas["reason"][:15]) == ("sensor", "150 is beyond r")
+    assert isinstance(document["taken_ms"], int)
+
+
+async def test_the_status_page_is_html_that_reads_status_and_tags(served: Served) -> None:
+    status, content_type, body = await served.fetch("/")
+    page = body.decode()
+    assert (status, content_type) == (200, "text/html; charset=utf-8")
+    assert 'get("status")' in page
+    assert 'get("tags")' in page
+    assert "innerHTML" not in page.split("<script>", 1)[1], "agent data goes in as text only"
 
 
 async def test_unknown_paths_and_methods_are_refused(

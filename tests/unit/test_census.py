@@ -1,15 +1,26 @@
-"""The runtime's figures for the snapshot: tags by quality, alarms by kind, store, uplink."""
+"""The runtime's figures for the snapshot: tags by quality, alarms by kind, store, uplink;
+and each tag's value, quality and why for /tags."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
-from edge_agent.census import alarms_by_kind, store_snapshot, tags_by_quality, uplink_snapshot
+from drivers.modbus.config import ModbusTag
+from edge_agent.census import (
+    QUALITY_MEANS,
+    alarms_by_kind,
+    store_snapshot,
+    tag_snapshot,
+    tags_by_quality,
+    uplink_snapshot,
+)
 from edge_agent.config.schema import Store as StoreConfig
 from edge_agent.config.tags import TagBase
-from edge_agent.model import AlarmKind, Quality, Reading
+from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading, Sample, Value
 from edge_agent.rules import TagRules
+from edge_agent.service.snapshot import ActiveAlarm, TagSnapshot
 from edge_agent.store import Store, StoreSettings
 from edge_agent.uplink import Identity, Uplink
 from edge_agent.uplink.settings import BrokerAddress, UplinkSettings
@@ -65,3 +76,98 @@ async def test_the_uplink_figures_say_how_long_it_has_been_down(tmp_path: Path) 
     assert 29 < figures.state_for_s < 31
     assert figures.in_flight == 0
     await store.close()
+
+
+def tag(**fields: object) -> TagBase:
+    """A Modbus tag (the type of a value is a driver's), uint16 unless `fields` say."""
+    return ModbusTag.model_validate(
+        {"tag": "HZ01.GT201", "hazard": "HZ01", "address": "hr:0", **fields}
+    )
+
+
+def snapshot_of(
+    base: TagBase,
+    value: Value,
+    quality: Quality,
+    sampled: Quality = Quality.GOOD,
+    *,
+    link_reason: str | None = None,
+    clock_synced: bool = True,
+) -> TagSnapshot:
+    """The tag's snapshot after a sample of `sampled` quality its rules made `quality`."""
+    rules = TagRules(base, every_s=60, poll_s=1)
+    latest = (Sample(base.tag, 1000, value, sampled), quality)
+    return tag_snapshot(
+        base,
+        "plc-1",
+        rules,
+        latest,
+        link_reason=link_reason,
+        clock_synced=clock_synced,
+        rules_failed=False,
+    )
+
+
+def test_a_good_value_is_written_as_the_wire_writes_it_with_its_unit() -> None:
+    level = snapshot_of(tag(unit="m", type="float32"), 21.299999237060547, Quality.GOOD)
+    assert (level.value, level.text, level.unit) == (21.3, "21.3", "m")
+    assert (level.quality, level.reason, level.sampled_ms) == ("good", None, 1000)
+    scaled = snapshot_of(tag(decimals=1), 0.7000000000000001, Quality.GOOD)
+    assert scaled.text == "0.7"
+
+
+def test_a_string_value_is_quoted_for_people_and_kept_as_is_for_machines() -> None:
+    message = snapshot_of(tag(), "<script>x</script>", Quality.GOOD)
+    assert (message.value, message.text) == ("<script>x</script>", "'<script>x</script>'")
+
+
+def test_a_value_beyond_the_range_has_no_value_and_says_why() -> None:
+    gas = snapshot_of(tag(range={"low": 0, "high": 100}), 150, Quality.SENSOR)
+    assert (gas.value, gas.text, gas.quality) == (None, "-", "sensor")
+    assert gas.reason is not None
+    assert gas.reason.startswith("150 is beyond range 0..100 and its 10% tolerance")
+
+
+def test_a_tag_without_communication_gives_its_device_link_reason() -> None:
+    down = snapshot_of(tag(), None, Quality.COMM, Quality.COMM, link_reason="connection: timed out")
+    assert (down.quality, down.reason) == ("comm", "device link down: connection: timed out")
+    refused = snapshot_of(tag(), None, Quality.COMM, Quality.COMM)
+    assert refused.reason == QUALITY_MEANS[Quality.COMM]
+
+
+def test_an_unsynchronised_clock_explains_an_uncertain_value() -> None:
+    doubtful = snapshot_of(tag(), 12, Quality.UNCERTAIN, Quality.UNCERTAIN, clock_synced=False)
+    assert (doubtful.value, doubtful.quality) == (12, "uncertain")
+    assert doubtful.reason == "the gateway's clock is not synchronised: sent with q=1"
+
+
+def test_a_value_the_wire_cannot_carry_says_so() -> None:
+    nan = snapshot_of(tag(), math.nan, Quality.CONFIG)
+    assert (nan.value, nan.quality) == (None, "config")
+    assert nan.reason == "nan is not a number the platform can be sent: sent with q=4, no value"
+
+
+def test_a_tag_not_read_yet_has_no_quality_but_its_alarms() -> None:
+    base = tag(unit="%LEL")
+    rules = TagRules(base, every_s=60, poll_s=1)
+    rules.restore(AlarmEvent("a1", base.tag, "HZ01", 500, AlarmKind.FAULT, AlarmState.RAISED,
+                             None, None))  # fmt: skip
+    waiting = tag_snapshot(
+        base, "plc-1", rules, None, link_reason=None, clock_synced=True, rules_failed=False
+    )
+    assert (waiting.quality, waiting.text, waiting.reason) == (None, "-", "not read yet")
+    assert waiting.alarms == (ActiveAlarm("FAULT", 500, None, None),)
+
+
+def test_failing_rules_are_named_as_the_reason() -> None:
+    base = tag()
+    failing = tag_snapshot(
+        base,
+        "plc-1",
+        TagRules(base, every_s=60, poll_s=1),
+        (Sample(base.tag, 1000, 3.5, Quality.GOOD), Quality.CONFIG),
+        link_reason=None,
+        clock_synced=True,
+        rules_failed=True,
+    )
+    assert failing.reason == "the rules failed on this value (see rules_failed in the log)"
