@@ -22,7 +22,10 @@ limit, before a failover, is split by the store under new `seq`s, the old
 `state` leaves out its oldest loss entries to fit and says how many; `meta`
 is paged within it; without Retain Available, `state` and `meta` go out
 unretained. Refusals are judged by what the broker said (brokers.py) and
-logged as one line a minute per reason.
+logged as one line a minute per reason. Failed connects are logged per
+broker at once, then summed up every 5 minutes while they go on, and once
+more when a connect succeeds again (`logs.Repeats`): a broker away for a
+day is not a line per retry.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,7 +43,7 @@ from typing import Any
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.logs import Tally
+from edge_agent.logs import SUMMARY_EVERY_S, Repeats, Tally
 from edge_agent.store import StoredMessage
 from edge_agent.uplink.brokers import TAKEOVER_EVIDENCE, ReconnectPolicy
 from edge_agent.uplink.envelope import Identity, envelope, offline_payload, state_payload
@@ -126,7 +130,9 @@ class Uplink:
         *,
         meta: Meta | None = None,
         clock: Callable[[], str] | None = None,
+        summary_every_s: float = SUMMARY_EVERY_S,
     ) -> None:
+        """`summary_every_s`: how often failed connects that go on are summed up."""
         self._settings = settings
         self._meta = meta
         self._clock = clock
@@ -148,6 +154,9 @@ class Uplink:
         self._state_refused_until = 0.0
         """A refused `state` waits this long, on a new connection too (monotonic)."""
         self._refusals: dict[str, Tally] = {}
+        self._summary_every_s = summary_every_s
+        self._connect_failures: dict[tuple[str, int], Repeats] = {}
+        """Per broker (host, port): each one's failures are its own story."""
         self._told_3_1_1 = False
         self._will_retained = True
         """False once a broker refused a retained will (it keeps no retained messages)."""
@@ -238,6 +247,7 @@ class Uplink:
     async def _connection(self, session: Session, reconnect: ReconnectPolicy) -> float:
         """One connection, from connect to its end; returns the delay before the next."""
         self._progress(self._connect_bound())
+        failures = self._failures_of(session.endpoint)
         try:
             announced = await session.connect()
         except RetainRefused as exc:
@@ -251,16 +261,18 @@ class Uplink:
             return 0.0
         except ConnectFailed as exc:
             if await self._speaks_3_1_1_only(session.endpoint, exc):
-                log.error(
-                    "mqtt_protocol_mismatch",
-                    reason=str(exc),
+                failures.failed(
+                    str(exc),
+                    level=logging.ERROR,
+                    event="mqtt_protocol_mismatch",
                     hint='the broker speaks MQTT 3.1.1 only: set uplink.mqtt.protocol: "3.1.1"',
                 )
             else:
                 # A credential file an operator must fix is an error; a broker away is not.
-                warn = log.error if isinstance(exc, CredentialsUnusable) else log.warning
-                warn("mqtt_connect_failed", reason=str(exc))
+                unusable = isinstance(exc, CredentialsUnusable)
+                failures.failed(str(exc), level=logging.ERROR if unusable else logging.WARNING)
             return reconnect.connect_failed()
+        failures.recovered()
         up_since = time.monotonic()
         try:
             await self._serve(session, announced)
@@ -287,6 +299,17 @@ class Uplink:
                 ),
             )
         return delay
+
+    def _failures_of(self, endpoint: Endpoint) -> Repeats:
+        """The failed connects of one broker: `mqtt_connect_failed` (or the more telling
+        `mqtt_protocol_mismatch`), `mqtt_connect_still_failing`, `mqtt_connect_recovered`."""
+        broker = (endpoint.host, endpoint.port)
+        failures = self._connect_failures.get(broker)
+        if failures is None:
+            failures = self._connect_failures[broker] = Repeats(
+                log, "mqtt_connect", self._summary_every_s, broker=f"{broker[0]}:{broker[1]}"
+            )
+        return failures
 
     async def _speaks_3_1_1_only(self, endpoint: Endpoint, failed: ConnectFailed) -> bool:
         """After an MQTT 5 connect the broker closed unanswered or refused for its version:

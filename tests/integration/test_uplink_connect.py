@@ -22,6 +22,7 @@ import pytest
 import structlog
 from conftest import ENTERPRISE, GATEWAY, PREFIX
 
+from edge_agent.demo.proxy import Proxy
 from edge_agent.store import Store, StoreSettings
 from edge_agent.uplink.envelope import Identity
 from edge_agent.uplink.mqtt import Uplink
@@ -154,6 +155,45 @@ async def test_an_mqtt_5_connect_to_a_3_1_1_broker_says_to_set_the_protocol(
     if named:
         assert 'set uplink.mqtt.protocol: "3.1.1"' in mismatch[0]["hint"]
         assert "MQTT 3.1.1 only" in mismatch[0]["hint"]
+
+
+async def test_a_broker_out_of_reach_is_told_once_then_summed_up_then_its_return(
+    tmp_path: Path, link: Proxy
+) -> None:
+    """Every retry fails, as on a dead route: `mqtt_connect_failed` once, a summary every
+    0.3 s (5 min in the field) with the count, then `mqtt_connect_recovered` with the
+    failures, before `mqtt_connected`."""
+    store = Store(StoreSettings(tmp_path / "store.db"), (20, 64 * 1024))
+    await store.open()
+    settings = UplinkSettings(
+        brokers=(BrokerAddress("127.0.0.1", link.port),),
+        connect_timeout_s=0.1,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.1,
+    )
+    identity = Identity(PREFIX, ENTERPRISE, GATEWAY)
+    uplink = Uplink(settings, identity, store, dict, "test", summary_every_s=0.3)
+    link.pause()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(uplink.run())
+        await asyncio.sleep(1.0)
+        link.resume()
+        while not any(e["event"] == "mqtt_connected" for e in logs):
+            assert not task.done(), logs
+            await asyncio.sleep(0.05)
+        await uplink.stop()
+        await task
+    await store.close()
+    events = [e for e in logs if e["event"].startswith("mqtt_connect")]
+    first, *summaries, recovered, connected = events
+    assert first["event"] == "mqtt_connect_failed"
+    assert "CONNACK" in first["reason"]
+    assert len(summaries) >= 2
+    assert {e["event"] for e in summaries} == {"mqtt_connect_still_failing"}
+    assert recovered["event"] == "mqtt_connect_recovered"
+    assert recovered["failures"] >= sum(s["count"] for s in summaries) > len(summaries)
+    assert connected["event"] == "mqtt_connected"
+    assert {e["broker"] for e in events[:-1]} == {f"127.0.0.1:{link.port}"}
 
 
 def test_the_probe_never_uses_the_gateways_client_id() -> None:
