@@ -2,8 +2,8 @@
 
 Everything runs as it would on site: the simulator and the agent are separate
 processes talking Modbus TCP and MQTT; this process plays the platform and
-prints what it receives. Ctrl-C or `--duration` stops all three, leaving no
-process behind.
+prints what it receives, and a summary at the end. Ctrl-C or `--duration`
+stops all three, leaving no process behind; their logs stay.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ from edge_agent.demo.broker import INSTALL_HINT, Mosquitto, find_mosquitto, free
 from edge_agent.demo.platform import PlatformSubscriber
 from edge_agent.demo.view import View
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / "config" / "demo.yaml"
-DEMO_SCENARIO = REPO / "drivers" / "simulator" / "scenarios" / "demo.yaml"
+DEMO_CONFIG = Path(str(files("edge_agent.demo") / "demo.yaml"))
+"""The demo's site: config/demo.yaml in a source tree (a link to it), packaged in the wheel."""
+DEMO_SCENARIO = Path(str(files("drivers.simulator") / "scenarios" / "demo.yaml"))
 
 
 def local_config(
@@ -46,47 +47,49 @@ def local_config(
 def run_demo(duration: float | None, outage_at: float = 35.0, outage_s: float = 8.0) -> int:
     """Run until Ctrl-C or `duration`; stop the broker `outage_at` s in for `outage_s` s.
 
-    An `outage_at` of 0 means no outage.
+    An `outage_at` of 0 means no outage. The working directory, with every
+    process's log and the agent's store, is kept for reading afterwards.
     """
     if find_mosquitto() is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 69  # EX_UNAVAILABLE
-    with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp:
-        workdir = Path(tmp)
-        stop = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        broker = Mosquitto(workdir / "broker")
-        processes: list[subprocess.Popen[bytes]] = []
-        platform: PlatformSubscriber | None = None
-        try:
-            broker.start()
-            platform = PlatformSubscriber(broker.port, client_id="demo-platform")
-            view = View(DEMO_CONFIG)
-            platform.on_message(view.show)
-            platform.start()
-            plc_port = free_port()
-            processes.append(
-                _spawn(
-                    workdir,
-                    "simulator",
-                    "simulate",
-                    str(DEMO_SCENARIO),
-                    "--port",
-                    f"plc-tank-farm={plc_port}",
-                )
+    workdir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker = Mosquitto(workdir / "broker")
+    view = View(DEMO_CONFIG)
+    processes: list[subprocess.Popen[bytes]] = []
+    platform: PlatformSubscriber | None = None
+    try:
+        broker.start()
+        platform = PlatformSubscriber(broker.port, client_id="demo-platform")
+        platform.on_message(view.show)
+        platform.start()
+        plc_port = free_port()
+        processes.append(
+            _spawn(
+                workdir,
+                "simulator",
+                "simulate",
+                str(DEMO_SCENARIO),
+                "--port",
+                f"plc-tank-farm={plc_port}",
             )
-            wait_for_port(plc_port)
-            config = local_config(DEMO_CONFIG, workdir, broker.port, {"plc-tank-farm": plc_port})
-            processes.append(_spawn(workdir, "agent", "run", str(config)))
-            view.banner(broker.port, plc_port, workdir)
-            _play(stop, broker, view, duration=duration, outage_at=outage_at, outage_s=outage_s)
-        finally:
-            for process in reversed(processes):
-                _terminate(process)
-            if platform is not None:
-                platform.stop()
-            broker.stop()
+        )
+        wait_for_port(plc_port)
+        config = local_config(DEMO_CONFIG, workdir, broker.port, {"plc-tank-farm": plc_port})
+        processes.append(_spawn(workdir, "agent", "run", str(config)))
+        view.banner(broker.port, plc_port, workdir)
+        _play(stop, broker, view, duration=duration, outage_at=outage_at, outage_s=outage_s)
+    finally:
+        for process in reversed(processes):
+            _terminate(process)
+        if platform is not None:
+            platform.stop()
+        broker.stop()
+    view.summary()
+    view.note(f"logs and the agent's store are kept in {workdir}")
     return 0
 
 

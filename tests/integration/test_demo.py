@@ -1,5 +1,8 @@
 """`edge-agent demo`: broker, simulated tank farm and agent on loopback, and nothing left behind.
 
+It runs from the built wheel, not the source tree: the demo's site and plant
+must ship in the package (`edge-agent demo` from an installed package).
+
 The demo runs as a real process for 38 s: long enough for the scenario's gas
 leak (H crossed about 11 s in, cleared by about 28 s), frozen flow
 transmitter (STUCK about 24-30 s) and cut 4-20 mA wire (FAULT 26-31 s) to
@@ -13,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,7 @@ import pytest
 from edge_agent.demo.broker import find_mosquitto
 
 DURATION_S = 38
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.broker
 
@@ -77,7 +83,12 @@ def alive(proc: Proc, table: dict[int, Proc]) -> bool:
 def assert_alarms_shown(lines: list[str], report: str) -> None:
     """The leak's first and second level, the frozen flow and the cut wire: each raised,
     then cleared."""
-    for kind, tag in (("H", "GT201"), ("HH", "GT201"), ("STUCK", "FT101"), ("FAULT", "GT202")):
+    for kind, tag in (
+        ("level1", "GT201"),  # as config/demo.yaml names the gas detector's H and HH
+        ("level2", "GT201"),
+        ("STUCK", "FT101"),
+        ("FAULT", "GT202"),
+    ):
         shown = [
             state
             for line in lines
@@ -87,11 +98,42 @@ def assert_alarms_shown(lines: list[str], report: str) -> None:
         assert shown[:2] == ["RAISED", "CLEARED"], f"{kind} of {tag}: {shown}\n{report}"
 
 
+def assert_output(stdout: str, report: str) -> None:
+    """Readings, the alarms, the legend of the quality marks and the closing summary."""
+    lines = stdout.splitlines()
+    readings = [line for line in lines if re.search(r"\brt\s+seq\s+\d+", line)]
+    assert len(readings) >= 10, report
+    assert any("HZ01.GT201=" in line for line in readings), report
+    assert_alarms_shown(lines, report)
+    assert "quality marks:" in stdout, report
+    assert len([line for line in lines if "gateway OFFLINE" in line]) <= 1, report
+    assert re.search(r"alarms \d+ raised and \d+ cleared", stdout), report
+    assert re.search(r"seq 1-\d+, no gap", stdout), report
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from this tree, unpacked where an installation would put it."""
+    built = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(built), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = built.glob("*.whl")
+    site = tmp_path_factory.mktemp("site-packages")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    return site
+
+
 @pytest.mark.skipif(find_mosquitto() is None, reason="Mosquitto is not installed")
 def test_the_demo_shows_readings_and_an_alarm_raised_and_cleared_and_leaves_no_process(
-    tmp_path: Path,
+    tmp_path: Path, installed: Path
 ) -> None:
-    """`edge-agent demo --duration 38` prints rt, RAISED and CLEARED, exits 0, leaves nothing."""
+    """`edge-agent demo --duration 38`, from the installed package outside the source tree,
+    prints rt, RAISED and CLEARED and a summary, exits 0, leaves no process and keeps its
+    logs."""
     out_path, err_path = tmp_path / "demo.out", tmp_path / "demo.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         demo = subprocess.Popen(
@@ -99,7 +141,8 @@ def test_the_demo_shows_readings_and_an_alarm_raised_and_cleared_and_leaves_no_p
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(installed)},
         )
     seen: dict[int, Proc] = {}
     code: int | None = None
@@ -133,11 +176,7 @@ def test_the_demo_shows_readings_and_an_alarm_raised_and_cleared_and_leaves_no_p
     report = f"stdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
     assert code == 0, f"the demo did not exit 0 within {DURATION_S + 30} s (code {code})\n{report}"
 
-    lines = stdout.splitlines()
-    readings = [line for line in lines if re.search(r"\brt\s+seq\s+\d+", line)]
-    assert len(readings) >= 10, report
-    assert any("HZ01.GT201=" in line for line in readings), report
-    assert_alarms_shown(lines, report)
+    assert_output(stdout, report)
 
     kinds = {
         "mosquitto": [p for p in seen.values() if "mosquitto" in p.args],
@@ -147,10 +186,12 @@ def test_the_demo_shows_readings_and_an_alarm_raised_and_cleared_and_leaves_no_p
     assert all(kinds.values()), f"children not seen while the demo ran: {kinds}"
     assert not leftovers, f"left running after the demo exited: {leftovers}"
 
-    # Nothing anywhere still uses the demo's working directory, and it is removed.
+    # Nothing anywhere still uses the demo's working directory, and its logs are kept.
     banner = re.search(r"logs in (\S+?);", stdout)
     assert banner, report
     workdir = banner.group(1)
     users = [p for p in processes().values() if workdir in p.args and p.pid != os.getpid()]
     assert not users, f"processes still using {workdir}: {users}"
-    assert not Path(workdir).exists()
+    assert (Path(workdir) / "agent.log").stat().st_size > 0
+    assert f"kept in {workdir}" in stdout, report
+    shutil.rmtree(workdir)
