@@ -11,7 +11,8 @@ The runtime applies a `ReloadPlan` (docs/operations.md tells operators):
   as at a start (kept when the new rules can raise them, cleared otherwise).
 - The uplink is restarted (offline state, reconnect, `meta` published) when
   `uplink`, `gateway` or what `meta` tells the platform changed; the
-  metrics server when `metrics` changed; statistics when `stats` changed.
+  status server and the local socket when `metrics` or the gateway code (the
+  socket's name) changed; statistics when `stats` changed.
 - `store.commit_interval` applies at once. Any other `store` change refuses
   the whole reload: the store is the agent's only durable state, and it is
   reopened only by a restart, never under a running pipeline.
@@ -88,9 +89,9 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
         restart_uplink=(
             old.uplink != new.uplink
             or old.gateway != new.gateway
-            or _meta_hash(old) != _meta_hash(new)
+            or config_hash(old) != config_hash(new)
         ),
-        restart_metrics=old.metrics != new.metrics,
+        restart_metrics=old.metrics != new.metrics or old.gateway.code != new.gateway.code,
         restart_stats=old.stats != new.stats,
     )
 
@@ -110,7 +111,9 @@ def _store_change(old: AgentConfig, new: AgentConfig) -> str | None:
     )
 
 
-def _meta_hash(config: AgentConfig) -> str:
+def config_hash(config: AgentConfig) -> str:
+    """The `config` of this config's retained `meta`: the running agent names it in its
+    /status, and `edge-agent status` matches it against the file's (ask.py)."""
     return meta_of(config, 0).config_hash
 
 

@@ -6,8 +6,9 @@ its own deadlines, so a slow device delays only itself), the committer that
 makes buffered readings durable every `commit_interval`, maintenance (the
 size cap and retention), the statistician that closes the statistics windows
 on the wall clock, the clock guard, the uplink, the reloader (SIGHUP), and the
-service side: the HTTP status server, STATUS lines and watchdog pings for
-systemd. All run on one event loop; the store is used from this loop only.
+service side: the HTTP status server and the local socket
+(service/local.py), STATUS lines and watchdog pings for systemd. All run on
+one event loop; the store is used from this loop only.
 The committer, the clock guard and the uplink are core: if one keeps failing
 (supervisor.CORE_FAILURES within CORE_WINDOW_S) the agent stops and exits
 non-zero (EX_SOFTWARE), so systemd starts it afresh. A device's poller never
@@ -68,6 +69,7 @@ from edge_agent.poller import Poller
 from edge_agent.reload import (
     ReloadPlan,
     batch_limits,
+    config_hash,
     identity_of,
     meta_of,
     plan_reload,
@@ -78,6 +80,7 @@ from edge_agent.reload import (
 from edge_agent.rules import CommJudge, TagRules
 from edge_agent.service.health import HealthLimits
 from edge_agent.service.http import StatusServer
+from edge_agent.service.local import LocalServer, socket_path
 from edge_agent.service.notify import Notifier
 from edge_agent.service.snapshot import Snapshot, TagSnapshot
 from edge_agent.service.watchdog import Heartbeat, Watchdog
@@ -124,6 +127,7 @@ class Agent:
         systemd: Systemd | None = None,
     ) -> None:
         self._config = config
+        self._config_hash = config_hash(config)
         self._path = config_path
         self._systemd = systemd or Systemd()
         self._store = Store(store_settings(config), batch_limits(config))
@@ -194,6 +198,8 @@ class Agent:
             alarms_active=alarms_by_kind(self._rules.values()),
             task_failures=self._tasks.failures(),
             stalled=self.stalled(),
+            gateway=self._config.gateway.code,
+            config_hash=self._config_hash,
         )
 
     def tags(self) -> tuple[TagSnapshot, ...]:
@@ -238,8 +244,7 @@ class Agent:
         await self._store.open()
         log.info("agent_started", devices=len(self._pollers), tags=len(self._rules))
         await self._restore_alarms(lambda tag: True)
-        if self._config.metrics.enabled:
-            self._start_server()
+        self._start_server()
         notifier = self._systemd.notifier
         notifier.ready(self.snapshot().summary_line())  # config loaded, store open
         for poller in self._pollers.values():
@@ -283,7 +288,12 @@ class Agent:
         host, port = metrics.address()
         limits = HealthLimits(metrics.health.devices_down, metrics.health.uplink_down)
         server = StatusServer(host, port, self.snapshot, limits, take_tags=self.tags)
-        self._tasks.start("http", server.run)  # a taken port is retried; polling goes on
+        if metrics.enabled:
+            self._tasks.start("http", server.run)  # a taken port is retried; polling goes on
+        # The local socket is served whatever metrics.enabled says: it is this host's
+        # alone, and `edge-agent status` finds this gateway's agent by it.
+        local = LocalServer(socket_path(self._config.gateway.code), server.handle)
+        self._tasks.start("local", local.run)
 
     async def _shutdown(self) -> None:
         loop = asyncio.get_running_loop()
@@ -510,6 +520,7 @@ class Agent:
             await self._tasks.stop(_poll_task(poller.name))
         await asyncio.gather(*(poller.close() for poller in gone))
         self._config = config
+        self._config_hash = config_hash(config)
         self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
         await self._store.set_limits(batch_limits(config))
         self._rules = {
@@ -545,8 +556,8 @@ class Agent:
             self.uplink.publish_state_soon()  # the devices may have changed
         if plan.restart_metrics:
             await self._tasks.stop("http")
-            if config.metrics.enabled:
-                self._start_server()
+            await self._tasks.stop("local")
+            self._start_server()
         log.info(
             "config_reloaded",
             devices_kept=sorted(plan.kept_devices),

@@ -35,8 +35,8 @@ class Metrics(Strict):
     enabled: bool = Field(
         True,
         description=(
-            "Serve /metrics, /healthz and /status. `edge-agent status` reads /status; "
-            "when off, it can only tell what the store file holds."
+            "Serve /metrics, /healthz and /status on `listen`. `edge-agent status` asks the "
+            "agent's local socket first, which is served either way."
         ),
     )
     listen: str = Field(

@@ -143,6 +143,12 @@ class Snapshot:
     """How often each supervised task failed (and was restarted) since the start."""
     stalled: str | None = None
     """Why the data does not flow (a hang: the watchdog's pings stop), or None."""
+    gateway: str | None = None
+    """The gateway code of the config in force: `edge-agent status` describes this agent
+    only for a config of this gateway (ask.py)."""
+    config_hash: str | None = None
+    """The config in force, as the `config` of its retained `meta` (reload.config_hash);
+    `edge-agent status` checks it likewise."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -81,6 +81,14 @@ def test_metrics_and_stats_changes_restart_their_parts() -> None:
     assert plan.kept_tags == set(), "new statistics windows"
 
 
+def test_a_new_gateway_code_restarts_the_status_servers_on_its_socket() -> None:
+    """The local socket is named after the gateway code (service/local.py)."""
+    gateway = {"code": "GW-TEST-02", "enterprise": "91370200MA3C00000K"}
+    plan = plan_reload(config(), config(gateway=gateway))
+    assert plan.restart_metrics
+    assert plan.restart_uplink
+
+
 @pytest.mark.parametrize(
     "store",
     [{"path": "/var/lib/other.db"}, {"path": "/tmp/store.db", "max_size": "1GiB"}],
