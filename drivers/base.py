@@ -48,6 +48,17 @@ class CountsClockSkew(Protocol):
 
 
 @runtime_checkable
+class CountsRequests(Protocol):
+    """A driver that counts what it asks of the device (optional: the debug line of each
+    poll says how many requests it took)."""
+
+    @property
+    def requests(self) -> int:
+        """Requests sent to the device since start, resends included."""
+        ...
+
+
+@runtime_checkable
 class ExplainsLink(Protocol):
     """A driver that can say why its link is down (optional: /healthz shows the reason)."""
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 EX_OK = 0
 EX_USAGE = 64
 EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
+"""No running agent answers (`top`)."""
 EX_SOFTWARE = 70
 """A core task kept failing: the agent stopped so that systemd starts it afresh."""
 EX_CONFIG = 78
@@ -66,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("config", type=Path)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
+
+    top = commands.add_parser(
+        "top",
+        help=(
+            "the running agent live: devices, every tag's value and quality, active alarms, "
+            "back-log and uplink, refreshed every second; q quits"
+        ),
+    )
+    top.add_argument("config", type=Path)
+    top.add_argument(
+        "--once", action="store_true", help="print one screen and exit (also when not a terminal)"
+    )
+    top.set_defaults(handler=_top)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
     schema.set_defaults(handler=_schema)
@@ -246,6 +261,26 @@ def _status_from_store(config: AgentConfig, as_json: bool) -> int:
         return EX_NOINPUT
     document = {"running": False, **status.as_json()}
     print(json.dumps(document, indent=2) if as_json else render(status))
+    return EX_OK
+
+
+def _top(args: argparse.Namespace) -> int:
+    from edge_agent.top import watch
+
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    if not config.metrics.enabled:
+        print(f"{args.config}: metrics.enabled is false: a running agent cannot be asked",
+              file=sys.stderr)  # fmt: skip
+        return EX_UNAVAILABLE
+    if not watch(config.metrics.address(), once=args.once or not sys.stdout.isatty()):
+        print(
+            f"edge-agent top: no agent answers on {config.metrics.listen} (metrics.listen of "
+            f"{args.config}); is it running? systemctl status edge-agent",
+            file=sys.stderr,
+        )
+        return EX_UNAVAILABLE
     return EX_OK
 
 

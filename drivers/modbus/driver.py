@@ -196,6 +196,11 @@ class ModbusDriver:
         return self._down_reason
 
     @property
+    def requests(self) -> int:
+        """Requests sent since start (`drivers.base.CountsRequests`)."""
+        return self.stats.requests
+
+    @property
     def plan(self) -> tuple[ReadRequest, ...]:
         """The requests one full poll sends while the link is up, in order."""
         return tuple(r for g in self._groups for r in g.plan)

@@ -144,6 +144,7 @@ class OpcuaDriver:
         self._groups = _groups(device)
         self._problems: dict[int, str] = {}
         self._timestamps_replaced = 0
+        self._reads = 0
         self._skewed = False
         """The last SourceTimestamp was refused as too far off: logged once until one agrees."""
         self._state = LinkState.DOWN
@@ -313,6 +314,7 @@ class OpcuaDriver:
             # `ts`), so no timestamp is asked for.
             params.TimestampsToReturn = ua.TimestampsToReturn.Neither
             params.NodesToRead = piece
+            self._reads += 1
             async with asyncio.timeout(timeout):
                 return await uaclient.read(params)  # type: ignore[no-any-return]  # untyped
 
@@ -440,6 +442,12 @@ class OpcuaDriver:
             del self._problems[index]
             self._log.info("tag_recovered", tag=self._tags[index].tag)
         return sample
+
+    @property
+    def requests(self) -> int:
+        """Read requests sent since start (`drivers.base.CountsRequests`); a subscription's
+        notifications come without asking."""
+        return self._reads
 
     @property
     def timestamps_replaced(self) -> int:

@@ -17,6 +17,12 @@ class Listen(NamedTuple):
     host: str
     port: int
 
+    def url(self, path: str) -> str:
+        """`path` on this address, as a client on this machine reaches it: an agent
+        listening on every address (0.0.0.0, ::) answers on loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}{path}"
+
 
 class HealthThresholds(Strict):
     """When /healthz turns from degraded to failing (HTTP 503)."""

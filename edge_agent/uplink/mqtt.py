@@ -21,7 +21,10 @@ limit, before a failover, is split by the store under new `seq`s, the old
 `seq` declared skipped; an item too large for any packet is declared lost);
 `state` leaves out its oldest loss entries to fit and says how many; `meta`
 is paged within it; without Retain Available, `state` and `meta` go out
-unretained. Refusals are judged by what the broker said (brokers.py) and
+unretained. With `--log-level debug` each stored message published is a
+line (`mqtt_published seq topic items bytes`) and so is its PUBACK
+(`mqtt_acked seq latency_ms`); with debug off they cost one level check.
+Refusals are judged by what the broker said (brokers.py) and
 logged as one line a minute per reason. Failed connects are logged per
 broker at once, then summed up every 5 minutes while they go on, and once
 more when a connect succeeds again (`logs.Repeats`): a broker away for a
@@ -45,6 +48,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.logs import SUMMARY_EVERY_S, Repeats, Tally
 from edge_agent.store import StoredMessage
+from edge_agent.store.items import split
 from edge_agent.uplink.brokers import TAKEOVER_EVIDENCE, ReconnectPolicy
 from edge_agent.uplink.envelope import Identity, envelope, offline_payload, state_payload
 from edge_agent.uplink.meta import Meta, held_hash
@@ -162,6 +166,9 @@ class Uplink:
         """False once a broker refused a retained will (it keeps no retained messages)."""
         self._backlog_reported = 0
         self.stats = UplinkStats()
+        # Bound once: the module's lazy logger binds again on every call (about 1 µs), too
+        # much for a check on every publish and PUBACK.
+        self._debug_log = log.bind()
         self._busy_until = time.monotonic() + self._connect_bound()
         self._delivered_at = time.monotonic()
 
@@ -482,6 +489,15 @@ class Uplink:
         mid = session.publish(topic, payload)
         self._window.sent(mid, message, len(payload), time.monotonic())
         self.stats.published += 1
+        if self._debug_log.is_enabled_for(logging.DEBUG):
+            self._debug_log.debug(
+                "mqtt_published",
+                seq=message.seq,
+                topic=message.topic,
+                hist=message.hist,
+                items=len(split(message.items_json)),
+                bytes=len(payload),
+            )
         return True
 
     def _fits(self, topic: str, payload: bytes) -> bool:
@@ -532,6 +548,8 @@ class Uplink:
     def _on_ack(self, mid: int, reason: ReasonCode | None) -> None:
         self._wake.set()
         self._progress(2 * self._settings.keepalive_s)  # the broker answers
+        if self._debug_log.is_enabled_for(logging.DEBUG):
+            self._tell_ack(mid, reason)
         ours, message = self._window.acked(mid, time.monotonic())
         retained = self._retained.pop(mid, None)
         if not ours:
@@ -549,6 +567,17 @@ class Uplink:
         self._delivered_at = time.monotonic()
         if message.topic == "alarm" and not message.hist:
             self.stats.alarm_deliveries.append((message.oldest_ms, now_ms() - message.oldest_ms))
+
+    def _tell_ack(self, mid: int, reason: ReasonCode | None) -> None:
+        message, sent_at = self._window.message_of(mid), self._window.sent_at(mid)
+        if message is None or sent_at is None:
+            return  # `state`, `meta`, or a publish of an earlier connection
+        self._debug_log.debug(
+            "mqtt_acked",
+            seq=message.seq,
+            latency_ms=round((time.monotonic() - sent_at) * 1000, 1),
+            reason=None if reason is None else str(reason),
+        )
 
     def _refused(self, reason: str, topic: str, message: StoredMessage | None) -> None:
         """The broker refused a publish (a PUBACK >= 0x80, or a close that blamed it): try

@@ -30,6 +30,8 @@ class _Out:
     """None for a retained `state` or `meta`."""
     size: int
     """Item bytes: what the pace is measured and bounded in."""
+    at: float
+    """When it was handed to paho (monotonic)."""
 
 
 class Window:
@@ -81,7 +83,7 @@ class Window:
         """A publish went out as `mid`; `message` None for a retained one."""
         self.pace.sending(now, len(self._out))
         size = len(message.items_json) if message is not None else 0
-        self._out[mid] = _Out(message, size)
+        self._out[mid] = _Out(message, size, now)
         if message is not None and message.hist and self._backfill_rate is not None:
             self._backfill_rate.spend(payload)
 
@@ -89,6 +91,11 @@ class Window:
         """The stored message in flight as `mid`; None for a retained one or an unknown mid."""
         out = self._out.get(mid)
         return None if out is None else out.message
+
+    def sent_at(self, mid: int) -> float | None:
+        """When `mid` was published (monotonic); None for a mid not in flight."""
+        out = self._out.get(mid)
+        return None if out is None else out.at
 
     def acked(self, mid: int, now: float) -> tuple[bool, StoredMessage | None]:
         """A PUBACK: (was it one of ours, the stored message it carried if any)."""

@@ -30,6 +30,7 @@ WIRING = (
     "edge_agent.demo",
     "edge_agent.commission",
     "edge_agent.status",
+    "edge_agent.top",
 )
 DRIVER_INSIDES = (
     "drivers.base",

@@ -30,6 +30,14 @@ def test_every_publish_counts_retained_ones_too() -> None:
     assert w.in_flight == 0
 
 
+def test_a_publish_in_flight_knows_when_it_was_sent_for_its_pubacks_latency() -> None:
+    w = window(4)
+    w.sent(1, message(1), 100, NOW)
+    assert (w.sent_at(1), w.sent_at(2)) == (NOW, None)
+    w.acked(1, NOW + 0.05)
+    assert w.sent_at(1) is None
+
+
 def test_one_slot_is_kept_for_an_alarm() -> None:
     top_up = window(2).top_up(NOW)
     assert top_up.admit(message(1), packed=False)
