@@ -3,18 +3,15 @@
 Every second it asks the agent's HTTP server for /status and /tags (fetch.py:
 the same documents the status page at / reads) and redraws one screen
 (view.py) on the terminal's alternate screen, so the shell's screen comes back
-on exit. `q`, Ctrl-C or SIGTERM quits (keys.py). An agent that stops
+on exit. `q`, Ctrl-C or SIGTERM quits, always through the same exit (keys.py). An agent that stops
 answering leaves its last picture on the screen, marked, and is asked again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import signal
 import sys
 import time
-from types import FrameType
 from typing import Final
 
 from rich.console import Console
@@ -33,32 +30,26 @@ REFRESH_S: Final = 1.0
 def watch(listen: Listen, *, once: bool = False, interval_s: float = REFRESH_S) -> bool:
     """Show the agent on `listen` until the viewer quits (with `once`, one screen printed);
     False when it does not answer at the start."""
-    picture = fetch(listen)
-    if picture is None:
-        return False
     frame, console = Frame(f"{listen.host}:{listen.port}", interval_s), Console()
-    if once:
-        console.print(render(picture, frame))
-        return True
-    signal.signal(signal.SIGTERM, _interrupt)
-    with contextlib.suppress(KeyboardInterrupt):
-        _live(listen, picture, frame, console)
+    # From here on, Ctrl-C and SIGTERM end the view through its one exit, never mid-redraw.
+    with Keys(sys.stdin) as keys:
+        picture = fetch(listen)
+        if picture is None:
+            return False
+        if once:
+            console.print(render(picture, frame))
+            return True
+        with Live(render(picture, frame), console=console, screen=True, auto_refresh=False) as live:
+            while not keys.quit_within(frame.interval_s):
+                picture, frame = _refreshed(listen, picture, frame)
+                live.update(render(picture, frame), refresh=True)
     return True
 
 
-def _live(listen: Listen, picture: Picture, frame: Frame, console: Console) -> None:
-    screen = Live(render(picture, frame), console=console, screen=True, auto_refresh=False)
-    with Keys(sys.stdin) as keys, screen:
-        while not keys.quit_within(frame.interval_s):
-            latest = fetch(listen)
-            if latest is None:
-                since = frame.unanswered_since or time.time()
-                frame = dataclasses.replace(frame, unanswered_since=since)
-            else:
-                picture, frame = latest, dataclasses.replace(frame, unanswered_since=None)
-            screen.update(render(picture, frame), refresh=True)
-
-
-def _interrupt(signum: int, stack: FrameType | None) -> None:
-    """SIGTERM ends the view as Ctrl-C does, so the terminal is restored."""
-    raise KeyboardInterrupt
+def _refreshed(listen: Listen, picture: Picture, frame: Frame) -> tuple[Picture, Frame]:
+    """The agent's new picture; the last one, marked, while it does not answer."""
+    latest = fetch(listen)
+    if latest is None:
+        since = frame.unanswered_since or time.time()
+        return picture, dataclasses.replace(frame, unanswered_since=since)
+    return latest, dataclasses.replace(frame, unanswered_since=None)

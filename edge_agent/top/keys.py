@@ -1,32 +1,43 @@
-"""The keyboard of `edge-agent top`: `q` quits, and waiting for it paces the refresh.
+"""What ends `edge-agent top`: the `q` key, Ctrl-C or SIGTERM; waiting for it paces the refresh.
 
 On a terminal the keys come one at a time, unechoed (cbreak mode, restored on
-exit, whatever ends the view); Ctrl-C still sends SIGINT. Standard input that
-is not a terminal (a pipe, /dev/null) is read as it is, and its end only
-stops the listening: the view goes on until SIGINT or SIGTERM.
+exit). Ctrl-C and SIGTERM do not raise in the middle of a redraw, which could
+leave the terminal on the alternate screen: their handler only marks the stop,
+and the signal's byte on a wake-up pipe (`signal.set_wakeup_fd`) ends the wait
+at once. Standard input that is not a terminal (a pipe, /dev/null) is read as
+it is, and its end only stops the listening.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import termios
 import time
 import tty
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Final, TextIO
 
 QUIT_KEYS: Final = frozenset(b"qQ")
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
 class Keys:
     def __init__(self, stdin: TextIO) -> None:
         self._fd: int | None = stdin.fileno()
-        self._saved: list[Any] | None = None
+        self._saved_modes: list[Any] | None = None
+        self._stopped = False
+        self._wake_read, self._wake_write = os.pipe()
+        self._saved_handlers: list[Any] = []
+        self._saved_wakeup = -1
 
     def __enter__(self) -> Keys:
+        os.set_blocking(self._wake_write, False)
+        self._saved_wakeup = signal.set_wakeup_fd(self._wake_write)
+        self._saved_handlers = [signal.signal(sig, self._stop) for sig in STOP_SIGNALS]
         if self._fd is not None and os.isatty(self._fd):
-            self._saved = termios.tcgetattr(self._fd)
+            self._saved_modes = termios.tcgetattr(self._fd)
             tty.setcbreak(self._fd)
         return self
 
@@ -36,22 +47,31 @@ class Keys:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._saved is not None and self._fd is not None:
-            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+        if self._saved_modes is not None and self._fd is not None:
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved_modes)
+        for sig, handler in zip(STOP_SIGNALS, self._saved_handlers, strict=True):
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._saved_wakeup)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
 
     def quit_within(self, seconds: float) -> bool:
-        """Wait `seconds`; True as soon as a quit key comes."""
+        """Wait `seconds`; True as soon as a quit key or a stop signal comes."""
         deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if self._fd is None:
-                time.sleep(left)
-                break
-            readable, _, _ = select.select([self._fd], [], [], left)
-            if not readable:
-                break
-            typed = os.read(self._fd, 64)
-            if not typed:
-                self._fd = None  # the end of a pipe: nothing more will come
-            elif QUIT_KEYS.intersection(typed):
-                return True
-        return False
+        while not self._stopped and (left := deadline - time.monotonic()) > 0:
+            watched = [self._wake_read] if self._fd is None else [self._wake_read, self._fd]
+            readable, _, _ = select.select(watched, [], [], left)
+            if self._wake_read in readable:
+                os.read(self._wake_read, 64)  # the signal's byte; its handler marked the stop
+            if self._fd in readable:
+                self._key(os.read(self._fd, 64))
+        return self._stopped
+
+    def _key(self, typed: bytes) -> None:
+        if not typed:
+            self._fd = None  # the end of a pipe: nothing more will come
+        elif QUIT_KEYS.intersection(typed):
+            self._stopped = True
+
+    def _stop(self, signum: int, stack: FrameType | None) -> None:
+        self._stopped = True
