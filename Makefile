@@ -61,7 +61,9 @@ mosquitto:
 # and runs RabbitMQ's MQTT plugin and ejabberd's mod_mqtt as private nodes on free ports.
 # Debian starts a system ejabberd on install, whose configuration takes port 1883 (the
 # system Mosquitto's): it is stopped and disabled straight after. The system RabbitMQ
-# node is left running; the tests' node is another.
+# node is left running; the tests' node is another. The status page's browser test
+# (tests/integration/test_status_page.py) drives Debian's headless Chromium through
+# its chromedriver.
 thirdparty:
 	@{ pkg-config --exists libmodbus 2>/dev/null && command -v cc >/dev/null \
 		&& command -v socat >/dev/null; } || { \
@@ -89,6 +91,14 @@ thirdparty:
 			else /etc/init.d/ejabberd stop >/dev/null && update-rc.d ejabberd disable >/dev/null; fi; \
 		else \
 			echo "tests/interop needs RabbitMQ and ejabberd: run 'sudo apt-get install rabbitmq-server ejabberd', then 'sudo systemctl disable --now ejabberd' (its configuration takes port 1883), and try again"; exit 1; \
+		fi; }
+	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Chromium and its driver (apt-get install chromium chromium-driver)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				chromium chromium-driver; \
+		else \
+			echo "the status page's browser test needs Chromium and its driver: run 'sudo apt-get install chromium chromium-driver' and try again"; exit 1; \
 		fi; }
 
 clean:
