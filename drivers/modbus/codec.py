@@ -45,6 +45,30 @@ DATA_TYPES: dict[str, tuple[str, int]] = {
     "string": ("s", 0),
 }
 
+_WORD = "a PLC register holds 16 bits"
+_FLOAT = (
+    "a float in Modbus is usually float32, two registers; float64, four, only where the "
+    "manual says double, LREAL or 64-bit"
+)
+TYPE_NAMES: dict[str, tuple[str, str]] = {
+    name: (data_type, why)
+    for names, data_type, why in [
+        (("int", "integer", "short"), "int16", f"{_WORD}: int16, or uint16 if never negative"),
+        (("uint", "unsigned", "ushort", "word"), "uint16", f"{_WORD}: uint16, or int16 if signed"),
+        (("dint", "long"), "int32", "32 bits, two registers"),
+        (("udint", "dword", "ulong"), "uint32", "32 bits unsigned, two registers"),
+        (("lint", "longlong"), "int64", "64 bits, four registers"),
+        (("ulint", "lword", "qword"), "uint64", "64 bits unsigned, four registers"),
+        (("float", "real", "single"), "float32", _FLOAT),
+        (("double", "lreal"), "float64", "a double is 64 bits, four registers"),
+        (("boolean", "bit", "coil"), "bool", "one bit: a coil, an input, or hr:N.B"),
+        (("str", "text", "char", "chars"), "string", "with length, 2 characters a register"),
+    ]
+    for name in names
+}
+"""What PLC manuals (IEC 61131-3 INT, DINT, REAL, WORD...) and C call the data types
+here, lower case -> (the type, why): the config loader's "did you mean" for `type`."""
+
 BYTE_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 
 MAX_OFFSET = 65535

@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from drivers.modbus.codec import TYPE_NAMES
 from edge_agent.config.schema import LOCATED, AgentConfig, DataPath, find_duplicates
 from edge_agent.config.types import format_duration, format_size, parse_duration, parse_size
 from edge_agent.config.yaml12 import YAML11_BOOLEANS, read_plain, refusal
@@ -514,8 +515,18 @@ def _not_allowed(error: _Error) -> str:
     if not isinstance(error.value, str) and text in allowed:
         return f"{text} is read as a number here; write it in quotes: '{text}'"
     message = f"{text} is not one of {', '.join(allowed)}"
-    close = _closest(str(error.value), allowed)
-    return f"{message}; did you mean {close!r}?" if close else message
+    meant = _meant(str(error.value), allowed)
+    return f"{message}; {meant}" if meant else message
+
+
+def _meant(word: str, allowed: list[str]) -> str | None:
+    """What a value not allowed most likely meant: what a PLC manual calls a data type
+    (`float`, `word`: the likely width, not the closest spelling), else a typo's fix."""
+    synonym = TYPE_NAMES.get(word.lower())
+    if synonym is not None and synonym[0] in allowed:
+        return f"did you mean {synonym[0]!r}? ({synonym[1]})"
+    close = _closest(word, allowed)
+    return f"did you mean {close!r}?" if close else None
 
 
 def _no_discriminator(error: _Error) -> str:

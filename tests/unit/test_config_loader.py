@@ -132,6 +132,29 @@ def test_a_misspelt_type_points_at_the_value_and_lists_the_choices(tmp_path: Pat
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("float", "float32"),
+        ("REAL", "float32"),
+        ("double", "float64"),
+        ("int", "int16"),
+        ("uint", "uint16"),
+        ("word", "uint16"),
+        ("dword", "uint32"),
+        ("DINT", "int32"),
+    ],
+)
+def test_a_plc_manuals_type_name_suggests_the_likely_width_and_says_why(
+    tmp_path: Path, written: str, meant: str
+) -> None:
+    """Not the closest spelling (float64 for float, uint64 for uint): the width a PLC
+    register or a Modbus float usually has."""
+    (problem,) = problems(tmp_path, edited("type: float32", f"type: {written}"))
+    assert f"'{written}' is not one of " in problem
+    assert f"; did you mean '{meant}'? (" in problem
+
+
 def test_an_unknown_key_points_at_the_key_and_suggests_the_field(tmp_path: Path) -> None:
     """A typo in a key is one error (not also a missing key), and not silently ignored."""
     text = edited("address: hr:0", "adress: hr:0")
