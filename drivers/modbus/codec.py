@@ -73,6 +73,7 @@ BYTE_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 
 MAX_OFFSET = 65535
 _MODICON_AREAS: dict[str, Area] = {"0": "co", "1": "di", "3": "ir", "4": "hr"}
+_AREA_DIGIT = {area: digit for digit, area in _MODICON_AREAS.items()}
 _AREA_DIGITS = "".join(_MODICON_AREAS)
 _SHORT, _LONG = 4, 5
 """How many digits a Modicon number has after its area digit: 40001 or 400001."""
@@ -110,8 +111,25 @@ class Address:
         return f"{self.area}:{self.offset}{bit}"
 
 
+class AddressOutOfRange(ValueError):
+    """An address in a valid form, past MAX_OFFSET; `address` is what it says."""
+
+    def __init__(self, text: str, address: Address) -> None:
+        super().__init__(f"{text!r}: offset {address.offset} is beyond {MAX_OFFSET}")
+        self.address = address
+
+
+def modicon_number(area: Area, offset: int, base: int = 1) -> str:
+    """The six-digit Modicon number of an offset: hr:0 is 400001 with base 1."""
+    return f"{_AREA_DIGIT[area]}{offset + base:05d}"
+
+
 def parse_address(text: str, base: int = 1) -> Address:
-    """`hr:0`, `hr:10.3` or a Modicon number (`40001`, with `base`) -> Address."""
+    """`hr:0`, `hr:10.3` or a Modicon number (`40001`, with `base`) -> Address.
+
+    Raises ValueError for a text in no address form, AddressOutOfRange for one past
+    MAX_OFFSET (whose fix depends on the tag's type: drivers/modbus/config.py).
+    """
     text = str(text).strip()
     match = _ADDRESS.match(text)
     if match is not None:
@@ -132,14 +150,14 @@ def parse_address(text: str, base: int = 1) -> Address:
                 f"{text!r}: with address_base {base} the first {AREAS[area]} is "
                 f"{match.group(1)}{base:0{len(match.group(2))}d}"
             )
-    if offset > MAX_OFFSET:
-        raise ValueError(f"{text!r}: offset {offset} is beyond {MAX_OFFSET}")
     bit = None if match.group(3) is None else int(match.group(3))
     if bit is not None:
         if area in BIT_AREAS:
             raise ValueError(f"{text!r}: a {AREAS[area]} is a single bit already; drop .{bit}")
         if bit > 15:
             raise ValueError(f"{text!r}: a register has bits 0 to 15, not {bit}")
+    if offset > MAX_OFFSET:
+        raise AddressOutOfRange(text, Address(area, offset, bit))
     return Address(area, offset, bit)
 
 

@@ -19,12 +19,16 @@ from drivers.modbus.codec import (
     BIT_AREAS,
     BYTE_ORDERS,
     DATA_TYPES,
+    MAX_OFFSET,
     MODICON_NUMBERS,
     Address,
+    AddressOutOfRange,
+    Area,
+    modicon_number,
     parse_address,
     register_count,
 )
-from edge_agent.config.tags import DeviceBase, Strict, TagBase
+from edge_agent.config.tags import DeviceBase, Strict, TagBase, located_error
 from edge_agent.config.types import Duration
 from edge_agent.wire import decimals_of
 
@@ -176,7 +180,12 @@ class ModbusTag(TagBase):
 
     @model_validator(mode="after")
     def _type_fits_area(self) -> Self:
-        address = parse_address(self.address, base=0)
+        try:
+            address = parse_address(self.address, base=0)
+        except AddressOutOfRange as exc:
+            address = exc.address  # the device judges the range: it knows the address_base
+        except ValueError as exc:
+            raise located_error(("address",), str(exc)) from None
         if address.area in BIT_AREAS and self.type != "bool":
             raise ValueError(
                 f"address {self.address!r} is a single bit ({AREAS[address.area]}); "
@@ -228,9 +237,10 @@ class ModbusTag(TagBase):
     @property
     def width(self) -> int:
         """Addresses the tag occupies: 1 for a coil or input, else its registers."""
-        if self.parsed_address.area in BIT_AREAS:
-            return 1
-        return register_count(self.type, self.length)
+        return self.width_in(self.parsed_address.area)
+
+    def width_in(self, area: Area) -> int:
+        return 1 if area in BIT_AREAS else register_count(self.type, self.length)
 
 
 class SerialLine(Strict):
@@ -336,19 +346,24 @@ class ModbusDevice(DeviceBase):
                 raise ValueError(f"transport {self.transport} needs host")
             if self.serial is not None:
                 raise ValueError(f"transport {self.transport} has no serial line: remove serial")
-        for tag in self.tags:
+        for index, tag in enumerate(self.tags):
             # A private attribute: the device's base, so tag.parsed_address is the real offset.
             tag._base = self.address_base
-            self._check_tag(tag)
+            self._check_tag(index, tag)
         return self
 
-    def _check_tag(self, tag: ModbusTag) -> None:
-        address = tag.parsed_address  # raises for 40000 under base 1
-        width = tag.width
-        if address.offset + width > 65536:
-            raise ValueError(
-                f"tag {tag.tag}: {tag.type} at {tag.address!r} runs past address 65535"
-            )
+    def _check_tag(self, index: int, tag: ModbusTag) -> None:
+        try:
+            address = tag.parsed_address
+        except AddressOutOfRange as exc:
+            address = exc.address
+        except ValueError as exc:  # 40000 under base 1
+            raise located_error(("tags", index, "address"), str(exc)) from None
+        width = tag.width_in(address.area)
+        last = MAX_OFFSET + 1 - width
+        if address.offset > last:
+            message = _out_of_range(tag, address.area, last, self.address_base)
+            raise located_error(("tags", index, "address"), message)
         if address.area not in BIT_AREAS and width > self.max_registers:
             raise ValueError(
                 f"tag {tag.tag} is a {tag.type} ({width} registers) but max_registers is "
@@ -375,6 +390,19 @@ class ModbusDevice(DeviceBase):
     def link_settings(self) -> tuple[object, ...]:
         """What devices sharing a link must agree on."""
         return (self.transport, self.serial)
+
+
+def _out_of_range(tag: ModbusTag, area: Area, last: int, base: int) -> str:
+    """Why a tag's address is past the end of its area, and the addresses it may have."""
+    span = f"{area}:0 to {area}:{last}"
+    if ":" not in tag.address:  # written as a Modicon number: the range so too
+        first, final = modicon_number(area, 0, base), modicon_number(area, last, base)
+        span += f" (Modicon {first} to {final} with address_base {base})"
+    if area in BIT_AREAS:
+        return f"{tag.address!r} is out of range: a {AREAS[area]} is {span}"
+    width = MAX_OFFSET + 1 - last
+    takes = f"a {tag.type} takes {width} {AREAS[area]}{'s' if width > 1 else ''}"
+    return f"{tag.address!r} is out of range: {takes}, so it starts at {span}"
 
 
 def shared_link_problems(devices: Iterable[ModbusDevice]) -> list[str]:

@@ -17,14 +17,10 @@ from pydantic_core import PydanticCustomError
 from drivers.modbus.config import ModbusDevice, connection_problems, shared_link_problems
 from drivers.opcua.config import OpcuaDevice
 from edge_agent.config.service import Metrics
-from edge_agent.config.tags import Strict, TagBase
+from edge_agent.config.tags import DataPath, Strict, TagBase, located_error
 from edge_agent.config.types import ByteSize, Duration, EnterpriseCode, GatewayCode
 
 Device = Annotated[ModbusDevice | OpcuaDevice, Field(discriminator="driver")]
-
-
-DataPath = tuple[str | int, ...]
-"""Where a value sits in the config data: keys and list indexes from the top."""
 
 
 class Gateway(Strict):
@@ -437,15 +433,6 @@ class AgentConfig(Strict):
                 "duplicate_name", "{summary}", {"summary": "; ".join(map(str, duplicates))}
             )
         return self
-
-
-LOCATED = "located"
-"""The error type of a check across sections that knows which part of the data it is about."""
-
-
-def located_error(path: DataPath, message: str) -> PydanticCustomError:
-    """An error the config loader reports at `path` rather than at the validator's model."""
-    return PydanticCustomError(LOCATED, "{summary}", {"summary": message, "path": path})
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,22 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from edge_agent.config.types import Delay, Duration, HazardCode, TagCode
 from edge_agent.wire import MAX_DECIMALS, NumberFormat
+
+DataPath = tuple[str | int, ...]
+"""Where a value sits in the config data: keys and list indexes from the top."""
+
+LOCATED = "located"
+"""The error type of a check that knows which part of its model's data it is about."""
+
+
+def located_error(path: DataPath, message: str) -> PydanticCustomError:
+    """An error the config loader reports at `path` (relative to the model that raises it)
+    rather than at the model: the line to edit, not the line that names the mapping."""
+    return PydanticCustomError(LOCATED, "{summary}", {"summary": message, "path": path})
 
 
 class Strict(BaseModel):

@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from drivers.modbus.config import ModbusDevice, ModbusTag
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.config.loader import read_yaml
-from edge_agent.config.schema import DataPath, Mqtt
+from edge_agent.config.schema import Mqtt
+from edge_agent.config.tags import DataPath
 
 FILES = [*sorted(ROOT.glob("config/*.yaml")), ROOT / "deploy" / "agent.example.yaml"]
 DOCUMENTS = [

@@ -6,7 +6,14 @@ import struct
 
 import pytest
 
-from drivers.modbus.codec import Address, decode, encode, parse_address
+from drivers.modbus.codec import (
+    Address,
+    AddressOutOfRange,
+    decode,
+    encode,
+    modicon_number,
+    parse_address,
+)
 
 F32_PI = struct.unpack(">f", bytes.fromhex("40490FDB"))[0]
 F64_PI = struct.unpack(">d", bytes.fromhex("400921FB54442D18"))[0]
@@ -115,6 +122,15 @@ def test_parse_address_refuses_other_forms(text: str) -> None:
 def test_modicon_numbers_count_from_the_stated_base(text: str, base: int, address: Address) -> None:
     """40001 is hr:0 under the Modicon convention (base 1) and hr:1 under base 0."""
     assert parse_address(text, base=base) == address
+
+
+def test_an_offset_past_65535_keeps_what_it_reads_for_the_fix() -> None:
+    """The fix depends on the tag's type (a float32 ends one register earlier): the
+    device's check says it, from the address read here."""
+    with pytest.raises(AddressOutOfRange) as caught:
+        parse_address("hr:70000.3")
+    assert caught.value.address == Address("hr", 70000, 3)
+    assert (modicon_number("hr", 65534), modicon_number("co", 0, base=0)) == ("465535", "000000")
 
 
 def test_a_modicon_number_below_the_base_says_where_the_area_starts() -> None:

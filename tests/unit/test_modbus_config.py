@@ -39,8 +39,8 @@ def test_bits_do_not_count_against_max_registers() -> None:
 
 
 def test_a_value_running_past_the_last_address_is_refused() -> None:
-    """A uint32 at hr:65535 would need hr:65536."""
-    with pytest.raises(ValueError, match="runs past address 65535"):
+    """A uint32 at hr:65535 would need hr:65536: the fix is an address up to hr:65534."""
+    with pytest.raises(ValueError, match="uint32 takes 2 holding registers, so it starts at hr:0"):
         device([{"tag": "T.1", "address": "hr:65535", "type": "uint32"}])
 
 
