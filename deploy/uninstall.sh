@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Remove edge-agent: the service, the unit and /opt/edge-agent. Keeps the data
 # (/var/lib/edge-agent: the store with whatever the platform has not received),
 # the config and credentials (/etc/edge-agent) and the system user that owns the
@@ -7,7 +7,7 @@
 # Usage: deploy/uninstall.sh [--root DIR] [--no-system]
 #   --root DIR    uninstall from under DIR instead of / (or set DESTDIR)
 #   --no-system   do not call systemctl (tests)
-set -eu
+set -euo pipefail
 
 ROOT=${DESTDIR:-/}
 SYSTEM=yes
