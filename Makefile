@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check-configs mosquitto thirdparty clean
+.PHONY: demo test lint typecheck check-configs mosquitto thirdparty dist clean
 
 demo: $(STAMP) mosquitto
 	$(BIN)/edge-agent demo $(if $(DURATION),--duration $(DURATION))
@@ -100,6 +100,19 @@ thirdparty:
 		else \
 			echo "the status page's browser test needs Chromium and its driver: run 'sudo apt-get install chromium chromium-driver' and try again"; exit 1; \
 		fi; }
+
+# The release tarball docs/operations.md starts from, with deploy/install.sh inside:
+# the committed tree (HEAD, not uncommitted changes) as edge-agent-VERSION/ in
+# $(DIST)/edge-agent-VERSION.tar.gz. The same commit always gives the same bytes.
+DIST ?= dist
+dist:
+	@version=$$(git show HEAD:pyproject.toml | $(PYTHON) -c \
+		'import sys, tomllib; print(tomllib.loads(sys.stdin.read())["project"]["version"])') \
+	&& mkdir -p $(DIST) \
+	&& git archive --format=tar.gz --prefix=edge-agent-$$version/ \
+		-o $(DIST)/edge-agent-$$version.tar.gz HEAD \
+	&& echo "$(DIST)/edge-agent-$$version.tar.gz: commit $$(git rev-parse --short HEAD)"
+	@git diff --quiet HEAD || echo "(uncommitted changes are not in it)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .soak.log

@@ -1,4 +1,4 @@
-"""deploy/install.sh and uninstall.sh into a temporary root: reruns, upgrades, rollbacks.
+"""deploy/install.sh and uninstall.sh into a temporary root; `make dist`, the tarball they come in.
 
 systemctl, useradd, getent and chown are stand-ins on PATH that record their calls,
 so a test sees what the installer would do to the system without doing it. Each
@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from dataclasses import dataclass
@@ -246,3 +247,20 @@ def test_rollback_without_a_previous_release_is_refused(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "no previous release" in result.stderr
+
+
+def test_make_dist_packs_the_committed_tree_and_its_installer(tmp_path: Path) -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("make dist archives a git commit; this tree is not a checkout")
+    subprocess.run(["make", "-s", "-C", str(ROOT), "dist", f"DIST={tmp_path}"], check=True)
+    with tarfile.open(tmp_path / f"edge-agent-{VERSION}.tar.gz") as tar:
+        files = {m.name: m for m in tar.getmembers() if not m.isdir()}
+        commit = tar.pax_headers["comment"]  # git archive records its commit there
+    committed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", commit],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert set(files) == {f"edge-agent-{VERSION}/{name}" for name in committed}
+    assert files[f"edge-agent-{VERSION}/deploy/install.sh"].mode & 0o111
