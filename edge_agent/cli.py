@@ -12,10 +12,11 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
+    from edge_agent.errors import ConfigError, ConfigFileMissing
 
 EX_OK = 0
 EX_USAGE = 64
@@ -43,19 +44,110 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+# What `COMMAND --help` says beyond its arguments: what it does, and its exit codes.
+_RAW = argparse.RawDescriptionHelpFormatter
+_EVERY_COMMAND = """exit status of every command: 2 when the command line cannot be read, 141 when
+the reader of its output went away (| head); `edge-agent COMMAND --help` tells
+the others."""
+_RUN = """Poll the devices of CONFIG, judge their alarms, keep every reading in the store
+and send it to the broker, until SIGTERM or SIGINT; SIGHUP reloads CONFIG. Logs
+go to stderr: JSON lines (under systemd each with its journal priority), or a
+readable console on a terminal."""
+_RUN_CODES = """exit status:
+  0   stopped by SIGTERM or SIGINT, everything buffered committed
+  1   the store cannot be opened: the message says why
+  66  CONFIG is missing or cannot be read
+  70  a core task (committer, clock guard, uplink) kept failing: systemd starts
+      the agent afresh
+  78  CONFIG is invalid (each problem as FILE:LINE:COLUMN), or EDGE_AGENT_CLOCK
+      is not kernel, synced or unsynced"""
+_CHECK = """Validate each FILE as `run` would, without starting anything: prints FILE: OK
+and how long an outage its store holds, or every problem on stderr as
+FILE:LINE:COLUMN: PATH: MESSAGE."""
+_CHECK_CODES = """exit status, the worst over the files:
+  0   every file is valid
+  66  a file is missing or cannot be read
+  78  a file is invalid"""
+_SCHEMA = """Print the JSON Schema of the config file (docs/config.schema.json holds the
+same), for an editor that checks YAML as it is typed."""
+_SCHEMA_CODES = """exit status:
+  0   the schema was printed"""
+_SIMULATE = """Serve the simulated devices of SCENARIO (Modbus or OPC UA servers on this
+machine) until SIGTERM or SIGINT: a plant to try a config on."""
+_SIMULATE_CODES = """exit status:
+  0   stopped by SIGTERM or SIGINT
+  64  a --port is not written DEVICE=PORT
+  66  SCENARIO is missing or cannot be read
+  78  SCENARIO is invalid"""
+_CERT = """Make this gateway's OPC UA client certificate (DER) and private key (PEM, mode
+0600), and print the certificate's SHA-256 fingerprint. Hand the certificate to
+the server's operator; the key stays on the gateway. No file is overwritten."""
+_CERT_CODES = """exit status:
+  0   both files written
+  64  --cert or --key exists already: remove it, or choose another name"""
+_READ = """Read every tag of CONFIG's devices once, as `run` would, and print a table of
+values, qualities and why a tag is bad: for commissioning. Nothing is stored or
+sent."""
+_READ_CODES = """exit status:
+  0   every tag read good (q=0, or q=1: uncertain)
+  1   a tag is bad (q=2 or worse: no answer, refused, a sensor fault...)
+  64  --device names no device of CONFIG
+  66  CONFIG is missing or cannot be read
+  78  CONFIG is invalid"""
+_DEMO = """Run a private broker, the simulated tank farm and an agent on loopback, and
+show what the platform receives; the broker stops for a while to show back-fill.
+Needs mosquitto."""
+_DEMO_CODES = """exit status:
+  0   stopped by Ctrl-C or after --duration
+  69  mosquitto is not installed: the message says how to install it"""
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed package's version, looked up only when asked (reading
+    package metadata costs about 50 ms, which no other command should pay)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        from importlib.metadata import version
+
+        print(f"edge-agent {version('edge-agent')}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="edge-agent", description=__doc__, epilog=_EVERY_COMMAND, formatter_class=_RAW
+    )
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the agent with a config file")
-    run.add_argument("config", type=Path)
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run = commands.add_parser(
+        "run",
+        help="run the agent with a config file",
+        description=_RUN,
+        epilog=_RUN_CODES,
+        formatter_class=_RAW,
+    )
+    run.add_argument("config", type=Path, help="the agent's config file (YAML); check validates it")
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe lines logged (default: info); debug adds a line per poll, "
+        "per publish and per PUBACK",
+    )
     run.set_defaults(handler=_run)
 
     check = commands.add_parser(
-        "check", help="validate config files: prints OK or every error with file:line:column"
+        "check",
+        help="validate config files: prints OK or every error with file:line:column",
+        description=_CHECK,
+        epilog=_CHECK_CODES,
+        formatter_class=_RAW,
     )
-    check.add_argument("files", nargs="+", type=Path)
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE", help="a config file (YAML)")
     check.set_defaults(handler=_check)
 
     status = commands.add_parser(
@@ -82,11 +174,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     top.set_defaults(handler=_top)
 
-    schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the config file",
+        description=_SCHEMA,
+        epilog=_SCHEMA_CODES,
+        formatter_class=_RAW,
+    )
     schema.set_defaults(handler=_schema)
 
-    simulate = commands.add_parser("simulate", help="serve a simulated plant from a scenario")
-    simulate.add_argument("scenario", type=Path)
+    simulate = commands.add_parser(
+        "simulate",
+        help="serve a simulated plant from a scenario",
+        description=_SIMULATE,
+        epilog=_SIMULATE_CODES,
+        formatter_class=_RAW,
+    )
+    simulate.add_argument(
+        "scenario",
+        type=Path,
+        help="scenario file (YAML), e.g. drivers/simulator/scenarios/demo.yaml",
+    )
     simulate.add_argument(
         "--port",
         action="append",
@@ -99,6 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     cert = commands.add_parser(
         "opcua-cert",
         help="make this gateway's OPC UA client certificate and key (hand the .der to the server)",
+        description=_CERT,
+        epilog=_CERT_CODES,
+        formatter_class=_RAW,
     )
     cert.add_argument("--cert", type=Path, default=Path("edge-agent-cert.der"),
                       help="certificate file to write (DER)")  # fmt: skip
@@ -114,8 +225,11 @@ def _parser() -> argparse.ArgumentParser:
     read = commands.add_parser(
         "read",
         help="read every tag once and print a table; exit 1 when any tag is bad",
+        description=_READ,
+        epilog=_READ_CODES,
+        formatter_class=_RAW,
     )
-    read.add_argument("config", type=Path)
+    read.add_argument("config", type=Path, help="the agent's config file (YAML)")
     read.add_argument("--device", action="append", default=[], metavar="NAME",
                       help="read only this device (repeatable)")  # fmt: skip
     read.add_argument(
@@ -134,7 +248,11 @@ def _parser() -> argparse.ArgumentParser:
     read.set_defaults(handler=_read)
 
     demo = commands.add_parser(
-        "demo", help="run broker, simulated plant and agent on loopback; show what is sent"
+        "demo",
+        help="run broker, simulated plant and agent on loopback; show what is sent",
+        description=_DEMO,
+        epilog=_DEMO_CODES,
+        formatter_class=_RAW,
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     demo.add_argument(
@@ -159,13 +277,8 @@ def _check(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             config = load_config(path)
-        except ConfigFileMissing as exc:
-            print(exc, file=sys.stderr)
-            worst = max(worst, EX_NOINPUT)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            worst = max(worst, EX_CONFIG)
+        except (ConfigFileMissing, ConfigError) as exc:
+            worst = max(worst, _refused(exc))
         else:
             print(f"{path}: OK")
             for line in store_outlook(config) + link_advice(config):
@@ -220,12 +333,19 @@ def _load(path: Path) -> AgentConfig | int:
 
     try:
         return load_config(path)
-    except ConfigFileMissing as exc:
+    except (ConfigFileMissing, ConfigError) as exc:
+        return _refused(exc)
+
+
+def _refused(exc: ConfigFileMissing | ConfigError) -> int:
+    """Say on stderr why a file was refused; its exit code."""
+    from edge_agent.errors import ConfigFileMissing
+
+    if isinstance(exc, ConfigFileMissing):
         print(exc, file=sys.stderr)
         return EX_NOINPUT
-    except ConfigError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return EX_CONFIG
+    print("\n".join(exc.problems), file=sys.stderr)
+    return EX_CONFIG
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -382,6 +502,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from drivers.simulator import load_scenario, run_simulator
     from drivers.simulator.opcua_scenario import is_opcua_scenario, load_opcua_scenario
     from drivers.simulator.opcua_server import run_opcua_simulator
+    from edge_agent.errors import ConfigError, ConfigFileMissing
 
     ports: dict[str, int] = {}
     for item in args.port:
@@ -390,10 +511,13 @@ def _simulate(args: argparse.Namespace) -> int:
             print(f"--port {item!r}: write DEVICE=PORT, e.g. plc-tank-farm=5020", file=sys.stderr)
             return EX_USAGE
         ports[name] = int(port)
-    if is_opcua_scenario(args.scenario):
-        serving = run_opcua_simulator(load_opcua_scenario(args.scenario), ports)
-    else:
-        serving = run_simulator(load_scenario(args.scenario), ports)
+    try:
+        if is_opcua_scenario(args.scenario):
+            serving = run_opcua_simulator(load_opcua_scenario(args.scenario), ports)
+        else:
+            serving = run_simulator(load_scenario(args.scenario), ports)
+    except (ConfigFileMissing, ConfigError) as exc:
+        return _refused(exc)
 
     async def serve() -> None:
         stop = _stop_on_signals()

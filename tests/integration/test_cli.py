@@ -7,15 +7,18 @@ process, since it must exit without starting anything.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import yaml
 
-from edge_agent.cli import EX_CONFIG, EX_NOINPUT, EX_OK, main
+import edge_agent
+from edge_agent.cli import EX_CONFIG, EX_NOINPUT, EX_OK, _parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -115,6 +118,51 @@ def test_schema_prints_the_committed_json_schema(capsys: pytest.CaptureFixture[s
     assert main(["schema"]) == EX_OK
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(SCHEMA.read_text(encoding="utf-8"))
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    """`edge-agent --version` says what pip installed, which is also what the agent reports
+    (`state`, /metrics): the two cannot drift apart."""
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == EX_OK
+    assert capsys.readouterr().out == f"edge-agent {version('edge-agent')}\n"
+    assert version("edge-agent") == edge_agent.__version__
+
+
+def subcommand(name: str) -> argparse.ArgumentParser:
+    (commands,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    parser: argparse.ArgumentParser = commands.choices[name]
+    return parser
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "check", "schema", "simulate", "opcua-cert", "read", "demo"]
+)
+def test_a_commands_help_explains_each_argument_and_its_exit_codes(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == EX_OK
+    text = capsys.readouterr().out
+    assert "\nexit status" in text
+    assert "\n  0   " in text
+    assert [a.dest for a in subcommand(command)._actions if not a.help] == []
+
+
+def test_simulate_refuses_a_missing_or_invalid_scenario_with_66_and_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `run` refuses a config: why on stderr, no traceback."""
+    missing = tmp_path / "nowhere.yaml"
+    assert main(["simulate", str(missing)]) == EX_NOINPUT
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text("devices: 5\n", encoding="utf-8")
+    assert main(["simulate", str(invalid)]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert f"{missing}: cannot read the scenario" in err
+    assert f"{invalid}: devices: " in err
 
 
 def test_run_refuses_a_broken_config_with_78_without_starting(tmp_path: Path) -> None:
