@@ -89,7 +89,7 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
         restart_uplink=(
             old.uplink != new.uplink
             or old.gateway != new.gateway
-            or config_hash(old) != config_hash(new)
+            or _meta_hash(old) != _meta_hash(new)
         ),
         restart_metrics=old.metrics != new.metrics or old.gateway.code != new.gateway.code,
         restart_stats=old.stats != new.stats,
@@ -111,9 +111,7 @@ def _store_change(old: AgentConfig, new: AgentConfig) -> str | None:
     )
 
 
-def config_hash(config: AgentConfig) -> str:
-    """The `config` of this config's retained `meta`: the running agent names it in its
-    /status, and `edge-agent status` matches it against the file's (ask.py)."""
+def _meta_hash(config: AgentConfig) -> str:
     return meta_of(config, 0).config_hash
 
 

@@ -62,6 +62,7 @@ from edge_agent.census import (
 from edge_agent.clock import ClockWatch
 from edge_agent.clockguard import ClockGuard
 from edge_agent.config import load_config
+from edge_agent.config.loader import file_digest
 from edge_agent.config.schema import AgentConfig, Device
 from edge_agent.errors import ConfigError, ConfigFileMissing
 from edge_agent.model import AlarmEvent, AlarmState, LinkState, Quality, Reading, Sample
@@ -69,7 +70,6 @@ from edge_agent.poller import Poller
 from edge_agent.reload import (
     ReloadPlan,
     batch_limits,
-    config_hash,
     identity_of,
     meta_of,
     plan_reload,
@@ -127,8 +127,10 @@ class Agent:
         systemd: Systemd | None = None,
     ) -> None:
         self._config = config
-        self._config_hash = config_hash(config)
         self._path = config_path
+        # Hashed a few ms after `run` loaded it: a file replaced in between would be
+        # taken for the one in force until the next reload (which hashes before loading).
+        self._config_digest = None if config_path is None else file_digest(config_path)
         self._systemd = systemd or Systemd()
         self._store = Store(store_settings(config), batch_limits(config))
         self._clock = ClockGuard(clock or ClockWatch(), self._clock_changed)
@@ -199,7 +201,7 @@ class Agent:
             task_failures=self._tasks.failures(),
             stalled=self.stalled(),
             gateway=self._config.gateway.code,
-            config_hash=self._config_hash,
+            config_digest=self._config_digest,
         )
 
     def tags(self) -> tuple[TagSnapshot, ...]:
@@ -500,6 +502,9 @@ class Agent:
             log.error("reload_refused", problems=["the agent was not started from a file"])
             return False
         try:
+            # Before loading: a file replaced meanwhile is refused by `status`, never taken
+            # for the one in force.
+            digest = file_digest(self._path)
             config = load_config(self._path)
         except ConfigError as exc:
             log.error("reload_refused", problems=exc.problems, running="the previous config")
@@ -511,6 +516,7 @@ class Agent:
         if plan.refused is not None:
             log.error("reload_refused", problems=[plan.refused], running="the previous config")
             return False
+        self._config_digest = digest
         await self._apply(config, plan)
         return True
 
@@ -520,7 +526,6 @@ class Agent:
             await self._tasks.stop(_poll_task(poller.name))
         await asyncio.gather(*(poller.close() for poller in gone))
         self._config = config
-        self._config_hash = config_hash(config)
         self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
         await self._store.set_limits(batch_limits(config))
         self._rules = {

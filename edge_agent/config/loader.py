@@ -27,6 +27,7 @@ Choices and hazards:
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,14 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError([p.render(filename) for p in refused.problems]) from None
 
 
+def file_digest(path: str | Path) -> str:
+    """`sha256:` and the hex SHA-256 of the file's bytes, as `sha256sum` prints it: the
+    running agent names the digest of the file it loaded (runtime.py), and `edge-agent
+    status` describes it only for a file with the same (ask.py). Raises ConfigFileMissing
+    as load_config does."""
+    return "sha256:" + hashlib.sha256(_read_bytes(Path(path))).hexdigest()
+
+
 def read_yaml(text: str) -> object:
     """A config file's data as the loader reads it, before it is judged.
 
@@ -121,15 +130,19 @@ class _Refused(Exception):
         self.problems = sorted(set(problems))
 
 
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigFileMissing(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ConfigFileMissing(f"{path}: is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigFileMissing(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    raw = _read_bytes(path)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

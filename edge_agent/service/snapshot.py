@@ -146,9 +146,9 @@ class Snapshot:
     gateway: str | None = None
     """The gateway code of the config in force: `edge-agent status` describes this agent
     only for a config of this gateway (ask.py)."""
-    config_hash: str | None = None
-    """The config in force, as the `config` of its retained `meta` (reload.config_hash);
-    `edge-agent status` checks it likewise."""
+    config_digest: str | None = None
+    """SHA-256 of the config file in force, as loaded (config.loader.file_digest; None
+    for an agent not started from a file): `edge-agent status` checks it likewise."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

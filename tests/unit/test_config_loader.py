@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from textwrap import dedent
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from edge_agent.config import AgentConfig, load_config
-from edge_agent.config.loader import _Walker
+from edge_agent.config.loader import _Walker, file_digest
 from edge_agent.config.tags import Limits
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
@@ -411,6 +412,15 @@ def test_a_directory_raises_config_file_missing(tmp_path: Path) -> None:
     """A directory is not a config file."""
     with pytest.raises(ConfigFileMissing, match="is a directory"):
         load_config(tmp_path)
+
+
+def test_a_files_digest_is_what_sha256sum_prints(tmp_path: Path) -> None:
+    """What the running agent names and `edge-agent status` checks (ask.py)."""
+    path = tmp_path / "agent.yaml"
+    path.write_bytes(b"\xef\xbb\xbfgateway: {}\r\n")  # a BOM and CRLF count, as for sha256sum
+    assert file_digest(path) == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(ConfigFileMissing, match=r"nope\.yaml: no such file"):
+        file_digest(tmp_path / "nope.yaml")
 
 
 def test_two_devices_with_the_same_unit_on_one_connection_are_refused(tmp_path: Path) -> None:
