@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from edge_agent.ask import Silent
     from edge_agent.config import AgentConfig
     from edge_agent.errors import ConfigError, ConfigFileMissing
 
@@ -156,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
             "devices, tags, alarms, back-log, uplink and losses from the running agent; "
             "when it is not running, what its store file holds"
         ),
+        description=(
+            "Asks this config's agent on its local socket, then on metrics.listen, and "
+            "describes it only when it names this file's gateway code and runs this very "
+            "file (its SHA-256, as sha256sum prints it)."
+        ),
+        epilog=STATUS_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument("config", type=Path)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -348,40 +356,57 @@ def _refused(exc: ConfigFileMissing | ConfigError) -> int:
     return EX_CONFIG
 
 
+STATUS_HEALTHY = 0
+STATUS_DEGRADED = 1
+STATUS_NOT_RUNNING = 3
+STATUS_OTHER_AGENT = 4
+STATUS_CODES = """exit status (0, 3 and 4 as an init script's `status`):
+  0  running and healthy
+  1  running, degraded or failing: the reasons are printed
+  3  not running: nothing answers; what the store file holds is printed
+  4  something else answers where this config's agent would (another gateway's
+     agent, an agent of another file or of this one before an edit, not
+     edge-agent): nothing is described
+  66, 78  the config file is missing, or invalid"""
+
+
 def _status(args: argparse.Namespace) -> int:
-    """The running agent's account (its /status); when none answers, the store file's."""
-    from edge_agent.status import fetch_running, render_running
+    """This config's running agent's account (ask.py); when none answers, the store file's."""
+    from edge_agent.ask import Running, Silent, ask
+    from edge_agent.status import active_alarms, render_running
 
     config = _load(args.config)
     if isinstance(config, int):
         return config
-    listen = config.metrics.address()
-    running = fetch_running(listen) if config.metrics.enabled else None
-    if running is None:
-        return _status_from_store(config, args.json)
-    print(
-        json.dumps({"running": True, **running}, indent=2) if args.json else render_running(running)
-    )
-    return EX_OK
+    answer = ask(config, args.config)
+    if isinstance(answer, Silent):
+        return _status_from_store(config, answer, args.json)
+    if not isinstance(answer, Running):
+        print(f"edge-agent status: not described: {answer.why}", file=sys.stderr)
+        return STATUS_OTHER_AGENT
+    if args.json:
+        where = {"running": True, "answered_on": answer.where}
+        print(json.dumps({**where, **answer.document, "alarms": active_alarms(answer)}, indent=2))
+    else:
+        print(render_running(answer))
+    return STATUS_HEALTHY if answer.document["health"]["status"] == "ok" else STATUS_DEGRADED
 
 
-def _status_from_store(config: AgentConfig, as_json: bool) -> int:
+def _status_from_store(config: AgentConfig, silent: Silent, as_json: bool) -> int:
     from edge_agent.status import read_status, render
 
-    why = (
-        f"edge-agent is not running (nothing answers on {config.metrics.listen})"
-        if config.metrics.enabled
-        else "metrics.enabled is false: a running agent cannot be asked"
-    )
+    why = f"edge-agent is not running: nothing answers ({'; '.join(silent.tried) or 'nowhere'})"
+    if not config.metrics.enabled:
+        why += "; metrics.enabled is false, so no port was asked"
     print(f"{why}; what the store file tells:", file=sys.stderr)
     try:
         status = read_status(Path(config.store.path), config.store.max_size)
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
-        return EX_NOINPUT
+        return STATUS_NOT_RUNNING
     document = {"running": False, **status.as_json()}
     print(json.dumps(document, indent=2) if as_json else render(status))
-    return EX_OK
+    return STATUS_NOT_RUNNING
 
 
 def _top(args: argparse.Namespace) -> int:

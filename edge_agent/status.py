@@ -1,7 +1,7 @@
 """`edge-agent status`: the running agent's own account, or failing that the store file's.
 
-- `fetch_running(listen)`: the running agent's /status (service/http.py), or
-  None when nothing answers; `render_running` makes it one screen.
+- `render_running(answer)`: one screen from the running agent's /status and
+  /tags (ask.py asks, and makes sure it is this config's agent).
 - `read_status(path)`: what the store holds and what was lost, from the file.
   It opens the store read-only and takes no lock, so it works beside a running
   agent (WAL readers never block the writer) and on a stopped gateway alike.
@@ -10,17 +10,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from edge_agent.config.service import Listen
-from edge_agent.config.types import format_size
+from edge_agent.ask import Running
 from edge_agent.service.health import duration
 from edge_agent.store import ledger
 from edge_agent.store.capacity import file_bytes
@@ -101,7 +97,7 @@ def render(status: StoreStatus) -> str:
     )
     lines = [
         f"store      {status.path}",
-        f"disk       {format_size(status.bytes_on_disk)} of {format_size(status.max_size)}",
+        f"disk       {human_size(status.bytes_on_disk)} of {human_size(status.max_size)}",
         f"waiting    {status.messages_waiting} messages, {status.readings_waiting} readings, "
         f"{status.alarms_waiting} alarm events; {age}",
         f"seq        next {status.next_seq}, durable mark {status.seq_mark}",
@@ -133,44 +129,56 @@ def _ago(ts_ms: int) -> str:
     return duration(time.time() - ts_ms / 1000)
 
 
-QUERY_TIMEOUT_S = 3.0
-QUALITY_WORDS = {
+QUALITY_WORDS: Final = {
     "good": "good",
     "uncertain": "uncertain",
     "comm": "no communication",
     "sensor": "sensor fault",
     "config": "config error",
 }
-_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+NO_ALARMS: Final = "alarms     none active"
+ALARM_LINES: Final = 6
+"""Active alarms listed on the screen, newest first; `--json` has them all."""
+_SIZE_UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
-def fetch_running(listen: Listen, timeout: float = QUERY_TIMEOUT_S) -> dict[str, Any] | None:
-    """The running agent's /status document, or None when nothing answers on `listen`."""
-    host = _ANY_ADDRESS.get(listen.host, listen.host)
-    url = f"http://{f'[{host}]' if ':' in host else host}:{listen.port}/status"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            document: dict[str, Any] = json.load(response)
-    except (OSError, ValueError):  # refused, timed out, or not our server
-        return None
-    return document
-
-
-def render_running(document: dict[str, Any]) -> str:
-    """One screen for a technician, from the running agent's /status."""
-    snapshot, health = document["snapshot"], document["health"]
+def render_running(answer: Running) -> str:
+    """One screen for a technician, from the running agent's /status and /tags."""
+    snapshot, health = answer.document["snapshot"], answer.document["health"]
     lines = [
-        f"edge-agent {snapshot['version']}, up {duration(snapshot['uptime_s'])}: "
-        f"{health['status'].upper()}",
+        f"edge-agent {snapshot['version']} of gateway {snapshot['gateway']}, "
+        f"up {duration(snapshot['uptime_s'])}: {health['status'].upper()}",
         *(f"  - {reason}" for reason in health["reasons"]),
         f"clock      {'synced' if snapshot['clock_synced'] else 'NOT synchronised'}",
         _devices_line(snapshot["devices"]),
         "tags       " + _counts(snapshot["tags_by_quality"], QUALITY_WORDS, "no tags"),
-        _alarms_line(snapshot["alarms_active"]),
+        *_alarms_lines(snapshot, active_alarms(answer)),
         *_store_lines(snapshot),
         _uplink_line(snapshot["uplink"]),
     ]
     return "\n".join(lines)
+
+
+def active_alarms(answer: Running) -> list[dict[str, Any]] | None:
+    """Every active alarm with its tag and unit, newest first; None without /tags."""
+    if answer.tags is None:
+        return None
+    alarms = [
+        {"tag": tag["tag"], "unit": tag["unit"], **alarm}
+        for tag in answer.tags["tags"]
+        for alarm in tag["alarms"]
+    ]
+    return sorted(alarms, key=lambda alarm: -alarm["since_ms"])
+
+
+def human_size(size: float) -> str:
+    """463 KiB, 2 GiB, 1.5 MiB: for people, where a config writes 2GiB."""
+    unit = 0
+    while size >= 1024 and unit < len(_SIZE_UNITS) - 1:
+        size /= 1024
+        unit += 1
+    figures = f"{size:.1f}".removesuffix(".0") if size < 10 else f"{size:.0f}"
+    return f"{figures} {_SIZE_UNITS[unit]}"
 
 
 def _devices_line(devices: list[dict[str, Any]]) -> str:
@@ -189,12 +197,37 @@ def _counts(counts: dict[str, int], words: dict[str, str], empty: str) -> str:
     return ", ".join(parts) or empty
 
 
-def _alarms_line(active: dict[str, int]) -> str:
-    total = sum(active.values())
-    if not total:
-        return "alarms     none active"
-    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(active.items()) if n)
-    return f"alarms     {total} active: {kinds}"
+def _alarms_lines(snapshot: dict[str, Any], alarms: list[dict[str, Any]] | None) -> list[str]:
+    """`HZ01.GT201 H 27.5 %LEL since 10:42`, one line each; counts by kind without /tags."""
+    if alarms is None:
+        active = snapshot["alarms_active"]
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(active.items()) if n)
+        return [f"alarms     {sum(active.values())} active: {kinds}" if kinds else NO_ALARMS]
+    if not alarms:
+        return [NO_ALARMS]
+    now_ms = snapshot["taken_ms"]
+    lines = [f"alarms     {len(alarms)} active"]
+    lines += [f"           {_alarm(alarm, now_ms)}" for alarm in alarms[:ALARM_LINES]]
+    if len(alarms) > ALARM_LINES:
+        lines.append(f"           and {len(alarms) - ALARM_LINES} more (--json lists them all)")
+    return lines
+
+
+def _alarm(alarm: dict[str, Any], now_ms: int) -> str:
+    value = alarm["value"]
+    if value is None:  # FAULT and COMM are raised without one
+        reading = ""
+    else:
+        number = f"{value:.7g}" if isinstance(value, float) else str(value)
+        reading = f" {number}" + (f" {alarm['unit']}" if alarm["unit"] else "")
+    return f"{alarm['tag']} {alarm['kind']}{reading} since {_clock(alarm['since_ms'], now_ms)}"
+
+
+def _clock(ts_ms: int, now_ms: int) -> str:
+    """The gateway's local time: 10:42 today, 2025-11-28 10:42 before."""
+    then, now = time.localtime(ts_ms / 1000), time.localtime(now_ms / 1000)
+    same_day = then[:3] == now[:3]
+    return time.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M", then)
 
 
 def _store_lines(snapshot: dict[str, Any]) -> list[str]:
@@ -208,7 +241,7 @@ def _store_lines(snapshot: dict[str, Any]) -> list[str]:
         waiting = "nothing waits"
     lines = [
         f"back-log   {waiting}",
-        f"store      {format_size(store['bytes_on_disk'])} of {format_size(store['max_bytes'])}"
+        f"store      {human_size(store['bytes_on_disk'])} of {human_size(store['max_bytes'])}"
         + (f"; CANNOT WRITE: {store['write_error']}" if store["write_error"] else ""),
     ]
     if store["loss_entries"]:

@@ -17,6 +17,7 @@ import yaml
 from conftest import Rig, agent_config, counter_device, reporting_every_poll
 from delivery import counter_readings
 
+from edge_agent.cli import STATUS_DEGRADED
 from edge_agent.demo.broker import free_port
 
 pytestmark = pytest.mark.fault
@@ -57,13 +58,15 @@ def wait_for_backlog(listen: str) -> str:
 
 
 def status_of(config: Path) -> dict[str, Any]:
+    """`status --json` of an agent whose broker is away: degraded, so exit 1."""
     done = subprocess.run(
         [sys.executable, "-m", "edge_agent", "status", str(config), "--json"],
         capture_output=True,
         text=True,
         timeout=30,
-        check=True,
+        check=False,
     )
+    assert done.returncode == STATUS_DEGRADED, done.stderr
     document: dict[str, Any] = json.loads(done.stdout)
     return document
 

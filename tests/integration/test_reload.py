@@ -3,14 +3,19 @@ applied, and a device whose config did not change keeps its connection."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from agent_log import events, wait_for_event
-from conftest import Process, Rig
+from conftest import GATEWAY, Process, Rig
 
+from edge_agent.cli import STATUS_DEGRADED, STATUS_HEALTHY
 from edge_agent.demo.platform import Received
+from edge_agent.service.local import socket_path
 
 METRICS_OFF = {"enabled": False}
 
@@ -77,6 +82,17 @@ def test_a_tag_added_on_one_device_leaves_the_other_connected(rig: Rig) -> None:
     link_ups = [e for e in events(agent, "link_up") if e["device"] == "plc-a"]
     assert len(link_ups) == 1, "plc-a kept its connection"
     assert len([e for e in events(agent, "link_up") if e["device"] == "plc-b"]) == 2
+
+    # It runs the edited file now: `status` describes it, on its socket (metrics are off).
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "status", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode in (STATUS_HEALTHY, STATUS_DEGRADED), done.stderr
+    assert json.loads(done.stdout)["answered_on"] == str(socket_path(GATEWAY))
     assert agent.terminate() == 0, agent.log()
 
 

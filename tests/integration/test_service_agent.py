@@ -6,6 +6,7 @@ Real processes: the simulator, Mosquitto, `edge-agent run`; figures read back fr
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 import time
@@ -13,11 +14,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import Process, Rig
+from conftest import GATEWAY, Process, Rig
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge_agent.cli import STATUS_DEGRADED, STATUS_HEALTHY
 from edge_agent.demo.broker import free_port
 from edge_agent.demo.platform import Received
+from edge_agent.service.local import socket_path
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -79,6 +82,16 @@ def rt_items(messages: list[Received]) -> list[dict[str, Any]]:
     return [item for m in messages if m.kind == "rt" for item in m.body["items"]]
 
 
+def run_status(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "status", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def start(rig: Rig, port: int, clock: str = "synced") -> tuple[Process, Path]:
     config = rig.agent_config([plant_device(rig)], metrics={"listen": f"127.0.0.1:{port}"})
     return rig.spawn("agent", "run", str(config), env={"EDGE_AGENT_CLOCK": clock}), config
@@ -105,17 +118,14 @@ def test_metrics_health_and_status_show_the_running_agents_real_figures(rig: Rig
     assert samples[("edge_agent_uplink_connects_total", ())] == 1
     assert samples[("edge_agent_clock_synced", ())] == 1
 
-    status = subprocess.run(
-        [sys.executable, "-m", "edge_agent", "status", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout.splitlines()
+    done = run_status(config)
+    assert done.returncode == STATUS_HEALTHY, done.stderr
+    status = done.stdout.splitlines()
     assert status[0].endswith(": OK")
     assert "devices    1 up, 0 down" in status
     assert "tags       2 good" in status
-    assert "alarms     1 active: H 1" in status
+    assert "alarms     1 active" in status
+    assert any(line.strip().startswith("HZ01.LT101 H 30 since ") for line in status), status
     assert "back-log   nothing waits" in status
     assert "uplink     connected to 127.0.0.1:" in status[-1]
 
@@ -127,7 +137,10 @@ def test_metrics_health_and_status_show_the_running_agents_real_figures(rig: Rig
     assert get(port, "/healthz")[0] == 200, "degraded, not failing"
     assert "uplink down for" in " ".join(reasons)
     assert metrics(port)[("edge_agent_uplink_connected", ())] == 0
+    assert run_status(config).returncode == STATUS_DEGRADED
+    assert stat.S_IMODE(socket_path(GATEWAY).stat().st_mode) == 0o660, "asked there first"
     assert agent.terminate() == 0, agent.log()
+    assert not socket_path(GATEWAY).exists(), "removed at the stop"
 
 
 def test_state_says_the_clock_is_synced(rig: Rig) -> None:
