@@ -74,9 +74,11 @@ class _Silence(Exception):
 
 def ask(config: AgentConfig, path: Path, timeout: float = QUERY_TIMEOUT_S) -> Answer:
     """The running agent of `config` (loaded from `path`), asked on its local socket, then
-    on its HTTP port. Raises ConfigFileMissing when `path` can no longer be read."""
+    on its HTTP port; else the first `Stranger` met, else `Silent`. Raises
+    ConfigFileMissing when `path` can no longer be read."""
     digest = file_digest(path)
     tried: list[str] = []
+    stranger: Stranger | None = None
     for where, connect in _places(config, timeout):
         try:
             document = _get(connect(), "/status")
@@ -86,8 +88,10 @@ def ask(config: AgentConfig, path: Path, timeout: float = QUERY_TIMEOUT_S) -> An
         answer = judge(config, digest, document, where)
         if isinstance(answer, Running):
             return dataclasses.replace(answer, tags=_tags(connect))
-        return answer
-    return Silent(tuple(tried))
+        # The port is asked still: an agent of this gateway from another file may hold
+        # the socket, and this file's agent answer on its own port.
+        stranger = stranger or answer
+    return stranger or Silent(tuple(tried))
 
 
 def _tags(connect: Connect) -> dict[str, Any] | None:

@@ -87,8 +87,10 @@ class Host:
         *,
         port: int | None = None,
         tags: tuple[TagSnapshot, ...] = (),
+        socket: bool = True,
     ) -> None:
-        """The agent of config `path`, as it loaded it now."""
+        """The agent of config `path`, as it loaded it now; on its gateway's socket unless
+        another agent holds it."""
         loaded = load_config(path)
         answer = dataclasses.replace(
             snapshot, gateway=loaded.gateway.code, config_digest=file_digest(path)
@@ -99,9 +101,10 @@ class Host:
         if port is not None:
             assert await server.start()
             self._servers.append(server)
-        local = LocalServer(socket_path(loaded.gateway.code), server.handle)
-        await local.start()
-        self._servers.append(local)
+        if socket:
+            local = LocalServer(socket_path(loaded.gateway.code), server.handle)
+            await local.start()
+            self._servers.append(local)
 
     async def close(self) -> None:
         for server in self._servers:
@@ -260,6 +263,21 @@ async def test_an_agent_of_the_same_gateway_from_another_file_is_not_described(
     code, _, err = await status(str(path))
     assert code == STATUS_OTHER_AGENT
     assert "running another config file" in err
+
+
+async def test_an_agent_kept_off_its_socket_by_another_of_its_gateway_is_found_on_its_port(
+    tmp_path: Path, host: Host, status: Run
+) -> None:
+    """The other file's agent holds the gateway's socket; this file's answers on its port."""
+    port = free_port()
+    path = config(tmp_path, port)
+    other = tmp_path / "other" / path.name
+    other.parent.mkdir()
+    other.write_text(path.read_text(encoding="utf-8").replace("GW-DEMO-01.db", "other.db"))
+    await host.agent(other, troubled())
+    await host.agent(path, healthy(), port=port, socket=False)
+    code, out, _ = await status(str(path), "--json")
+    assert (code, json.loads(out)["answered_on"]) == (STATUS_HEALTHY, f"127.0.0.1:{port}")
 
 
 async def test_something_else_on_the_port_is_not_described(tmp_path: Path, status: Run) -> None:
