@@ -34,11 +34,11 @@ from pathlib import Path
 
 import structlog
 
-from drivers.simulator.modbus_server import start_simulator
-from drivers.simulator.scenario import Scenario
 from edge_agent.config.schema import AgentConfig
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.proxy import Proxy
+from edge_agent.drivers.simulator.modbus_server import start_simulator
+from edge_agent.drivers.simulator.scenario import Scenario
 from edge_agent.model import Quality, Reading
 from edge_agent.reload import batch_limits, store_settings
 from edge_agent.runtime import Agent

@@ -40,8 +40,8 @@ import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from simulated import spawn_simulator
 
-from drivers.modbus.config import ModbusDevice
-from drivers.modbus.driver import ModbusDriver
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.modbus.driver import ModbusDriver
 
 # (type, registers) of the register tags in one block of 10; bits come after.
 BLOCK = [

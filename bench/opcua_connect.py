@@ -26,8 +26,8 @@ from pathlib import Path
 import structlog
 from simulated import spawn_simulator
 
-from drivers.opcua.config import OpcuaDevice
-from drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.driver import OpcuaDriver
 from edge_agent.model import Quality
 
 NAMESPACE = "urn:bench:plant"

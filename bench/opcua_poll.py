@@ -33,8 +33,8 @@ import structlog
 from asyncua import Client
 from simulated import spawn_simulator
 
-from drivers.opcua.config import OpcuaDevice
-from drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.driver import OpcuaDriver
 
 NAMESPACE = "urn:bench:plant"
 Result = tuple[int, float, float]

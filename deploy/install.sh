@@ -119,9 +119,13 @@ copy_source() {
         tar --create --null --files-from=- --file=-) | tar --extract --file=- --directory="$1"
 }
 
+# Files by their content, symlinks by where they point (edge_agent/drivers is one,
+# to a folder, which sha256sum cannot read).
 tree_hash() {
-    (cd "$1" && find . \( -type f -o -type l \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) |
-        sha256sum | cut -c1-12
+    (cd "$1" && {
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        find . -type l -printf '%p -> %l\n' | LC_ALL=C sort
+    }) | sha256sum | cut -c1-12
 }
 
 project_version() {

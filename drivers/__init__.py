@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from drivers.base import Driver
-from drivers.modbus.config import ModbusDevice
-from drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.base import Driver
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.opcua.config import OpcuaDevice
 
 __all__ = ["Driver", "build_driver"]
 
@@ -16,12 +16,12 @@ def build_driver(device: ModbusDevice | OpcuaDevice) -> Driver:
     """The driver for `device`, chosen by its `driver` field; no I/O happens yet."""
     if device.driver == "modbus":
         # Imported here so loading and checking a config never imports pymodbus.
-        from drivers.modbus.driver import ModbusDriver  # noqa: PLC0415
+        from edge_agent.drivers.modbus.driver import ModbusDriver  # noqa: PLC0415
 
         return ModbusDriver(device)
     if device.driver == "opcua":
         # Likewise asyncua: imported only when an OPC UA device is read.
-        from drivers.opcua.driver import OpcuaDriver  # noqa: PLC0415
+        from edge_agent.drivers.opcua.driver import OpcuaDriver  # noqa: PLC0415
 
         return OpcuaDriver(device)
     raise ValueError(f"device {device.name!r}: no driver named {device.driver!r}")

@@ -317,7 +317,7 @@ def store_outlook(config: AgentConfig) -> list[str]:
 
 def link_advice(config: AgentConfig) -> list[str]:
     """What a Modbus link choice costs where it cannot help (connection: own)."""
-    from drivers.modbus.config import ModbusDevice, connection_advice
+    from edge_agent.drivers.modbus.config import ModbusDevice, connection_advice
 
     return connection_advice(d for d in config.devices if isinstance(d, ModbusDevice))
 
@@ -524,9 +524,9 @@ def _exit_past_hung_threads(code: int) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from drivers.simulator import load_scenario, run_simulator
-    from drivers.simulator.opcua_scenario import is_opcua_scenario, load_opcua_scenario
-    from drivers.simulator.opcua_server import run_opcua_simulator
+    from edge_agent.drivers.simulator import load_scenario, run_simulator
+    from edge_agent.drivers.simulator.opcua_scenario import is_opcua_scenario, load_opcua_scenario
+    from edge_agent.drivers.simulator.opcua_server import run_opcua_simulator
     from edge_agent.errors import ConfigError, ConfigFileMissing
 
     ports: dict[str, int] = {}
@@ -560,7 +560,7 @@ def _opcua_cert(args: argparse.Namespace) -> int:
 
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from drivers.opcua.security import fingerprint, make_client_certificate
+    from edge_agent.drivers.opcua.security import fingerprint, make_client_certificate
 
     host = args.host or socket.gethostname()
     try:

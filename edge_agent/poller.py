@@ -40,7 +40,7 @@ from typing import Final
 
 import structlog
 
-from drivers.base import CountsClockSkew, CountsRequests, Driver, ExplainsLink
+from edge_agent.drivers.base import CountsClockSkew, CountsRequests, Driver, ExplainsLink
 from edge_agent.logs import SUMMARY_EVERY_S, Repeats, Tally
 from edge_agent.model import LinkState, Sample
 from edge_agent.schedule import Deadline

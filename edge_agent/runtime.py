@@ -50,7 +50,6 @@ from typing import Any, Final
 
 import structlog
 
-from drivers import build_driver
 from edge_agent import __version__
 from edge_agent.census import (
     alarms_by_kind,
@@ -64,6 +63,7 @@ from edge_agent.clockguard import ClockGuard
 from edge_agent.config import load_config
 from edge_agent.config.loader import file_digest
 from edge_agent.config.schema import AgentConfig, Device
+from edge_agent.drivers import build_driver
 from edge_agent.errors import ConfigError, ConfigFileMissing
 from edge_agent.model import AlarmEvent, AlarmState, LinkState, Quality, Reading, Sample
 from edge_agent.poller import Poller

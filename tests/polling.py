@@ -10,9 +10,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
-from drivers.base import Driver
-from drivers.modbus.config import ModbusDevice
-from drivers.modbus.driver import ModbusDriver
+from edge_agent.drivers.base import Driver
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.modbus.driver import ModbusDriver
 from edge_agent.model import Sample
 
 

@@ -13,7 +13,9 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BeforeValidator, Field, PrivateAttr, WithJsonSchema, model_validator
 
-from drivers.modbus.codec import (
+from edge_agent.config.tags import DeviceBase, Strict, TagBase, located_error
+from edge_agent.config.types import Duration
+from edge_agent.drivers.modbus.codec import (
     ADDRESS_PATTERN,
     AREAS,
     BIT_AREAS,
@@ -28,8 +30,6 @@ from drivers.modbus.codec import (
     parse_address,
     register_count,
 )
-from edge_agent.config.tags import DeviceBase, Strict, TagBase, located_error
-from edge_agent.config.types import Duration
 from edge_agent.wire import decimals_of
 
 DataType = Literal[

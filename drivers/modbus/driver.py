@@ -47,13 +47,19 @@ from typing import cast
 import structlog
 from pymodbus.pdu import ModbusPDU
 
-from drivers.modbus import reasons
-from drivers.modbus.codec import Area
-from drivers.modbus.config import ModbusDevice
-from drivers.modbus.health import DEMOTE_AFTER, UnitHealth
-from drivers.modbus.link import SILENCE_ERRORS, TRANSPORT_ERRORS, Link, join_link, leave_link
-from drivers.modbus.plan import ReadRequest, Slot, bisect, coalesce, plan_reads
-from drivers.modbus.values import (
+from edge_agent.drivers.modbus import reasons
+from edge_agent.drivers.modbus.codec import Area
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.modbus.health import DEMOTE_AFTER, UnitHealth
+from edge_agent.drivers.modbus.link import (
+    SILENCE_ERRORS,
+    TRANSPORT_ERRORS,
+    Link,
+    join_link,
+    leave_link,
+)
+from edge_agent.drivers.modbus.plan import ReadRequest, Slot, bisect, coalesce, plan_reads
+from edge_agent.drivers.modbus.values import (
     Raw,
     RequestDecoder,
     compile_request,
@@ -192,12 +198,12 @@ class ModbusDriver:
     @property
     def link_reason(self) -> str | None:
         """Why the device is down, as its `link_down` line said; None while up
-        (`drivers.base.ExplainsLink`: /healthz shows it)."""
+        (`edge_agent.drivers.base.ExplainsLink`: /healthz shows it)."""
         return self._down_reason
 
     @property
     def requests(self) -> int:
-        """Requests sent since start (`drivers.base.CountsRequests`)."""
+        """Requests sent since start (`edge_agent.drivers.base.CountsRequests`)."""
         return self.stats.requests
 
     @property

@@ -54,8 +54,8 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
-from drivers.modbus.config import ModbusDevice
 from edge_agent.backoff import Backoff
+from edge_agent.drivers.modbus.config import ModbusDevice
 
 TRANSPORT_ERRORS = (ConnectionException, OSError)
 SILENCE_ERRORS = (TimeoutError, ModbusIOException)

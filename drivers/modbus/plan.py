@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drivers.modbus.codec import BIT_AREAS, Area, register_count
-from drivers.modbus.config import ModbusTag
+from edge_agent.drivers.modbus.codec import BIT_AREAS, Area, register_count
+from edge_agent.drivers.modbus.config import ModbusTag
 
 FUNCTION_CODES: dict[Area, int] = {"co": 1, "di": 2, "hr": 3, "ir": 4}
 """The read function code of each area; the driver sends no other codes."""

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import truediv
 
-from drivers.modbus.codec import BIT_AREAS, DATA_TYPES, decode
-from drivers.modbus.config import ModbusTag, Scale
+from edge_agent.drivers.modbus.codec import BIT_AREAS, DATA_TYPES, decode
+from edge_agent.drivers.modbus.config import ModbusTag, Scale
 from edge_agent.model import Quality, Sample
 
 Raw = list[int] | list[bool]

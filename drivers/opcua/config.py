@@ -10,9 +10,14 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from drivers.opcua.address import NODE_PATTERN, NodeAddress, parse_browse_path, parse_node
 from edge_agent.config.tags import DeviceBase, Strict, TagBase
 from edge_agent.config.types import Duration
+from edge_agent.drivers.opcua.address import (
+    NODE_PATTERN,
+    NodeAddress,
+    parse_browse_path,
+    parse_node,
+)
 
 ScalarType = Literal[
     "Boolean",

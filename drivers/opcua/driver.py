@@ -55,21 +55,21 @@ from dataclasses import dataclass, field
 import structlog
 from asyncua import ua
 
-from drivers.opcua.config import OpcuaDevice
-from drivers.opcua.explain import ChannelRefused, describe
-from drivers.opcua.limits import Call, Learned
-from drivers.opcua.quality import quality_of, status_name
-from drivers.opcua.security import CertificateFileError, NoEndpoint, Untrusted
-from drivers.opcua.session import (
+from edge_agent.backoff import Backoff
+from edge_agent.drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.explain import ChannelRefused, describe
+from edge_agent.drivers.opcua.limits import Call, Learned
+from edge_agent.drivers.opcua.quality import quality_of, status_name
+from edge_agent.drivers.opcua.security import CertificateFileError, NoEndpoint, Untrusted
+from edge_agent.drivers.opcua.session import (
     CredentialError,
     Session,
     close_client,
     open_session,
     resolve_refused,
 )
-from drivers.opcua.subscriber import Subscribed, subscribe
-from drivers.opcua.values import report_time, to_sample, type_name
-from edge_agent.backoff import Backoff
+from edge_agent.drivers.opcua.subscriber import Subscribed, subscribe
+from edge_agent.drivers.opcua.values import report_time, to_sample, type_name
 from edge_agent.model import LinkState, Quality, Sample
 from edge_agent.schedule import Deadline
 
@@ -445,13 +445,13 @@ class OpcuaDriver:
 
     @property
     def requests(self) -> int:
-        """Read requests sent since start (`drivers.base.CountsRequests`); a subscription's
-        notifications come without asking."""
+        """Read requests sent since start (`edge_agent.drivers.base.CountsRequests`); a
+        subscription's notifications come without asking."""
         return self._reads
 
     @property
     def timestamps_replaced(self) -> int:
-        """SourceTimestamps not believed since start (`drivers.base.CountsClockSkew`)."""
+        """SourceTimestamps not believed since start (`edge_agent.drivers.base.CountsClockSkew`)."""
         return self._timestamps_replaced
 
     def _note_skew(self, skew_ms: int | None) -> None:

@@ -31,10 +31,10 @@ from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from drivers.opcua.config import OpcuaDevice, Security
-from drivers.opcua.quality import status_name
-from drivers.opcua.security import fingerprint, load_certificate
 from edge_agent.credentials import CredentialFileError, resolve_path
+from edge_agent.drivers.opcua.config import OpcuaDevice, Security
+from edge_agent.drivers.opcua.quality import status_name
+from edge_agent.drivers.opcua.security import fingerprint, load_certificate
 
 __all__ = ["ChannelRefused", "describe", "read_channel_faults"]
 

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from structlog.typing import FilteringBoundLogger
 
-from drivers.opcua.config import Security
 from edge_agent.credentials import resolve_path
+from edge_agent.drivers.opcua.config import Security
 
 _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,

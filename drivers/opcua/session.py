@@ -30,13 +30,13 @@ from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from structlog.typing import FilteringBoundLogger
 
-from drivers.opcua.address import BrowseElement, parse_browse_path
-from drivers.opcua.config import OpcuaDevice
-from drivers.opcua.explain import SECURITY_REJECTED, read_channel_faults
-from drivers.opcua.limits import Call, Learned, Limits, read_limits
-from drivers.opcua.quality import status_name
-from drivers.opcua.security import NoEndpoint, no_endpoint, secure, spelled
 from edge_agent.credentials import CredentialFileError, read_secret
+from edge_agent.drivers.opcua.address import BrowseElement, parse_browse_path
+from edge_agent.drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.explain import SECURITY_REJECTED, read_channel_faults
+from edge_agent.drivers.opcua.limits import Call, Learned, Limits, read_limits
+from edge_agent.drivers.opcua.quality import status_name
+from edge_agent.drivers.opcua.security import NoEndpoint, no_endpoint, secure, spelled
 from edge_agent.logs import register_secret
 
 # asyncua logs every publish at INFO and every failed request with a traceback; the

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
-from drivers.opcua.config import OpcuaDevice
-from drivers.opcua.limits import Call, Limits
+from edge_agent.drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.limits import Call, Limits
 
 MAX_BUFFERED_PER_TAG = 100
 _FULL = ua.StatusCodes.BadTooManyMonitoredItems

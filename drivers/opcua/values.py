@@ -20,8 +20,8 @@ from typing import Any
 
 from asyncua import ua
 
-from drivers.opcua.config import OpcuaTag
-from drivers.opcua.quality import quality_of, status_name
+from edge_agent.drivers.opcua.config import OpcuaTag
+from edge_agent.drivers.opcua.quality import quality_of, status_name
 from edge_agent.model import Quality, Sample, Value
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -4,7 +4,7 @@
 one in the running event loop, `run_simulator` serves a file until cancelled.
 """
 
-from drivers.simulator.modbus_server import Simulator, run_simulator, start_simulator
-from drivers.simulator.scenario import Scenario, load_scenario
+from edge_agent.drivers.simulator.modbus_server import Simulator, run_simulator, start_simulator
+from edge_agent.drivers.simulator.scenario import Scenario, load_scenario
 
 __all__ = ["Scenario", "Simulator", "load_scenario", "run_simulator", "start_simulator"]

@@ -67,9 +67,9 @@ from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
-from drivers.modbus.codec import BIT_AREAS, Area, parse_address
-from drivers.simulator.modbus_connection import SerialServer, TcpServer
-from drivers.simulator.scenario import Device, Scenario, Unit, load_scenario
+from edge_agent.drivers.modbus.codec import BIT_AREAS, Area, parse_address
+from edge_agent.drivers.simulator.modbus_connection import SerialServer, TcpServer
+from edge_agent.drivers.simulator.scenario import Device, Scenario, Unit, load_scenario
 
 HOST = "127.0.0.1"
 

@@ -31,8 +31,8 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto.validator import CertificateValidator
 from asyncua.ua.ua_binary import struct_from_binary
 
-from drivers.opcua.security import first_certificate
-from drivers.simulator.opcua_scenario import OperationLimits
+from edge_agent.drivers.opcua.security import first_certificate
+from edge_agent.drivers.simulator.opcua_scenario import OperationLimits
 
 __all__ = ["LIMIT_NODES", "Guard"]
 

@@ -33,9 +33,9 @@ from typing import Literal, Self
 import yaml
 from pydantic import Field, model_validator
 
-from drivers.opcua.config import ScalarType
-from drivers.simulator.scenario import Value, _Model, load_model
 from edge_agent.config.types import Duration
+from edge_agent.drivers.opcua.config import ScalarType
+from edge_agent.drivers.simulator.scenario import Value, _Model, load_model
 
 Endpoint = Literal[
     "None",

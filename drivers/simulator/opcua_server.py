@@ -56,8 +56,8 @@ from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from drivers.simulator.opcua_guard import LIMIT_NODES, Guard
-from drivers.simulator.opcua_scenario import (
+from edge_agent.drivers.simulator.opcua_guard import LIMIT_NODES, Guard
+from edge_agent.drivers.simulator.opcua_scenario import (
     Folder,
     OpcuaScenario,
     OpcuaServerSpec,

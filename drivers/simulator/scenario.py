@@ -58,7 +58,8 @@ from typing import Annotated, Literal, Self, TypeVar
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.modbus.codec import (
+from edge_agent.config.types import Duration, parse_duration
+from edge_agent.drivers.modbus.codec import (
     BIT_AREAS,
     DATA_TYPES,
     Address,
@@ -66,8 +67,7 @@ from drivers.modbus.codec import (
     parse_address,
     register_count,
 )
-from drivers.modbus.config import ByteOrder, DataType, Scale
-from edge_agent.config.types import Duration, parse_duration
+from edge_agent.drivers.modbus.config import ByteOrder, DataType, Scale
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
 Scalar = bool | int | float | str

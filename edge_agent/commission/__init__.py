@@ -20,9 +20,9 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TextIO
 
-from drivers.modbus.config import ModbusDevice
-from drivers.opcua.config import OpcuaDevice
 from edge_agent.commission.table import DeviceTable
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.opcua.config import OpcuaDevice
 
 Device = ModbusDevice | OpcuaDevice
 

@@ -21,10 +21,6 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drivers.modbus.codec import BIT_AREAS, BYTE_ORDERS, register_count
-from drivers.modbus.config import Current, ModbusDevice, ModbusTag
-from drivers.modbus.driver import ModbusDriver, Reading
-from drivers.modbus.values import to_sample
 from edge_agent.commission.table import (
     DeviceTable,
     count_bad,
@@ -37,6 +33,10 @@ from edge_agent.commission.table import (
     value_cell,
     value_text,
 )
+from edge_agent.drivers.modbus.codec import BIT_AREAS, BYTE_ORDERS, register_count
+from edge_agent.drivers.modbus.config import Current, ModbusDevice, ModbusTag
+from edge_agent.drivers.modbus.driver import ModbusDriver, Reading
+from edge_agent.drivers.modbus.values import to_sample
 from edge_agent.model import Quality, Sample
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from drivers.opcua.config import OpcuaDevice, OpcuaTag
-from drivers.opcua.driver import OpcuaDriver, Survey, TagReading
 from edge_agent.commission.table import (
     DeviceTable,
     count_bad,
@@ -26,6 +24,8 @@ from edge_agent.commission.table import (
     range_reason,
     value_cell,
 )
+from edge_agent.drivers.opcua.config import OpcuaDevice, OpcuaTag
+from edge_agent.drivers.opcua.driver import OpcuaDriver, Survey, TagReading
 from edge_agent.model import Sample
 
 HEADER = ["tag", "node", "type", "value", "unit", "quality", "limits", "reason"]

@@ -2,7 +2,7 @@
 
 The names are imported lazily, on first use. Drivers import
 `edge_agent.config.tags` (which runs this file) while the schema imports the
-drivers, so an eager import here would make `import drivers.modbus.config`
+drivers, so an eager import here would make `import edge_agent.drivers.modbus.config`
 fail with a circular import when a driver module is imported first.
 """
 

@@ -38,11 +38,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from drivers.modbus.codec import TYPE_NAMES
 from edge_agent.config.schema import AgentConfig, find_duplicates
 from edge_agent.config.tags import LOCATED, DataPath
 from edge_agent.config.types import format_duration, format_size, parse_duration, parse_size
 from edge_agent.config.yaml12 import YAML11_BOOLEANS, read_plain, refusal
+from edge_agent.drivers.modbus.codec import TYPE_NAMES
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
 __all__ = ["load_config", "read_yaml"]

@@ -14,11 +14,11 @@ from typing import Annotated, Literal, NamedTuple, Self
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.modbus.config import ModbusDevice, connection_problems, shared_link_problems
-from drivers.opcua.config import OpcuaDevice
 from edge_agent.config.service import Metrics
 from edge_agent.config.tags import DataPath, Strict, TagBase, located_error
 from edge_agent.config.types import ByteSize, Duration, EnterpriseCode, GatewayCode
+from edge_agent.drivers.modbus.config import ModbusDevice, connection_problems, shared_link_problems
+from edge_agent.drivers.opcua.config import OpcuaDevice
 
 Device = Annotated[ModbusDevice | OpcuaDevice, Field(discriminator="driver")]
 

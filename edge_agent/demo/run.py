@@ -27,7 +27,7 @@ from edge_agent.demo.view import View
 
 DEMO_CONFIG = Path(str(files("edge_agent.demo") / "demo.yaml"))
 """The demo's site: config/demo.yaml in a source tree (a link to it), packaged in the wheel."""
-DEMO_SCENARIO = Path(str(files("drivers.simulator") / "scenarios" / "demo.yaml"))
+DEMO_SCENARIO = Path(str(files("edge_agent.drivers.simulator") / "scenarios" / "demo.yaml"))
 
 
 def local_config(

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from drivers.modbus.config import ModbusDevice
-from drivers.modbus.driver import ModbusDriver
-from drivers.simulator import Scenario, start_simulator
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.modbus.driver import ModbusDriver
+from edge_agent.drivers.simulator import Scenario, start_simulator
 from edge_agent.model import Quality, Sample
 from edge_agent.poller import Poller
 

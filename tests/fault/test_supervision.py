@@ -20,11 +20,11 @@ from conftest import Rig, agent_config, counter_device
 from delivery import assert_no_seq_gap, envelopes
 from structlog.testing import capture_logs
 
-from drivers import build_driver
 from edge_agent import cli, logs, runtime
 from edge_agent.clock import ClockWatch
 from edge_agent.config.schema import AgentConfig
 from edge_agent.demo.broker import free_port
+from edge_agent.drivers import build_driver
 from edge_agent.model import LinkState, Quality, Sample
 from edge_agent.supervisor import TaskSupervisor
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from opcua_sim import NAMESPACE
 
-from drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.config import OpcuaDevice
 from edge_agent.model import Sample
 
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest_asyncio
 
-from drivers.opcua.security import make_client_certificate
-from drivers.simulator.opcua_scenario import OpcuaScenario
-from drivers.simulator.opcua_server import OpcuaSimulator, start_opcua_simulator
+from edge_agent.drivers.opcua.security import make_client_certificate
+from edge_agent.drivers.simulator.opcua_scenario import OpcuaScenario
+from edge_agent.drivers.simulator.opcua_server import OpcuaSimulator, start_opcua_simulator
 
 NAMESPACE = "urn:test:plant"
 USER, PASSWORD = "operator", "s3cret"

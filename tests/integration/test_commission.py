@@ -26,8 +26,8 @@ from opcua_sim import (
     opcua_sim_fixture,  # noqa: F401  # registers the fixture opcua_sim
 )
 
-from drivers.simulator import Simulator, load_scenario, start_simulator
 from edge_agent.cli import EX_OK, EX_USAGE, main
+from edge_agent.drivers.simulator import Simulator, load_scenario, start_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "tank-farm.yaml"

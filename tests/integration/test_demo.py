@@ -127,6 +127,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
+def test_the_wheel_installs_the_drivers_under_the_products_name(installed: Path) -> None:
+    # A top-level `drivers` in site-packages would clash with any other project's.
+    assert sorted(p.name for p in installed.iterdir() if not p.name.endswith(".dist-info")) == [
+        "edge_agent"
+    ]
+    drivers = installed / "edge_agent" / "drivers"
+    assert drivers.is_dir() and not drivers.is_symlink()
+    assert (drivers / "py.typed").is_file()
+    assert (drivers / "simulator" / "scenarios" / "demo.yaml").is_file()
+
+
 @pytest.mark.skipif(find_mosquitto() is None, reason="Mosquitto is not installed")
 def test_the_demo_shows_readings_and_an_alarm_raised_and_cleared_and_leaves_no_process(
     tmp_path: Path, installed: Path

@@ -18,11 +18,17 @@ import yaml
 from pymodbus.client import AsyncModbusTcpClient
 from structlog.testing import capture_logs
 
-from drivers import build_driver
-from drivers.modbus.config import ModbusDevice
-from drivers.modbus.driver import ModbusDriver
-from drivers.simulator import Scenario, Simulator, load_scenario, run_simulator, start_simulator
 from edge_agent.config.schema import AgentConfig
+from edge_agent.drivers import build_driver
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.modbus.driver import ModbusDriver
+from edge_agent.drivers.simulator import (
+    Scenario,
+    Simulator,
+    load_scenario,
+    run_simulator,
+    start_simulator,
+)
 from edge_agent.model import LinkState, Quality, Sample
 from edge_agent.poller import Poller
 

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from drivers.base import ExplainsLink
-from drivers.modbus import driver as driver_module
-from drivers.modbus.config import ModbusDevice
-from drivers.modbus.driver import ModbusDriver
-from drivers.modbus.health import DEMOTE_AFTER, UnitHealth
-from drivers.simulator import Scenario, Simulator, start_simulator
 from edge_agent.backoff import Backoff
+from edge_agent.drivers.base import ExplainsLink
+from edge_agent.drivers.modbus import driver as driver_module
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.modbus.driver import ModbusDriver
+from edge_agent.drivers.modbus.health import DEMOTE_AFTER, UnitHealth
+from edge_agent.drivers.simulator import Scenario, Simulator, start_simulator
 from edge_agent.model import LinkState, Quality, Sample
 
 TIMEOUT = "200ms"

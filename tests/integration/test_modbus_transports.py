@@ -19,11 +19,11 @@ from polling import modbus_drivers
 from structlog.testing import capture_logs
 from test_modbus_driver import expected_all_types, typed_points
 
-from drivers.modbus.config import ModbusDevice
-from drivers.modbus.driver import ModbusDriver
-from drivers.modbus.health import DEMOTE_AFTER
-from drivers.simulator import Scenario, Simulator, start_simulator
 from edge_agent.config.types import parse_duration
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.modbus.driver import ModbusDriver
+from edge_agent.drivers.modbus.health import DEMOTE_AFTER
+from edge_agent.drivers.simulator import Scenario, Simulator, start_simulator
 from edge_agent.model import LinkState, Quality, Sample
 
 TIMEOUT = "200ms"

@@ -22,9 +22,9 @@ from opcua_sim import (
 from snapshots import healthy
 from structlog.testing import capture_logs
 
-from drivers.opcua.config import OpcuaDevice
-from drivers.opcua.driver import OpcuaDriver
-from drivers.opcua.security import fingerprint, make_client_certificate
+from edge_agent.drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua.security import fingerprint, make_client_certificate
 from edge_agent.poller import Poller
 from edge_agent.service.health import HealthLimits, judge
 

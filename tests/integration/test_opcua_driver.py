@@ -18,9 +18,9 @@ from opcua_sim import (
 from polling import read_until
 from structlog.testing import capture_logs
 
-from drivers import build_driver
-from drivers.opcua.driver import OpcuaDriver
-from drivers.opcua.limits import Call
+from edge_agent.drivers import build_driver
+from edge_agent.drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua.limits import Call
 from edge_agent.model import LinkState, Quality, Sample
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -22,9 +22,9 @@ from opcua_sim import (
 from polling import read_until
 from structlog.testing import capture_logs
 
-from drivers.opcua.driver import OpcuaDriver
-from drivers.opcua.limits import Call
-from drivers.simulator.opcua_server import OpcuaServer
+from edge_agent.drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua.limits import Call
+from edge_agent.drivers.simulator.opcua_server import OpcuaServer
 from edge_agent.model import Quality, Sample
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

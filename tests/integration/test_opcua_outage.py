@@ -16,8 +16,8 @@ from opcua_sim import (
 from polling import read_until
 from structlog.testing import capture_logs
 
-from drivers.opcua.driver import OpcuaDriver
 from edge_agent.demo.proxy import Proxy
+from edge_agent.drivers.opcua.driver import OpcuaDriver
 from edge_agent.model import LinkState, Quality
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -23,8 +23,8 @@ from opcua_sim import NAMESPACE
 from polling import read_until
 from structlog.testing import capture_logs
 
-from drivers.opcua import driver as driver_module
-from drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua import driver as driver_module
+from edge_agent.drivers.opcua.driver import OpcuaDriver
 from edge_agent.model import LinkState, Quality, Sample
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -14,8 +14,8 @@ from opcua_sim import (
 )
 from structlog.testing import capture_logs
 
-from drivers.opcua.driver import OpcuaDriver
-from drivers.opcua.security import fingerprint
+from edge_agent.drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua.security import fingerprint
 from edge_agent.model import LinkState, Quality
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

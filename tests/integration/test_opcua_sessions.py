@@ -18,9 +18,9 @@ from opcua_sim import (
 )
 from polling import read_until
 
-from drivers.opcua.driver import OpcuaDriver
-from drivers.opcua.session import SESSION_TIMEOUT_MIN
 from edge_agent.demo.proxy import Proxy
+from edge_agent.drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua.session import SESSION_TIMEOUT_MIN
 from edge_agent.model import LinkState, Quality
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

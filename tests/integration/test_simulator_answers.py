@@ -20,7 +20,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from drivers.simulator import Scenario, Simulator, start_simulator
+from edge_agent.drivers.simulator import Scenario, Simulator, start_simulator
 
 LATE = "500ms"
 """A late unit's answer time: long against loopback, short for the suite."""

@@ -20,8 +20,8 @@ from polling import modbus_drivers, read_until
 from pymodbus import FramerType
 from pymodbus.client import ModbusTcpClient
 
-from drivers.modbus.config import ModbusDevice
-from drivers.modbus.driver import ModbusDriver
+from edge_agent.drivers.modbus.config import ModbusDevice
+from edge_agent.drivers.modbus.driver import ModbusDriver
 from edge_agent.model import Quality, Sample, Value
 from interop.libmodbus_server import (
     HOST,

@@ -28,10 +28,10 @@ import polling
 import pytest
 from structlog.testing import capture_logs
 
-from drivers.opcua.config import OpcuaDevice
-from drivers.opcua.driver import OpcuaDriver
-from drivers.opcua.security import make_client_certificate
 from edge_agent.demo.proxy import Proxy
+from edge_agent.drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.driver import OpcuaDriver
+from edge_agent.drivers.opcua.security import make_client_certificate
 from edge_agent.model import LinkState, Quality, Sample, Value
 from edge_agent.rules import TagRules
 from interop.opcua_server import (

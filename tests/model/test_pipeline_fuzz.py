@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stores import SyncStore
 
-from drivers.modbus.codec import decode
-from drivers.modbus.config import ModbusDevice, ModbusTag
-from drivers.modbus.driver import ModbusDriver
+from edge_agent.drivers.modbus.codec import decode
+from edge_agent.drivers.modbus.config import ModbusDevice, ModbusTag
+from edge_agent.drivers.modbus.driver import ModbusDriver
 from edge_agent.model import AlarmKind, Quality, Sample
 from edge_agent.rules import TagRules
 from edge_agent.uplink.envelope import Identity, envelope

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.config import ModbusTag
 from edge_agent.config.tags import Limits, TagBase
+from edge_agent.drivers.modbus.config import ModbusTag
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Sample
 from edge_agent.rules import TagRules
 

@@ -7,7 +7,6 @@ import math
 import time
 from pathlib import Path
 
-from drivers.modbus.config import ModbusTag
 from edge_agent.census import (
     QUALITY_MEANS,
     alarms_by_kind,
@@ -18,6 +17,7 @@ from edge_agent.census import (
 )
 from edge_agent.config.schema import Store as StoreConfig
 from edge_agent.config.tags import TagBase
+from edge_agent.drivers.modbus.config import ModbusTag
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading, Sample, Value
 from edge_agent.rules import TagRules
 from edge_agent.service.snapshot import ActiveAlarm, TagSnapshot

@@ -21,11 +21,11 @@ import yaml
 from config_schema import ROOT, schema_errors
 from pydantic import BaseModel
 
-from drivers.modbus.config import ModbusDevice, ModbusTag
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.config.loader import read_yaml
 from edge_agent.config.schema import Mqtt
 from edge_agent.config.tags import DataPath
+from edge_agent.drivers.modbus.config import ModbusDevice, ModbusTag
 
 FILES = [*sorted(ROOT.glob("config/*.yaml")), ROOT / "deploy" / "agent.example.yaml"]
 DOCUMENTS = [

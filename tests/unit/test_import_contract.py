@@ -33,13 +33,13 @@ WIRING = (
     "edge_agent.top",
 )
 DRIVER_INSIDES = (
-    "drivers.base",
-    "drivers.modbus.driver",
-    "drivers.modbus.link",
-    "drivers.modbus.plan",
-    "drivers.opcua.driver",
-    "drivers.opcua.session",
-    "drivers.opcua.subscriber",
+    "edge_agent.drivers.base",
+    "edge_agent.drivers.modbus.driver",
+    "edge_agent.drivers.modbus.link",
+    "edge_agent.drivers.modbus.plan",
+    "edge_agent.drivers.opcua.driver",
+    "edge_agent.drivers.opcua.session",
+    "edge_agent.drivers.opcua.subscriber",
 )
 PROTOCOLS = ("pymodbus", "asyncua", "paho")
 STORE_INSIDES = ("edge_agent.store.store", "edge_agent.store.engine", "edge_agent.store.actor")
@@ -56,23 +56,29 @@ class Contract:
 
 CONTRACTS = [
     Contract(
-        "drivers",
+        "edge_agent.drivers",
         ("edge_agent.rules", "edge_agent.store", "edge_agent.uplink", *WIRING),
         "a driver turns a device into samples and knows nothing downstream",
     ),
     Contract(
         "edge_agent.rules",
-        ("drivers", "edge_agent.store", "edge_agent.uplink", *WIRING),
+        ("edge_agent.drivers", "edge_agent.store", "edge_agent.uplink", *WIRING),
         "the rules judge samples; storing and sending them is not theirs",
     ),
     Contract(
         "edge_agent.store",
-        ("drivers", "edge_agent.config", "edge_agent.rules", "edge_agent.uplink", *WIRING),
+        (
+            "edge_agent.drivers",
+            "edge_agent.config",
+            "edge_agent.rules",
+            "edge_agent.uplink",
+            *WIRING,
+        ),
         "the store keeps messages; its settings come as StoreSettings",
     ),
     Contract(
         "edge_agent.uplink",
-        ("drivers", "edge_agent.config", "edge_agent.rules", *WIRING, *STORE_INSIDES),
+        ("edge_agent.drivers", "edge_agent.config", "edge_agent.rules", *WIRING, *STORE_INSIDES),
         "the uplink sees the store through its Outbox protocol and the store's data types",
     ),
     Contract(

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from drivers.modbus.codec import (
+from edge_agent.drivers.modbus.codec import (
     Address,
     AddressOutOfRange,
     decode,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from drivers.modbus.config import (
+from edge_agent.drivers.modbus.config import (
     ModbusDevice,
     connection_advice,
     connection_problems,

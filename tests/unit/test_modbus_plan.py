@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from drivers.modbus.config import ModbusTag
-from drivers.modbus.plan import ReadRequest, bisect, coalesce, plan_reads
+from edge_agent.drivers.modbus.config import ModbusTag
+from edge_agent.drivers.modbus.plan import ReadRequest, bisect, coalesce, plan_reads
 
 
 def tag(address: str, data_type: str = "uint16", name: str | None = None) -> ModbusTag:

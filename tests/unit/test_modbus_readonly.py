@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import drivers.modbus.driver
-import drivers.modbus.link
+import edge_agent.drivers.modbus.driver
+import edge_agent.drivers.modbus.link
 
 READS = {"read_coils", "read_discrete_inputs", "read_holding_registers", "read_input_registers"}
 
@@ -20,7 +20,7 @@ def attributes(module_file: str | None) -> tuple[set[str], str]:
 
 def test_the_link_module_calls_only_the_four_reads() -> None:
     """No write, mask-write, read/write or diagnostic method is even named in link.py."""
-    names, source = attributes(drivers.modbus.link.__file__)
+    names, source = attributes(edge_agent.drivers.modbus.link.__file__)
     requests = {n for n in names if n.startswith(("read_", "write_", "readwrite_", "mask_"))}
     assert requests == READS
     assert "execute" not in names
@@ -29,7 +29,7 @@ def test_the_link_module_calls_only_the_four_reads() -> None:
 
 def test_the_driver_module_reaches_devices_only_through_the_link() -> None:
     """driver.py names no pymodbus request method at all."""
-    names, source = attributes(drivers.modbus.driver.__file__)
+    names, source = attributes(edge_agent.drivers.modbus.driver.__file__)
     assert not {n for n in names if n.startswith(("read_", "write_", "readwrite_", "mask_"))} - {
         "read_all"
     }

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.modbus.config import ModbusTag
-from drivers.modbus.values import (
+from edge_agent.drivers.modbus.config import ModbusTag
+from edge_agent.drivers.modbus.values import (
     compile_request,
     compile_slot,
     decode_batch,

@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from drivers.opcua.security import application_uri
 from edge_agent.cli import EX_OK, EX_USAGE, main
+from edge_agent.drivers.opcua.security import application_uri
 
 
 def test_it_writes_a_der_certificate_and_a_private_key_only_its_owner_reads(

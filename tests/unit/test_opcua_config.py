@@ -7,8 +7,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from drivers.opcua.address import BrowseElement, NodeAddress, parse_browse_path, parse_node
-from drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.address import (
+    BrowseElement,
+    NodeAddress,
+    parse_browse_path,
+    parse_node,
+)
+from edge_agent.drivers.opcua.config import OpcuaDevice
 
 
 def device(tags: list[dict[str, Any]] | None = None, **fields: Any) -> OpcuaDevice:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from asyncua import ua
 
-from drivers.opcua.config import OpcuaTag
-from drivers.opcua.quality import quality_of
-from drivers.opcua.values import report_time, to_sample
+from edge_agent.drivers.opcua.config import OpcuaTag
+from edge_agent.drivers.opcua.quality import quality_of
+from edge_agent.drivers.opcua.values import report_time, to_sample
 from edge_agent.model import Quality
 
 NOW = 1_764_441_155_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from drivers.modbus.config import ModbusTag
+from edge_agent.drivers.modbus.config import ModbusTag
 from edge_agent.model import AlarmState, Quality, Sample
 from edge_agent.rules import TagRules
 

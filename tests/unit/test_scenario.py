@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from drivers.modbus.codec import decode
-from drivers.simulator.scenario import Point, Scenario, Value, load_scenario
 from edge_agent.config.schema import AgentConfig
+from edge_agent.drivers.modbus.codec import decode
+from edge_agent.drivers.simulator.scenario import Point, Scenario, Value, load_scenario
 from edge_agent.errors import ConfigError, ConfigFileMissing
 
 ROOT = Path(__file__).resolve().parents[2]
