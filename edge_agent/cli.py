@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 EX_OK = 0
 EX_USAGE = 64
 EX_NOINPUT = 66
-EX_UNAVAILABLE = 69
-"""No running agent answers (`top`)."""
 EX_SOFTWARE = 70
 """A core task kept failing: the agent stopped so that systemd starts it afresh."""
 EX_CONFIG = 78
@@ -175,6 +174,13 @@ def _parser() -> argparse.ArgumentParser:
             "the running agent live: devices, every tag's value and quality, active alarms, "
             "back-log and uplink, refreshed every second; q quits"
         ),
+        description=(
+            "Asks this config's agent as `status` does (its local socket, then metrics.listen; "
+            "the gateway code and the file's SHA-256 checked) and redraws its picture every "
+            "second. q, Ctrl-C or SIGTERM quits."
+        ),
+        epilog=TOP_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("config", type=Path)
     top.add_argument(
@@ -368,6 +374,11 @@ STATUS_CODES = """exit status (0, 3 and 4 as an init script's `status`):
      agent, an agent of another file or of this one before an edit, not
      edge-agent): nothing is described
   66, 78  the config file is missing, or invalid"""
+TOP_CODES = """exit status:
+  0  shown, and quit (or one screen printed with --once, or when not a terminal)
+  3  not running: nothing answers where this config's agent would
+  4  something else answers where this config's agent would: nothing is shown
+  66, 78  the config file is missing, or invalid"""
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -410,22 +421,25 @@ def _status_from_store(config: AgentConfig, silent: Silent, as_json: bool) -> in
 
 
 def _top(args: argparse.Namespace) -> int:
+    from edge_agent.ask import Stranger
     from edge_agent.top import watch
+    from edge_agent.top.fetch import look
 
     config = _load(args.config)
     if isinstance(config, int):
         return config
-    if not config.metrics.enabled:
-        print(f"{args.config}: metrics.enabled is false: a running agent cannot be asked",
-              file=sys.stderr)  # fmt: skip
-        return EX_UNAVAILABLE
-    if not watch(config.metrics.address(), once=args.once or not sys.stdout.isatty()):
+    answer = watch(partial(look, config, args.config), once=args.once or not sys.stdout.isatty())
+    if isinstance(answer, Stranger):
+        print(f"edge-agent top: not shown: {answer.why}", file=sys.stderr)
+        return STATUS_OTHER_AGENT
+    if answer is not None:
         print(
-            f"edge-agent top: no agent answers on {config.metrics.listen} (metrics.listen of "
-            f"{args.config}); is it running? systemctl status edge-agent",
+            f"edge-agent top: no agent of gateway {config.gateway.code} answers "
+            f"({'; '.join(answer.tried) or 'nowhere to ask: metrics.enabled is false'}); "
+            "is it running? systemctl status edge-agent",
             file=sys.stderr,
         )
-        return EX_UNAVAILABLE
+        return STATUS_NOT_RUNNING
     return EX_OK
 
 

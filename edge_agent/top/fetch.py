@@ -1,16 +1,17 @@
-"""The running agent's picture: its /status and /tags documents (service/http.py)."""
+"""The running agent's picture: its /status and /tags documents (service/http.py), taken
+only from this config's agent (ask.py: its local socket first, then its port; the
+gateway code and the file's SHA-256 checked), never from whatever answers on the port."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from dataclasses import dataclass
-from typing import Any, Final
+from pathlib import Path
+from typing import Any
 
-from edge_agent.config.service import Listen
+from edge_agent.ask import Running, Silent, Stranger, ask
+from edge_agent.config.schema import AgentConfig
 
-FETCH_TIMEOUT_S: Final = 2.0
-"""Longer than a loaded gateway takes to answer on loopback, shorter than a viewer waits."""
+__all__ = ["Picture", "look"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,17 +20,16 @@ class Picture:
     """The /status document: {"snapshot": {...}, "health": {...}}."""
     tags: dict[str, Any]
     """The /tags document: {"taken_ms": ..., "tags": [...]}."""
+    where: str
+    """Where the agent answered: its socket's path, or host:port."""
 
 
-def fetch(listen: Listen, timeout: float = FETCH_TIMEOUT_S) -> Picture | None:
-    """Both documents, or None when the agent does not answer (refused, timed out, not ours)."""
-    try:
-        return Picture(_get(listen.url("/status"), timeout), _get(listen.url("/tags"), timeout))
-    except (OSError, ValueError):
-        return None
-
-
-def _get(url: str, timeout: float) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        document: dict[str, Any] = json.load(response)
-    return document
+def look(config: AgentConfig, path: Path) -> Picture | Stranger | Silent:
+    """The picture of the agent running `config` (loaded from `path`); else who answered
+    instead, or where nothing did."""
+    answer = ask(config, path)
+    if not isinstance(answer, Running):
+        return answer
+    if answer.tags is None:
+        return Silent((f"{answer.where}: /status answered, /tags did not",))
+    return Picture(answer.document, answer.tags, answer.where)

@@ -32,7 +32,7 @@ class Frame:
     """What one screen shows besides the picture."""
 
     source: str
-    """Where the picture comes from (host:port)."""
+    """Where the picture comes from: the agent's socket, or host:port."""
     interval_s: float
     unanswered_since: float | None = None
     """When the agent stopped answering (wall clock), while it does not; else None."""
@@ -67,7 +67,10 @@ def _header(snapshot: dict[str, Any], health: dict[str, Any]) -> Table:
     grid = Table.grid(expand=True)
     grid.add_column(no_wrap=True, overflow="ellipsis")
     grid.add_column(justify="right", no_wrap=True)
-    title = Text(f"edge-agent {snapshot['version']}, up {duration(snapshot['uptime_s'])}: ")
+    title = Text(
+        f"edge-agent {snapshot['version']} of gateway {snapshot['gateway']}, "
+        f"up {duration(snapshot['uptime_s'])}: "
+    )
     title.append(health["status"].upper(), HEALTH_STYLES.get(health["status"], BAD))
     if not snapshot["clock_synced"]:
         title.append("; clock NOT synchronised", "yellow")

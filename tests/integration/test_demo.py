@@ -133,7 +133,8 @@ def test_the_wheel_installs_the_drivers_under_the_products_name(installed: Path)
         "edge_agent"
     ]
     drivers = installed / "edge_agent" / "drivers"
-    assert drivers.is_dir() and not drivers.is_symlink()
+    assert drivers.is_dir()
+    assert not drivers.is_symlink()
     assert (drivers / "py.typed").is_file()
     assert (drivers / "simulator" / "scenarios" / "demo.yaml").is_file()
 

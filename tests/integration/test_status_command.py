@@ -19,6 +19,7 @@ from snapshots import TAKEN_MS, device_down, healthy
 from stores import SyncStore
 
 from edge_agent.cli import (
+    EX_OK,
     STATUS_DEGRADED,
     STATUS_HEALTHY,
     STATUS_NOT_RUNNING,
@@ -119,22 +120,28 @@ async def host() -> AsyncIterator[Host]:
 
 
 class Run:
-    """`edge-agent status ARGS` in a thread (the agents answer on this test's loop): its
+    """`edge-agent COMMAND ARGS` in a thread (the agents answer on this test's loop): its
     exit code, stdout and stderr."""
 
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+    def __init__(self, capsys: pytest.CaptureFixture[str], command: str) -> None:
         self._capsys = capsys
+        self._command = command
 
     async def __call__(self, *args: str) -> tuple[int, str, str]:
         self._capsys.readouterr()  # what the servers logged as they started
-        code = await asyncio.to_thread(main, ["status", *args])
+        code = await asyncio.to_thread(main, [self._command, *args])
         out, err = self._capsys.readouterr()
         return code, out, err
 
 
 @pytest.fixture
 def status(capsys: pytest.CaptureFixture[str]) -> Run:
-    return Run(capsys)
+    return Run(capsys, "status")
+
+
+@pytest.fixture
+def top(capsys: pytest.CaptureFixture[str]) -> Run:
+    return Run(capsys, "top")
 
 
 def clock(ts_ms: int, pattern: str = "%H:%M") -> str:
@@ -293,6 +300,24 @@ async def test_something_else_on_the_port_is_not_described(tmp_path: Path, statu
     assert "something that is not edge-agent answers" in err
     other.close()
     await other.wait_closed()
+
+
+async def test_top_shows_this_configs_agent_and_no_other(
+    tmp_path: Path, host: Host, top: Run
+) -> None:
+    """`top` asks as `status` does: B holds the shared port, A answers on its socket, and C,
+    not running, meets B on the port and is shown nothing."""
+    port = free_port()
+    a, b, c = (config(tmp_path, port, gateway=f"GW-{name}") for name in "ABC")
+    await host.agent(b, healthy(), port=port)
+    await host.agent(a, troubled())
+    code, out, _ = await top(str(a), "--once")
+    assert code == EX_OK
+    assert out.startswith("edge-agent 1.4.0 of gateway GW-A, up 2.0 h: DEGRADED ")
+    assert f"from {socket_path('GW-A')}" in out
+    code, out, err = await top(str(c), "--once")
+    assert (code, out) == (STATUS_OTHER_AGENT, "")
+    assert f"edge-agent top: not shown: gateway GW-B answers on 127.0.0.1:{port}, not GW-C" in err
 
 
 def test_a_stopped_agent_is_said_so_and_the_store_file_speaks(

@@ -24,7 +24,7 @@ import pytest
 from conftest import Rig, agent_config
 from live import device, start_live
 
-from edge_agent.cli import EX_OK, EX_UNAVAILABLE
+from edge_agent.cli import EX_OK, STATUS_NOT_RUNNING
 from edge_agent.demo.broker import free_port
 
 pytestmark = pytest.mark.broker
@@ -142,6 +142,7 @@ def test_top_says_so_and_fails_when_no_agent_answers(tmp_path: Path) -> None:
         timeout=20,
         check=False,
     )
-    assert done.returncode == EX_UNAVAILABLE
+    assert done.returncode == STATUS_NOT_RUNNING
     assert done.stdout == ""
-    assert done.stderr.startswith("edge-agent top: no agent answers on 127.0.0.1:")
+    assert done.stderr.startswith("edge-agent top: no agent of gateway GW-TEST-01 answers (")
+    assert "is it running?" in done.stderr

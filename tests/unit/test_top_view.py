@@ -19,9 +19,12 @@ FRAME = Frame("127.0.0.1:9108", 1.0)
 
 def picture(snapshot: Snapshot) -> Picture:
     """What the agent's /status and /tags would answer, through JSON as over the wire."""
+    snapshot = dataclasses.replace(snapshot, gateway="GW-DEMO-01")
     status = {"snapshot": snapshot.as_json(), "health": judge(snapshot, HealthLimits()).as_json()}
     return Picture(
-        json.loads(json.dumps(status)), json.loads(json.dumps(tags_json(TAKEN_MS, tags())))
+        json.loads(json.dumps(status)),
+        json.loads(json.dumps(tags_json(TAKEN_MS, tags()))),
+        FRAME.source,
     )
 
 
