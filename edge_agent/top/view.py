@@ -9,6 +9,7 @@ width (the status page and `edge-agent read` give it whole).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -90,7 +91,7 @@ def _devices(devices: list[dict[str, Any]]) -> Group:
         cells = [device["name"], link, duration(device["link_for_s"]), *map(str, numbers)]
         rows.append(Row([*cells, average], device["reason"]))
     header = ("DEVICE", "LINK", "FOR", "POLLS", "FAILED", "RECONNECTS", "AVG POLL")
-    return _section(header, rows, right={3, 4, 5, 6})
+    return _section(header, rows, right={3, 4, 5, 6}, counted="devices")
 
 
 def _tags(tags: list[dict[str, Any]]) -> Group:
@@ -109,7 +110,7 @@ def _tags(tags: list[dict[str, Any]]) -> Group:
                 tag["reason"],
             )
         )
-    return _section(("TAG", "VALUE", "UNIT", "QUALITY", "ALARMS"), rows, right={1})
+    return _section(("TAG", "VALUE", "UNIT", "QUALITY", "ALARMS"), rows, right={1}, counted="tags")
 
 
 def _alarms(tags: list[dict[str, Any]], taken_ms: int) -> RenderableType:
@@ -131,7 +132,9 @@ def _alarms(tags: list[dict[str, Any]], taken_ms: int) -> RenderableType:
             ]
     if not rows:
         return Group(_line(Text("ACTIVE ALARMS none", "green")), Text(""))
-    return _section(("ACTIVE ALARM", "KIND", "VALUE", "LIMIT", "SINCE"), rows, right={2, 3})
+    return _section(
+        ("ACTIVE ALARM", "KIND", "VALUE", "LIMIT", "SINCE"), rows, right={2, 3}, counted="alarms"
+    )
 
 
 def _store_and_uplink(snapshot: dict[str, Any]) -> list[Text]:
@@ -158,18 +161,21 @@ def _store_and_uplink(snapshot: dict[str, Any]) -> list[Text]:
     return [_line(backlog), _line(link)]
 
 
-def _section(header: Sequence[str], rows: list[Row], right: set[int]) -> Group:
+def _section(header: Sequence[str], rows: list[Row], right: set[int], counted: str) -> Group:
     """Columns as wide as their widest cell (at most CELL_MAX), each row on one line, its
-    note under it; a blank line after."""
+    note under it; a note that several rows share once after them, with how many (a clock
+    not synchronised, a device down: one line, not one per tag); a blank line after."""
     table = [[_cell(cell) for cell in row.cells] for row in rows]
     heads = [Text(name, "bold") for name in header]
     widths = [max(len(cell) for cell in column) for column in zip(heads, *table, strict=True)]
+    notes = Counter(row.note for row in rows if row.note)
     lines = [_join(heads, widths, right)]
     for row, cells in zip(rows, table, strict=True):
         lines.append(_join(cells, widths, right))
-        if row.note:
+        if row.note and notes[row.note] == 1:
             lines.append(_line(Text(f"  {row.note}", "dim")))
-    return Group(*lines, Text(""))
+    shared = [f"  {count} {counted}: {note}" for note, count in notes.items() if count > 1]
+    return Group(*lines, *(_line(Text(line, "dim")) for line in shared), Text(""))
 
 
 def _cell(cell: str | Text) -> Text:

@@ -66,6 +66,17 @@ def test_a_bad_quality_is_shown_with_its_reason_under_the_tag() -> None:
     assert lines[gas + 1].endswith("…"), "a long reason is cut at the edge, not wrapped"
 
 
+def test_a_reason_several_tags_share_is_written_once_after_them() -> None:
+    # As when the clock is not synchronised: every tag q=1 for the same reason.
+    clock = "the gateway's clock is not synchronised: sent with q=1"
+    shown = picture(healthy())
+    shown.tags["tags"] = [dict(tag, reason=clock) for tag in shown.tags["tags"][:3]]
+    lines = screen(shown)
+    assert lines.count(f"  3 tags: {clock}") == 1
+    assert sum(clock in line for line in lines) == 1
+    assert lines.index(f"  3 tags: {clock}") == lines.index(line_of(lines, "HZ02.PT201")) + 1
+
+
 def test_a_tag_not_read_yet_says_so() -> None:
     lines = screen(picture(healthy()))
     row = lines.index(line_of(lines, "HZ02.TT201"))
