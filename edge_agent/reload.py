@@ -2,8 +2,10 @@
 
 The runtime applies a `ReloadPlan` (docs/operations.md tells operators):
 
-- A device whose config is equal keeps its driver and its connection; a
-  changed or added one gets a new driver; a removed one is closed.
+- A device whose config is equal keeps its driver and its connection (an
+  OPC UA subscription also needs the same shortest report interval: its
+  keep-alive is sized to it); a changed or added one gets a new driver; a
+  removed one is closed.
 - A tag whose rules are built from equal inputs (`RulesSpec`: its config, its
   poll and report intervals, the statistics window) keeps its rules and their
   state: active alarms, report by exception, the open statistics window.
@@ -24,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from edge_agent.config.schema import AgentConfig
+from edge_agent.config.schema import AgentConfig, Device
 from edge_agent.config.schema import Uplink as UplinkConfig
 from edge_agent.config.tags import TagBase
+from edge_agent.drivers.opcua.config import OpcuaDevice
 from edge_agent.rules import TagRules
 from edge_agent.store import StoreSettings
 from edge_agent.uplink import Identity
@@ -83,7 +86,10 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
     return ReloadPlan(
         refused=_store_change(old, new),
         kept_devices=frozenset(
-            device.name for device in new.devices if old_devices.get(device.name) == device
+            device.name
+            for device in new.devices
+            if (was := old_devices.get(device.name)) is not None
+            and _built_from(old, was) == _built_from(new, device)
         ),
         kept_tags=frozenset(tag for tag, spec in new_specs.items() if old_specs.get(tag) == spec),
         restart_uplink=(
@@ -94,6 +100,13 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
         restart_metrics=old.metrics != new.metrics or old.gateway.code != new.gateway.code,
         restart_stats=old.stats != new.stats,
     )
+
+
+def _built_from(config: AgentConfig, device: Device) -> tuple[Device, float | None]:
+    """What a device's driver is built from: its config, and for an OPC UA subscription
+    the report interval its keep-alive is sized to (build_driver's `report_every`)."""
+    sized = isinstance(device, OpcuaDevice) and device.mode == "subscribe"
+    return device, config.report_every_of(device) if sized else None
 
 
 def _store_change(old: AgentConfig, new: AgentConfig) -> str | None:

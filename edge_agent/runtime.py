@@ -155,7 +155,8 @@ class Agent:
     # -- building --------------------------------------------------------------
 
     def _poller(self, device: Device) -> Poller:
-        return Poller(build_driver(device), device.poll, self._on_poll, self._on_missed)
+        driver = build_driver(device, report_every=self._config.report_every_of(device))
+        return Poller(driver, device.poll, self._on_poll, self._on_missed)
 
     def _comm_judge(self, device: Device) -> CommJudge:
         books = [self._rules[tag.tag].alarms for tag in device.tags]

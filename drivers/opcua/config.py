@@ -6,6 +6,7 @@ drivers/opcua/address.py and only turned into NodeIds at connect.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
@@ -295,14 +296,16 @@ class OpcuaDevice(DeviceBase):
     publishing_interval: Duration = Field(
         1.0, description="Subscribe mode: how often the server sends changes."
     )
-    keepalive_count: int = Field(
-        5,
+    keepalive_count: int | None = Field(
+        None,
         ge=1,
         le=1000,
         description=(
             "Subscribe mode: with no change to send, the server still sends a keep-alive after "
-            "this many publishing intervals. A subscription silent for 1.25 times that is "
-            "deleted and made again."
+            "this many publishing intervals; a tag's unchanged value is reported as current "
+            "as of the last one. Defaults to the most that fit in half the shortest report "
+            "interval of the device's tags (at least 1); a longer keep-alive is refused. A "
+            "subscription silent for 1.25 times the keep-alive is deleted and made again."
         ),
     )
     security: Security = Field(
@@ -374,5 +377,65 @@ class OpcuaDevice(DeviceBase):
             return tag.monitor.sampling_interval
         return self.publishing_interval
 
+    def keepalive_within(self, report_every: float | None) -> int:
+        """The keep-alive count to ask for, given the shortest report interval of the tags:
+        `keepalive_count`, or the most publishing intervals that fit in half of
+        `report_every` (at least 1). None (nothing is reported, as in `edge-agent read`):
+        `keepalive_count` or KEEPALIVE_COUNT."""
+        if self.keepalive_count is not None:
+            return self.keepalive_count
+        if report_every is None:
+            return KEEPALIVE_COUNT
+        return _fitting(self.publishing_interval, report_every)
 
-__all__ = ["Monitor", "OpcuaDevice", "OpcuaTag", "Security"]
+
+KEEPALIVE_COUNT = 5
+"""The keep-alive count of a device whose tags report nothing (`keepalive_within`)."""
+_SLACK = 1e-9
+"""Durations are binary fractions of seconds: 0.1 x 3 must still fit in 0.3."""
+
+
+def keepalive_problem(device: OpcuaDevice, tag: str, report_every: float) -> tuple[str, str] | None:
+    """Why the device's keep-alive is too long for `tag`, the tag of its shortest report
+    interval `report_every`, with the key to change; None when it fits or the device polls.
+
+    A repeated value is reported as current as of the subscription's last Publish
+    response, which comes at least every keep-alive: a keep-alive over half the report
+    interval would let a heartbeat vouch for a value the server stopped confirming.
+    """
+    if device.mode != "subscribe":
+        return None
+    half = report_every / 2
+    if device.publishing_interval > half + _SLACK:
+        return "publishing_interval", (
+            f"publishing_interval {device.publishing_interval:g}s is more than half of "
+            f"{report_every:g}s, the report interval of tag {tag} (its report.every, or the "
+            "site's rate): the server's keep-alive could not come often enough; publish at "
+            f"most every {half:g}s"
+        )
+    count = device.keepalive_count
+    if count is None or device.publishing_interval * count <= half + _SLACK:
+        return None
+    return "keepalive_count", (
+        f"keepalive_count {count} x publishing_interval {device.publishing_interval:g}s is a "
+        f"keep-alive every {device.publishing_interval * count:g}s, more than half of "
+        f"{report_every:g}s, the report interval of tag {tag} (its report.every, or the "
+        f"site's rate): set keepalive_count to at most "
+        f"{_fitting(device.publishing_interval, report_every)}, or leave it out (it then "
+        "fits itself to the report interval)"
+    )
+
+
+def _fitting(publishing_interval: float, report_every: float) -> int:
+    """The most publishing intervals in half of `report_every`, at least 1."""
+    return max(1, math.floor(report_every / 2 / publishing_interval + _SLACK))
+
+
+__all__ = [
+    "KEEPALIVE_COUNT",
+    "Monitor",
+    "OpcuaDevice",
+    "OpcuaTag",
+    "Security",
+    "keepalive_problem",
+]

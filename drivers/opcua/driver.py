@@ -15,10 +15,13 @@ Invariants:
   found out is kept for the life of the driver.
 - Subscribe mode: `read()` returns every data change received since the last
   call, in arrival order (a spike between two polls is not lost), then, for each
-  tag that did not change, its latest value again, stamped now: the live
-  subscription vouches that it is still current, so the rules stage sees every
-  tag at every poll and can send its heartbeat. A tag with no value yet (just
-  subscribed) is left out until its first notification.
+  tag that did not change, its latest value again, stamped with the
+  subscription's last Publish response: the live subscription vouches that it
+  was current then, so the rules stage sees every tag at every poll and can send
+  its heartbeat. A tag with no value yet (just subscribed) is left out until its
+  first notification. The keep-alive asked for is at most half `report_every`
+  (the shortest report interval of the tags); one the server revised past that
+  is logged once (`keepalive_too_long`), since the driver cannot change it.
 - Qualities: from each value's StatusCode (drivers/opcua/quality.py); a node
   that cannot be resolved, or whose value cannot be carried (an array without
   index, a type mismatch) -> q=4, logged once per tag and reason; while the link
@@ -129,8 +132,20 @@ class PollGroup:
 class OpcuaDriver:
     """Reads every tag of one OPC UA server; see the module docstring."""
 
-    def __init__(self, device: OpcuaDevice, *, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        device: OpcuaDevice,
+        *,
+        report_every: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        """`report_every`: the shortest report interval of the device's tags; None when
+        nothing is reported (`read_all`, a benchmark)."""
         self._device = device
+        self._report_every = report_every
+        self._keepalive_count = device.keepalive_within(report_every)
+        self._keepalive_told = False
+        """A keep-alive over half `report_every` was logged (once per driver)."""
         self._tags = device.tags
         self._backoff = backoff or Backoff(device.reconnect_min, device.reconnect_max)
         self._retry_at = 0.0
@@ -333,9 +348,23 @@ class OpcuaDriver:
 
     async def _subscribe(self, session: Session) -> None:
         self._subscribed = await subscribe(
-            session.client, self._device, session.nodes, session.limits
+            session.client, self._device, session.nodes, session.limits, self._keepalive_count
         )
         self._note_refused(session)
+        self._note_keepalive(self._subscribed.keepalive)
+
+    def _note_keepalive(self, keepalive: float) -> None:
+        """Log, once, a keep-alive the server granted longer than half `report_every`."""
+        if self._report_every is None or self._keepalive_told:
+            return
+        if keepalive > self._report_every / 2 + 1e-6:  # granted in float ms: 100.0 x 3
+            self._keepalive_told = True
+            self._log.warning(
+                "keepalive_too_long",
+                keepalive_s=round(keepalive, 3),
+                most_s=self._report_every / 2,
+                why="the server revised the publishing interval or the keep-alive count up",
+            )
 
     async def _collect(self, session: Session) -> list[Sample]:
         if not session.alive:
@@ -487,12 +516,14 @@ class OpcuaDriver:
         if self._state is LinkState.UP and self._state_known:
             return
         self._state, self._state_known = LinkState.UP, True
+        subscribed = self._subscribed
         self._log.info(
             "link_up",
             endpoint=self._device.endpoint,
             mode=self._device.mode,
             session_timeout=session.client.session_timeout / 1000,
             limits=session.limits.shown(),
+            **({} if subscribed is None else {"keepalive": round(subscribed.keepalive, 3)}),
         )
 
     def _went_down(self, reason: str, exc: Exception | None = None) -> None:

@@ -19,8 +19,12 @@ Invariants:
   is created and delivers regardless. `Subscribed.monitor` adds items to the
   live subscriptions later (the driver retries refused tags that way), never
   touching the items already there.
-- Watchdog: a server sends data or a keep-alive at least every
-  keepalive_count publishing intervals. A subscription silent for 1.25 times
+- Each subscription asks for a keep-alive count of `keepalive_count` (by
+  default sized to half the shortest report interval of the tags:
+  OpcuaDevice.keepalive_within); the server may revise it and the publishing
+  interval, and `keepalive` is the longest keep-alive it granted.
+- Watchdog: a server sends data or a keep-alive at least every keep-alive
+  count of publishing intervals. A subscription silent for 1.25 times
   that (or one the server says is gone, StatusChangeNotification) is stale:
   `stale()` says so, and the driver deletes them all and makes them again.
   asyncua's own stale-subscription watchdog is switched off for this class
@@ -115,6 +119,8 @@ class Subscribed:
     device: OpcuaDevice
     limits: Limits
     buffer: Buffer
+    keepalive_count: int
+    """The keep-alive count each subscription asks for."""
     keepalive: float = 0.0
     """Seconds: the longest keep-alive period the server granted a subscription."""
     feeds: list[Feed] = field(default_factory=list)
@@ -158,7 +164,7 @@ class Subscribed:
         return limit - feed.items
 
     async def _add_feed(self) -> Feed:
-        feed = Feed(self.client, parameters(self.device), self.buffer)
+        feed = Feed(self.client, parameters(self.device, self.keepalive_count), self.buffer)
         result = await feed.init()
         keepalive = result.RevisedPublishingInterval / 1000 * result.RevisedMaxKeepAliveCount
         self.keepalive = max(self.keepalive, keepalive)
@@ -195,11 +201,11 @@ class Subscribed:
             await feed.delete()
 
 
-def parameters(device: OpcuaDevice) -> ua.CreateSubscriptionParameters:
+def parameters(device: OpcuaDevice, keepalive_count: int) -> ua.CreateSubscriptionParameters:
     params = ua.CreateSubscriptionParameters()
     params.RequestedPublishingInterval = device.publishing_interval * 1000
-    params.RequestedMaxKeepAliveCount = device.keepalive_count
-    params.RequestedLifetimeCount = device.keepalive_count * 3  # the least the spec allows
+    params.RequestedMaxKeepAliveCount = keepalive_count
+    params.RequestedLifetimeCount = keepalive_count * 3  # the least the spec allows
     params.MaxNotificationsPerPublish = 0  # no limit
     params.PublishingEnabled = True
     params.Priority = 0
@@ -234,11 +240,15 @@ def item_request(device: OpcuaDevice, index: int, node: ua.NodeId) -> ua.Monitor
 
 
 async def subscribe(
-    client: Client, device: OpcuaDevice, nodes: list[ua.NodeId | None], limits: Limits
+    client: Client,
+    device: OpcuaDevice,
+    nodes: list[ua.NodeId | None],
+    limits: Limits,
+    keepalive_count: int,
 ) -> Subscribed:
     """New subscriptions with a monitored item for every resolved node."""
     buffer = Buffer(deque(maxlen=MAX_BUFFERED_PER_TAG * len(device.tags)))
-    subscribed = Subscribed(client, device, limits, buffer)
+    subscribed = Subscribed(client, device, limits, buffer, keepalive_count)
     await subscribed._add_feed()
     await subscribed.monitor({i: node for i, node in enumerate(nodes) if node is not None})
     return subscribed

@@ -18,7 +18,7 @@ from edge_agent.config.service import Metrics
 from edge_agent.config.tags import DataPath, Strict, TagBase, located_error
 from edge_agent.config.types import ByteSize, Duration, EnterpriseCode, GatewayCode
 from edge_agent.drivers.modbus.config import ModbusDevice, connection_problems, shared_link_problems
-from edge_agent.drivers.opcua.config import OpcuaDevice
+from edge_agent.drivers.opcua.config import OpcuaDevice, keepalive_problem
 
 Device = Annotated[ModbusDevice | OpcuaDevice, Field(discriminator="driver")]
 
@@ -408,9 +408,24 @@ class AgentConfig(Strict):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _keepalives_meet_report_interval(self) -> Self:
+        """A subscription's keep-alive is what a repeated value's report time relies on."""
+        for i, device in enumerate(self.devices):
+            if isinstance(device, OpcuaDevice):
+                tag = min(device.tags, key=self.report_every)
+                problem = keepalive_problem(device, tag.tag, self.report_every(tag))
+                if problem is not None:
+                    raise located_error(("devices", i, problem[0]), problem[1])
+        return self
+
     def report_every(self, tag: TagBase) -> float:
         """The tag's heartbeat: its report.every, or its site's required rate."""
         return tag.report.every or self.gateway.report_every
+
+    def report_every_of(self, device: Device) -> float:
+        """The shortest report interval of the device's tags."""
+        return min(self.report_every(tag) for tag in device.tags)
 
     def readings_per_second(self) -> float:
         """How many readings the configured polls produce, poll groups included."""

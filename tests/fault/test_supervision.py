@@ -76,8 +76,10 @@ async def test_a_poller_that_raises_is_restarted_while_its_device_reads_as_down(
     monkeypatch.setattr(
         runtime,
         "build_driver",
-        lambda device: (
-            FlakyDriver(device.name) if device.name == "plc-flaky" else build_driver(device)
+        lambda device, report_every: (
+            FlakyDriver(device.name)
+            if device.name == "plc-flaky"
+            else build_driver(device, report_every=report_every)
         ),
     )
     agent = runtime.Agent(config, clock=ClockWatch(synced=lambda: True))

@@ -499,8 +499,9 @@ async def test_build_driver_polls_the_demo_plant_with_the_demo_config() -> None:
     raw = yaml.safe_load((ROOT / "config/demo.yaml").read_text(encoding="utf-8"))
     async with await start_simulator(scenario, {"plc-tank-farm": 0}) as simulator:
         raw["devices"][0]["port"] = simulator.ports["plc-tank-farm"]
-        [config] = AgentConfig.model_validate(raw).devices
-        driver = build_driver(config)
+        agent = AgentConfig.model_validate(raw)
+        [config] = agent.devices
+        driver = build_driver(config, report_every=agent.report_every_of(config))
         try:
             samples = await driver.read()
         finally:

@@ -203,7 +203,9 @@ async def test_the_agents_pings_stop_when_a_read_hangs(
     """The runtime's liveness: commits go on, but a read that never returns stops the pings."""
     receiver, address = notify_socket
     monkeypatch.setattr(poller, "STALL_AFTER_S", 0.5)
-    monkeypatch.setattr(runtime, "build_driver", lambda device: HangingDriver(device.name))
+    monkeypatch.setattr(
+        runtime, "build_driver", lambda device, report_every: HangingDriver(device.name)
+    )
     config = AgentConfig.model_validate(
         yaml.safe_load(agent_config(tmp_path, 1, [counter_device(1, 0.1)]).read_text())
         | {"metrics": {"enabled": False}}

@@ -52,7 +52,8 @@ async def driver_closer() -> AsyncIterator[list[OpcuaDriver]]:
 
 
 def start(drivers: list[OpcuaDriver], config: object) -> OpcuaDriver:
-    driver = build_driver(config)  # type: ignore[arg-type]  # an OpcuaDevice
+    # Report every 1 s: a keep-alive of 5 publishing intervals of 100 ms.
+    driver = build_driver(config, report_every=1.0)  # type: ignore[arg-type]  # an OpcuaDevice
     assert isinstance(driver, OpcuaDriver)
     drivers.append(driver)
     return driver

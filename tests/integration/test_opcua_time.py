@@ -118,3 +118,23 @@ async def test_an_unchanged_value_in_a_subscription_is_current_as_of_the_last_pu
         assert sample.ts_ms <= after
         assert after - sample.ts_ms <= 1_000  # within a keep-alive (200 ms) and some slack
         assert sample.ts_ms >= first[0].ts_ms
+
+
+async def test_a_subscriptions_keepalive_is_sized_to_half_the_report_interval(
+    opcua_sim: Sim, drivers: list[OpcuaDriver]
+) -> None:
+    """No keepalive_count: three publishing intervals of 100 ms fit in half of 0.6 s. The
+    simulator grants what is asked, so no keep-alive is logged as too long."""
+    config = device(
+        opcua_sim.endpoint("plant"),
+        [tag("T.CO", "s=Mine.Vent.CO")],
+        mode="subscribe",
+        publishing_interval="100ms",
+    )
+    driver = OpcuaDriver(config, report_every=0.6)
+    drivers.append(driver)
+    with capture_logs() as logs:
+        await read_until(driver, lambda s: bool(s) and s[0].quality is Quality.GOOD)
+    (up,) = [e for e in logs if e["event"] == "link_up"]
+    assert up["keepalive"] == 0.3
+    assert [e for e in logs if e["event"] == "keepalive_too_long"] == []

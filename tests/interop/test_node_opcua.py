@@ -106,8 +106,10 @@ def device(server: NodeOpcuaServer, tags: list[dict[str, Any]], **fields: Any) -
 
 
 @contextlib.asynccontextmanager
-async def driver_for(config: OpcuaDevice) -> AsyncIterator[OpcuaDriver]:
-    driver = OpcuaDriver(config)
+async def driver_for(
+    config: OpcuaDevice, report_every: float | None = None
+) -> AsyncIterator[OpcuaDriver]:
+    driver = OpcuaDriver(config, report_every=report_every)
     try:
         yield driver
     finally:
@@ -290,6 +292,22 @@ async def test_subscribing_to_an_old_constant_is_no_device_clock_skew(
                 await asyncio.sleep(0.2)
     assert by_tag(samples)["CONSTANT"].value == 21.5
     assert [e for e in logs if e["event"] == "device_clock_skewed"] == []
+
+
+async def test_a_keepalive_revised_past_half_the_report_interval_is_logged_once(
+    plain: NodeOpcuaServer,
+) -> None:
+    """Half of a 1 s report interval holds one publishing interval of 300 ms; node-opcua
+    grants at least 2 (600 ms): said once, though the next connect is granted the same."""
+    config = device(plain, [known("CONSTANT")], mode="subscribe", publishing_interval="300ms")
+    async with driver_for(config, report_every=1.0) as driver:
+        with capture_logs() as logs:
+            await read_until(driver, good)
+            await driver.close()
+            await read_until(driver, good)
+    told = [e for e in logs if e["event"] == "keepalive_too_long"]
+    assert [(e["keepalive_s"], e["most_s"]) for e in told] == [(0.6, 0.5)]
+    assert [e["keepalive"] for e in logs if e["event"] == "link_up"] == [0.6]
 
 
 # --- operation limits -----------------------------------------------------------------------

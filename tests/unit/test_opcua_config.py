@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from edge_agent.config.schema import AgentConfig
 from edge_agent.drivers.opcua.address import (
     BrowseElement,
     NodeAddress,
@@ -17,15 +18,18 @@ from edge_agent.drivers.opcua.config import OpcuaDevice
 
 
 def device(tags: list[dict[str, Any]] | None = None, **fields: Any) -> OpcuaDevice:
-    return OpcuaDevice.model_validate(
-        {
-            "name": "ua",
-            "driver": "opcua",
-            "endpoint": "opc.tcp://10.0.0.5:4840",
-            "tags": tags or [{"tag": "M.CO", "hazard": "M", "node": "ns=2;s=CO"}],
-            **fields,
-        }
-    )
+    return OpcuaDevice.model_validate(written(tags, **fields))
+
+
+def written(tags: list[dict[str, Any]] | None = None, **fields: Any) -> dict[str, Any]:
+    """A device as the YAML gives it."""
+    return {
+        "name": "ua",
+        "driver": "opcua",
+        "endpoint": "opc.tcp://10.0.0.5:4840",
+        "tags": tags or [{"tag": "M.CO", "hazard": "M", "node": "ns=2;s=CO"}],
+        **fields,
+    }
 
 
 @pytest.mark.parametrize(
@@ -117,3 +121,49 @@ def test_no_password_field_exists_only_files() -> None:
     """A password is never written into the YAML: there is no field for it."""
     with pytest.raises(ValidationError, match="password"):
         device(password="s3cret")
+
+
+@pytest.mark.parametrize(
+    ("publishing_interval", "report_every", "count"),
+    [
+        ("1s", 20.0, 10),  # a mine: a keep-alive every 10 s
+        ("1s", 60.0, 30),
+        ("100ms", 0.6, 3),  # 0.1 x 3 is 0.30000000000000004 in binary: it still fits
+        ("300ms", 0.5, 1),  # at least one publishing interval
+    ],
+)
+def test_the_keepalive_count_fits_in_half_the_shortest_report_interval(
+    publishing_interval: str, report_every: float, count: int
+) -> None:
+    config = device(mode="subscribe", publishing_interval=publishing_interval)
+    assert config.keepalive_within(report_every) == count
+
+
+def test_a_configured_keepalive_count_is_asked_for_as_it_is() -> None:
+    config = device(mode="subscribe", keepalive_count=4)
+    assert (config.keepalive_within(60.0), config.keepalive_within(None)) == (4, 4)
+
+
+def test_with_nothing_reported_the_keepalive_count_is_five() -> None:
+    """`edge-agent read` and benchmarks: no report interval to meet."""
+    assert device(mode="subscribe").keepalive_within(None) == 5
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"mode": "subscribe", "publishing_interval": "3s"},  # sized: 3 intervals in 10 s
+        {"mode": "subscribe", "keepalive_count": 10},  # 10 s, exactly half of 20 s
+        {"mode": "poll", "keepalive_count": 1000},  # a poll has no keep-alive
+    ],
+)
+def test_a_keepalive_within_half_the_report_interval_passes_check(fields: dict[str, Any]) -> None:
+    """A mine reports every 20 s: a keep-alive of up to 10 s."""
+    AgentConfig.model_validate(
+        {
+            "gateway": {"code": "GW-01", "enterprise": "91370200MA3C00000K", "site": "mine"},
+            "uplink": {"mqtt": {"host": "127.0.0.1"}},
+            "store": {"path": "/var/lib/edge-agent/store.db"},
+            "devices": [written(**fields)],
+        }
+    )

@@ -102,3 +102,16 @@ def test_store_changes_are_refused_and_need_a_restart(store: dict[str, str]) -> 
 def test_the_commit_interval_applies_without_a_restart() -> None:
     plan = plan_reload(config(), config(store={"path": "/tmp/store.db", "commit_interval": "1s"}))
     assert plan.refused is None
+
+
+def test_a_changed_site_makes_an_opcua_subscription_anew_for_its_keepalive() -> None:
+    """A subscription's keep-alive is sized to half the report interval, which follows the
+    site; a polled server has no keep-alive and keeps its connection."""
+    devices = [
+        {"name": f"ua-{mode}", "driver": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840",
+         "mode": mode, "tags": [{"tag": f"HZ01.{mode}", "hazard": "HZ01", "node": "ns=2;s=A"}]}
+        for mode in ("subscribe", "poll")
+    ]  # fmt: skip
+    gateway = {"code": "GW-TEST-01", "enterprise": "91370200MA3C00000K", "site": "mine"}
+    plan = plan_reload(config(devices=devices), config(gateway=gateway, devices=devices))
+    assert plan.kept_devices == {"ua-poll"}
