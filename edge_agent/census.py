@@ -28,7 +28,7 @@ from edge_agent.service.snapshot import ActiveAlarm, StoreSnapshot, TagSnapshot,
 from edge_agent.store import Store
 from edge_agent.store.capacity import file_bytes
 from edge_agent.uplink import Uplink
-from edge_agent.wire import NotCarried
+from edge_agent.wire import NotCarried, NumberFormat
 
 QUALITY_MEANS: Final = {
     Quality.UNCERTAIN: "the device marks the value uncertain",
@@ -104,20 +104,21 @@ def tag_snapshot(
     if latest is None:
         return TagSnapshot(*about, None, "-", None, "not read yet", None, alarms)
     sample, quality = latest
-    value = None if quality.is_bad else _carried(tag, sample.value)
+    number_format = rules.number_format  # a 64-bit integer type learned from the device too
+    value = None if quality.is_bad else _carried(number_format, sample.value)
     if rules_failed:
         reason: str | None = "the rules failed on this value (see rules_failed in the log)"
     else:
         reason = _reason(tag, sample, quality, link_reason, clock_synced)
-    text = value_text(tag.number_format, value)
+    text = value_text(number_format, value)
     name = quality.name.lower()
     return TagSnapshot(*about, value, text, name, reason, sample.ts_ms, alarms)
 
 
-def _carried(tag: TagBase, value: Value) -> Value:
+def _carried(number_format: NumberFormat, value: Value) -> Value:
     """The value as the wire carries it; None for one it cannot (its quality says so)."""
     try:
-        return tag.number_format.carry(value)
+        return number_format.carry(value)
     except NotCarried:
         return None
 

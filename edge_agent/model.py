@@ -8,13 +8,37 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 Value = float | int | bool | str | None
 """A tag's value as the uplink carries it; None when there is no valid value."""
 
 Number = float | int | str
 """A number as the uplink carries it: a JSON number, or a decimal string (a 64-bit tag)."""
+
+
+class BigInteger(int):
+    """An int the device holds as a 64-bit integer (`Int64` or `UInt64`).
+
+    A driver that learns a value's type as it reads it (OPC UA) hands 64-bit
+    integers on as these, so that a tag without a configured type is written
+    as if configured with theirs: decimal strings (edge_agent/wire.py,
+    `NumberFormat.learned_from`).
+    """
+
+    __slots__ = ()
+    value_type: ClassVar[str]
+    """The value's type as `meta` names it (edge_agent/wire.py, VALUE_TYPES)."""
+
+
+class Int64(BigInteger):
+    __slots__ = ()
+    value_type = "int64"
+
+
+class UInt64(BigInteger):
+    __slots__ = ()
+    value_type = "uint64"
 
 
 class Quality(enum.IntEnum):

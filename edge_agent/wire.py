@@ -11,7 +11,9 @@ Every number the agent sends goes through a tag's `NumberFormat`: readings on
 - Every value of a 64-bit integer tag (int64, uint64) is a decimal string,
   "18446744073709551615" and "42" alike: a platform that reads JSON numbers
   as doubles would round large ones, and a tag's JSON type must not change
-  with its value. Its limits and statistics are strings too.
+  with its value. Its limits and statistics are strings too. A tag is one
+  by its configured type, or, with no type configured, once its device sent
+  a 64-bit integer (`model.BigInteger`; `NumberFormat.learned_from`).
 - NaN and the infinities are not values: `carry` refuses them (`NotCarried`),
   and the rules stage sends `null` with the bad quality that says why.
 - `avg` of a statistics window lies within its `min` and `max` as written.
@@ -31,11 +33,11 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final
 
-from edge_agent.model import Number, Value
+from edge_agent.model import BigInteger, Number, Value
 
 BIG_INTEGER_TYPES: Final = frozenset({"int64", "uint64"})
 VALUE_TYPES: Final = (
@@ -138,6 +140,14 @@ class NumberFormat:
     @property
     def big_integer(self) -> bool:
         return self.type in BIG_INTEGER_TYPES
+
+    def learned_from(self, value: Value) -> NumberFormat:
+        """The format once the device sent `value`: a tag whose type is not known in
+        advance becomes a 64-bit integer tag, as if configured so, on a `BigInteger`;
+        otherwise the format is kept."""
+        if self.type is not None or not isinstance(value, BigInteger):
+            return self
+        return replace(self, type=value.value_type)
 
     def number(self, value: float | int) -> float | int:
         """The value as the platform will see it, as a number (see the module docstring)."""

@@ -148,7 +148,8 @@ class OpcuaTag(TagBase):
         description=(
             "The OPC UA built-in type the node must hold, e.g. Double, Boolean, Int32; Double[] "
             "for an array (then index is needed). A value of another type is q=4. When not "
-            "set, any scalar type is accepted."
+            "set, any scalar type is accepted, and an Int64 or UInt64 value makes the tag a "
+            "64-bit integer tag (sent as decimal strings)."
         ),
     )
     index: int | None = Field(

@@ -1,20 +1,23 @@
 """One DataValue (from a read or a data-change notification) -> one Sample.
 
 Value mapping (the uplink carries numbers, booleans and strings):
-Boolean -> bool; SByte..UInt64 -> int; Float, Double -> float (NaN and
-infinities are q=4: JSON cannot carry them and no instrument reads them);
+Boolean -> bool; SByte..UInt32 -> int; Int64, UInt64 -> model.Int64,
+model.UInt64 (ints that say they are 64-bit, so that a tag without `type`
+is sent as a 64-bit integer tag: decimal strings); Float, Double -> float
+(NaN and infinities are q=4: JSON cannot carry them and no instrument reads them);
 String -> str; DateTime -> ISO 8601 UTC text ("2026-11-29T22:30:00.123Z");
 StatusCode -> its name ("BadSensorFailure"). Any other built-in type, an empty
 value, an array without `index`, an index past the end, or a type other than
 the tag's `type` -> q=4 with no value, and a reason the driver logs once.
 
-The sample's time is the server's source timestamp when it gives one, else
-the time the value arrived.
+The sample's time is the report time the caller gives (`report_time` for a
+notification; the arrival of the answer for a read).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,22 +25,21 @@ from asyncua import ua
 
 from edge_agent.drivers.opcua.config import OpcuaTag
 from edge_agent.drivers.opcua.quality import quality_of, status_name
-from edge_agent.model import Quality, Sample, Value
+from edge_agent.model import Int64, Quality, Sample, UInt64, Value
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-_INTEGERS = frozenset(
-    {
-        ua.VariantType.SByte,
-        ua.VariantType.Byte,
-        ua.VariantType.Int16,
-        ua.VariantType.UInt16,
-        ua.VariantType.Int32,
-        ua.VariantType.UInt32,
-        ua.VariantType.Int64,
-        ua.VariantType.UInt64,
-    }
-)
+_INTEGERS: dict[ua.VariantType, Callable[[Any], int]] = {
+    ua.VariantType.SByte: int,
+    ua.VariantType.Byte: int,
+    ua.VariantType.Int16: int,
+    ua.VariantType.UInt16: int,
+    ua.VariantType.Int32: int,
+    ua.VariantType.UInt32: int,
+    ua.VariantType.Int64: Int64,
+    ua.VariantType.UInt64: UInt64,
+}
+"""Each integer type -> the int it becomes; a 64-bit one says so (model.BigInteger)."""
 
 
 class Refused(Exception):
@@ -115,8 +117,8 @@ def convert(kind: ua.VariantType, raw: Any) -> Value:
     """One scalar of a built-in type -> the uplink's value; Refused for what it cannot carry."""
     if kind == ua.VariantType.Boolean:
         return bool(raw)
-    if kind in _INTEGERS:
-        return int(raw)
+    if (integer := _INTEGERS.get(kind)) is not None:
+        return integer(raw)
     if kind in (ua.VariantType.Float, ua.VariantType.Double):
         number = float(raw)
         if not math.isfinite(number):

@@ -22,7 +22,7 @@ from edge_agent.commission.table import (
     limits,
     quality_cell,
     range_reason,
-    value_cell,
+    value_text,
 )
 from edge_agent.drivers.opcua.config import OpcuaDevice, OpcuaTag
 from edge_agent.drivers.opcua.driver import OpcuaDriver, Survey, TagReading
@@ -54,11 +54,13 @@ def _table(device: OpcuaDevice, survey: Survey) -> DeviceTable:
 
 
 def _row(tag: OpcuaTag, reading: TagReading, final: Sample) -> list[str]:
+    # Written as the rules write it: a 64-bit integer of a tag without `type` as one.
+    number_format = tag.number_format.learned_from(reading.sample.value)
     return [
         tag.tag,
         _node(tag, reading.node),
         reading.data_type or "-",
-        value_cell(tag, final),
+        value_text(number_format, final.value),
         tag.unit or "",
         quality_cell(final),
         limits(tag),

@@ -8,6 +8,8 @@ the range's tolerance and a sensor fault (q=3, no value) beyond it; then
 FAULT, the limits, STUCK and ROC are judged, the window statistics fed, and
 report by exception decides whether the reading is sent. What leaves is in
 its wire form: a 64-bit integer tag's values and limits as decimal strings.
+A tag with no configured type becomes a 64-bit integer tag with the first
+64-bit integer its device sends (`model.BigInteger`), from that sample on.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import dataclasses
 from collections.abc import Callable
 
 from edge_agent.config.tags import Range, TagBase
-from edge_agent.model import AlarmEvent, AlarmKind, Quality, Reading, Sample, StatItem
+from edge_agent.model import (
+    AlarmEvent,
+    AlarmKind,
+    BigInteger,
+    Quality,
+    Reading,
+    Sample,
+    StatItem,
+)
 from edge_agent.rules.alarms import AlarmBook, new_alarm_id
 from edge_agent.rules.fault import judge_fault
 from edge_agent.rules.limits import LimitJudge
@@ -95,8 +105,15 @@ class TagRules:
             return _new_reading(Reading, (tag, self.hz, ts, number, quality)), events
         return None, events
 
+    @property
+    def number_format(self) -> NumberFormat:
+        """How the tag's numbers are written: its configured type's, or the one learned."""
+        return self._format
+
     def _judge(self, sample: Sample) -> tuple[Reading | None, list[AlarmEvent]]:
         """Any sample: bad, uncertain, out of range, not a number, or a 64-bit integer."""
+        if self._format.type is None and isinstance(sample.value, BigInteger):
+            self._write_as(self._format.learned_from(sample.value))
         sample = _plausible(_carried(sample, self._format), self._range)
         _, ts, value, quality = sample
         events = (
@@ -125,6 +142,14 @@ class TagRules:
             wired = self._format.wire(value) if self._big else value
             return Reading(self.tag, self.hz, ts, wired, quality), events
         return None, events
+
+    def _write_as(self, number_format: NumberFormat) -> None:
+        """Write the tag's values, limits and statistics by `number_format` from now on."""
+        self._format = number_format
+        self._number = number_format.number
+        self._big = number_format.big_integer
+        if self._stats:
+            self._stats.write_as(number_format)
 
     def close_stats(self, before_ms: int) -> list[StatItem]:
         """The statistics of the windows that ended by `before_ms`."""

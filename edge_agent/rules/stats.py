@@ -47,6 +47,10 @@ class WindowStats:
         """(start, end, window) of the last sample's window."""
         self._closed_before = 0
 
+    def write_as(self, number_format: NumberFormat) -> None:
+        """Write min, max and avg by `number_format` from now on (a type learned late)."""
+        self._format = number_format
+
     def add_value(self, ts: int, value: float | int) -> None:
         current = self._current
         if current is not None and current[0] <= ts < current[1]:

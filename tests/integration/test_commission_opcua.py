@@ -67,6 +67,7 @@ async def test_read_prints_a_row_per_opcua_tag_and_exits_0(
         tag("MINE1.I32", f"nsu={NAMESPACE};s=Mine.Vent.I32"),
         tag("MINE1.ARR", "s=Mine.Vent.ARR", type="Double[]", index=1),
         tag("MINE1.UNSURE", "s=Mine.Vent.UNSURE"),
+        tag("MINE1.U64", "s=Mine.Vent.U64"),
     ]  # fmt: skip
     endpoint = opcua_sim.endpoint("plant")
     code = await read(tmp_path, ua_device(endpoint, tags, mode=mode))
@@ -91,7 +92,9 @@ async def test_read_prints_a_row_per_opcua_tag_and_exits_0(
         "s=Mine.Vent.ARR[1]", "->", "ns=2;s=Mine.Vent.ARR", "Double[3]", "7.0", "q=0",
     ]  # fmt: skip
     assert rows["MINE1.UNSURE"][6:8] == ["q=1", "uncertain"]
-    assert out.rstrip().endswith("5 of 5 tags readable, 1 of them uncertain (q=1), 0 bad")
+    # Without `type` too, a 64-bit integer is written as the wire sends it: its digits.
+    assert rows["MINE1.U64"][4:6] == ["UInt64", "9223372036854775813"]
+    assert out.rstrip().endswith("6 of 6 tags readable, 1 of them uncertain (q=1), 0 bad")
 
 
 async def test_bad_nodes_are_shown_bad_with_their_reason_and_exit_1(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -22,6 +23,7 @@ from edge_agent.drivers import build_driver
 from edge_agent.drivers.opcua.driver import OpcuaDriver
 from edge_agent.drivers.opcua.limits import Call
 from edge_agent.model import LinkState, Quality, Sample
+from edge_agent.rules import TagRules
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -71,6 +73,24 @@ async def test_poll_reads_every_scalar_type_into_the_uplink_value(
     assert {code: (s.value, s.quality) for code, s in samples.items()} == {
         code: (value, Quality.GOOD) for code, (_, value) in TYPED.items()
     }
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_a_64_bit_integer_without_a_configured_type_is_sent_as_its_decimal_digits(
+    opcua_sim: Sim, driver_closer: list[OpcuaDriver], mode: str
+) -> None:
+    """The plant's UInt64 2^63+5 and Int64 -2^40, read without `type`: the rules send them
+    as decimal strings, as for `type: UInt64` (a platform reading doubles loses digits)."""
+    tags = [tag("T.U64", "s=Mine.Vent.U64"), tag("T.I64", "s=Mine.Vent.I64")]
+    config = device(opcua_sim.endpoint("plant"), tags, mode=mode, publishing_interval="100ms")
+    driver = start(driver_closer, config)
+    samples = by_tag(await read_until(driver, lambda s: len(by_tag(s)) == 2))
+    sent = {}
+    for configured in config.tags:
+        reading, _ = TagRules(configured, every_s=60, poll_s=1).judge(samples[configured.tag])
+        assert reading is not None
+        sent[configured.tag] = json.loads(json.dumps(reading.value))
+    assert sent == {"T.U64": "9223372036854775813", "T.I64": "-1099511627776"}
 
 
 async def test_poll_batches_by_max_nodes_per_read_and_keeps_config_order(

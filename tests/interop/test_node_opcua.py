@@ -6,11 +6,8 @@ request, keeps a constant's SourceTimestamp, refuses an unknown client
 certificate in its own way, and caps its sessions. Expected values come from
 opcua_server.py, the mirror of server.js's address space.
 
-The expected failure (xfail, not strict) pins what the driver still does wrong
-against node-opcua; its reason says what happens. When a fix lands, the test
-passes (XPASS) and its marker goes. The operation-limit, session, poll-time,
-untrusted-certificate and old-constant tests failed before the fixes named in
-tests/interop/README.md.
+The operation-limit, session, poll-time, untrusted-certificate, old-constant and
+UInt64-without-type tests failed before the fixes named in tests/interop/README.md.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from edge_agent.demo.proxy import Proxy
 from edge_agent.drivers.opcua.config import OpcuaDevice
 from edge_agent.drivers.opcua.driver import OpcuaDriver
 from edge_agent.drivers.opcua.security import make_client_certificate
-from edge_agent.model import LinkState, Quality, Sample, Value
+from edge_agent.model import LinkState, Quality, Sample, UInt64, Value
 from edge_agent.rules import TagRules
 from interop.opcua_server import (
     KNOWN,
@@ -211,23 +208,17 @@ async def test_the_largest_uint64_is_exact_and_a_decimal_string_on_the_wire(
     async with driver_for(config) as driver:
         (sample,) = await driver.read()
     assert (sample.value, sample.quality) == (UINT64_MAX, Quality.GOOD)
-    assert type(sample.value) is int
+    assert type(sample.value) is UInt64  # an exact int, marked 64-bit
     reading, _ = TagRules(config.tags[0], every_s=60, poll_s=1).judge(sample)
     assert reading is not None
     assert json.loads(json.dumps({"v": reading.value})) == {"v": "18446744073709551615"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "a tag without `type` has no wire type: the driver's int 2^64-1 is sent as the JSON "
-        "number 18446744073709551615, which a platform reading JSON numbers as doubles takes "
-        "for 18446744073709551616; the value type the server sent (UInt64) is not used"
-    ),
-)
 async def test_the_largest_uint64_is_a_decimal_string_on_the_wire_without_a_configured_type(
     plain: NodeOpcuaServer,
 ) -> None:
+    """The value's own type (UInt64) makes the tag a 64-bit integer tag: a platform reading
+    JSON numbers as doubles would take the number for 18446744073709551616."""
     server = plain
     config = device(server, [known("COUNTER64")])
     async with driver_for(config) as driver:

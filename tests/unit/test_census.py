@@ -18,7 +18,16 @@ from edge_agent.census import (
 from edge_agent.config.schema import Store as StoreConfig
 from edge_agent.config.tags import TagBase
 from edge_agent.drivers.modbus.config import ModbusTag
-from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading, Sample, Value
+from edge_agent.model import (
+    AlarmEvent,
+    AlarmKind,
+    AlarmState,
+    Quality,
+    Reading,
+    Sample,
+    UInt64,
+    Value,
+)
 from edge_agent.rules import TagRules
 from edge_agent.service.snapshot import ActiveAlarm, TagSnapshot
 from edge_agent.store import Store, StoreSettings
@@ -114,6 +123,24 @@ def test_a_good_value_is_written_as_the_wire_writes_it_with_its_unit() -> None:
     assert (level.quality, level.reason, level.sampled_ms) == ("good", None, 1000)
     scaled = snapshot_of(tag(decimals=1), 0.7000000000000001, Quality.GOOD)
     assert scaled.text == "0.7"
+
+
+def test_a_64_bit_integer_of_a_tag_without_type_is_shown_as_the_wire_sends_it() -> None:
+    """As its readings: a decimal string, which JavaScript's JSON does not round."""
+    counter = TagBase.model_validate({"tag": "HZ01.FQ101", "hazard": "HZ01"})
+    rules = TagRules(counter, every_s=60, poll_s=1)
+    sample = Sample(counter.tag, 1000, UInt64(2**64 - 1), Quality.GOOD)
+    rules.judge(sample)
+    shown = tag_snapshot(
+        counter,
+        "ua-1",
+        rules,
+        (sample, Quality.GOOD),
+        link_reason=None,
+        clock_synced=True,
+        rules_failed=False,
+    )
+    assert (shown.value, shown.text) == ("18446744073709551615", "18446744073709551615")
 
 
 def test_a_string_value_is_quoted_for_people_and_kept_as_is_for_machines() -> None:

@@ -11,7 +11,7 @@ from asyncua import ua
 from edge_agent.drivers.opcua.config import OpcuaTag
 from edge_agent.drivers.opcua.quality import quality_of
 from edge_agent.drivers.opcua.values import report_time, to_sample
-from edge_agent.model import Quality
+from edge_agent.model import BigInteger, Int64, Quality, UInt64
 
 NOW = 1_764_441_155_000
 
@@ -111,3 +111,19 @@ def test_an_uncertain_value_is_kept_and_a_bad_one_is_not() -> None:
     assert (uncertain[0].value, uncertain[0].quality) == (2.5, Quality.UNCERTAIN)
     bad = to_sample(tag(), value(2.5, ua.VariantType.Double, ua.StatusCodes.BadSensorFailure), NOW)
     assert (bad[0].value, bad[0].quality, bad[1]) == (None, Quality.SENSOR, "BadSensorFailure")
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "big"),
+    [
+        (2**64 - 1, ua.VariantType.UInt64, UInt64),
+        (-(2**63), ua.VariantType.Int64, Int64),
+        (7, ua.VariantType.Int64, Int64),
+    ],
+)
+def test_a_64_bit_integer_says_so_when_no_type_is_configured(
+    raw: int, kind: ua.VariantType, big: type[BigInteger]
+) -> None:
+    """The rules then write its tag as a 64-bit integer tag (tests/unit/test_rules_wire.py)."""
+    sample, _ = to_sample(tag(), value(raw, kind), NOW)
+    assert (type(sample.value), sample.value) == (big, raw)

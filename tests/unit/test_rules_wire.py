@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from edge_agent.config.tags import TagBase
 from edge_agent.drivers.modbus.config import ModbusTag
-from edge_agent.model import AlarmState, Quality, Sample
+from edge_agent.model import AlarmState, Int64, Quality, Sample, UInt64
 from edge_agent.rules import TagRules
 
 
@@ -71,3 +72,40 @@ def test_not_a_number_is_sent_as_null_with_q4() -> None:
         reading, _ = rules(type="float32").judge(Sample("T", 1, bad, Quality.GOOD))
         assert reading is not None
         assert (reading.value, reading.quality) == (None, Quality.CONFIG)
+
+
+def untyped(**fields: Any) -> TagRules:
+    """The rules of a tag whose type the config does not say (OPC UA without `type`)."""
+    tag = TagBase.model_validate({"tag": "T", "hazard": "HZ01", **fields})
+    return TagRules(tag, every_s=60, poll_s=1, stats_window_s=10)
+
+
+def test_a_tag_without_type_is_a_64_bit_tag_once_its_device_sends_a_64_bit_integer() -> None:
+    """Values, limits and statistics as decimal strings, as with a configured uint64."""
+    tag_rules = untyped(limits={"H": 1e19})
+    first, raised = tag_rules.judge(Sample("T", 0, UInt64(2**64 - 1), Quality.GOOD))
+    tag_rules.judge(Sample("T", 1000, UInt64(2**64 - 3), Quality.GOOD))
+    assert first is not None
+    assert first.value == "18446744073709551615"
+    assert [(e.value, e.limit) for e in raised] == [
+        ("18446744073709551615", "10000000000000000000")
+    ]
+    (stat,) = tag_rules.close_stats(10_000)
+    assert (stat.min, stat.max, stat.avg) == (
+        "18446744073709551613",
+        "18446744073709551615",
+        "18446744073709551614",
+    )
+
+
+def test_a_tag_without_type_keeps_64_bit_strings_for_small_values_too() -> None:
+    """A tag's JSON type does not change with its value: a signed 64-bit -5 is "-5"."""
+    reading, _ = untyped().judge(Sample("T", 0, Int64(-5), Quality.GOOD))
+    assert reading is not None
+    assert reading.value == "-5"
+
+
+def test_a_tag_without_type_sends_a_plain_int_as_a_number() -> None:
+    reading, _ = untyped().judge(Sample("T", 0, 42, Quality.GOOD))
+    assert reading is not None
+    assert reading.value == 42
