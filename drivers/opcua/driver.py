@@ -523,6 +523,7 @@ class OpcuaDriver:
             mode=self._device.mode,
             session_timeout=session.client.session_timeout / 1000,
             limits=session.limits.shown(),
+            max_message_size=session.limits.max_message_size,
             **({} if subscribed is None else {"keepalive": round(subscribed.keepalive, 3)}),
         )
 

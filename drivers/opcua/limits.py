@@ -11,11 +11,20 @@ Invariants:
   order, and returns the results in the order of the operations.
 - A piece answered BadTooManyOperations (the service result) is halved and
   sent again: the server has a limit it does not announce, or a lower one
-  than it announces. The size that is then used is remembered for that kind
-  of call, in `Learned`, which the driver keeps across reconnects (a server's
-  limits do not change because the link dropped), and logged once
-  (`operation_limit_learned`). A single operation answered
-  BadTooManyOperations fails the call like any other error.
+  than it announces. So is a piece whose message is too large for the server
+  (`TOO_LARGE`: BadResponseTooLarge, BadEncodingLimitsExceeded,
+  BadTcpMessageTooLarge for a response past the server's max message size,
+  BadRequestTooLarge for a request past it, or for a response past it as
+  asyncua judges one), since fewer operations make a smaller message. The
+  size that is then used is remembered for that kind of call, in `Learned`,
+  which the driver keeps across reconnects (a server's limits do not change
+  because the link dropped), and logged once with the answer that taught it
+  (`operation_limit_learned`). A single operation so answered fails the call
+  like any other error. A server that closes the connection with the answer
+  fails the halved piece too; the next connect starts from the size learned.
+- The max message size the server announced (its Acknowledge to the Hello)
+  is kept in `max_message_size` for `link_up`; calls are cut by the answers
+  above, not by estimating a message's size.
 - MaxMonitoredItemsPerSubscription is honoured by drivers/opcua/subscriber.py
   (another subscription for the items past it), and learned the same way when
   a subscription refuses an item with BadTooManyMonitoredItems.
@@ -34,7 +43,9 @@ from typing import TypeVar
 from asyncua import Client, ua
 from structlog.typing import FilteringBoundLogger
 
-__all__ = ["Call", "Learned", "Limits", "read_limits"]
+from edge_agent.drivers.opcua.quality import status_name
+
+__all__ = ["TOO_LARGE", "Call", "Learned", "Limits", "read_limits"]
 
 
 class Call(StrEnum):
@@ -61,6 +72,18 @@ _NODES: dict[Call, int] = {
     Call.SUBSCRIPTION: _OBJECTS.Server_ServerCapabilities_MaxMonitoredItemsPerSubscription,
 }
 
+TOO_LARGE = frozenset(
+    {
+        ua.StatusCodes.BadResponseTooLarge,
+        ua.StatusCodes.BadRequestTooLarge,
+        ua.StatusCodes.BadEncodingLimitsExceeded,
+        ua.StatusCodes.BadTcpMessageTooLarge,
+    }
+)
+"""Answers to a message larger than the server (or asyncua) takes: a smaller piece may pass."""
+_SMALLER = TOO_LARGE | {ua.StatusCodes.BadTooManyOperations}
+"""Answers after which the same operations are sent again in halves."""
+
 T = TypeVar("T")
 R = TypeVar("R")
 Learned = dict[Call, int]
@@ -77,6 +100,8 @@ class Limits:
     caps: dict[Call, int] = field(default_factory=dict)
     """The configuration's own limits (max_nodes_per_read)."""
     log: FilteringBoundLogger | None = None
+    max_message_size: int = 0
+    """Bytes: the most the server takes in one message, as it announced; 0 for no limit."""
 
     def size(self, call: Call) -> int | None:
         """The most operations one call of this kind may carry; None for no limit."""
@@ -101,16 +126,17 @@ class Limits:
             try:
                 answers = await send(piece)
             except ua.UaStatusCodeError as exc:
-                if exc.code != ua.StatusCodes.BadTooManyOperations or len(piece) == 1:
+                if exc.code not in _SMALLER or len(piece) == 1:
                     raise
-                self.learn(call, len(piece) // 2)
+                self.learn(call, len(piece) // 2, status_name(exc.code))
                 continue
             results.extend(answers)
             start += len(piece)
         return results
 
-    def learn(self, call: Call, size: int) -> None:
-        """The server refused more than `size` operations of this kind: use at most that."""
+    def learn(self, call: Call, size: int, answer: str) -> None:
+        """The server refused more than `size` operations of this kind, answering `answer`
+        (a StatusCode's name): use at most that."""
         self.learned[call] = size
         if self.log is not None:
             self.log.warning(
@@ -118,6 +144,7 @@ class Limits:
                 call=call.value,
                 size=size,
                 announced=self.announced.get(call, 0),
+                answer=answer,
             )
 
 

@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
@@ -88,9 +89,12 @@ async def open_session(
     client.name = client.description = CLIENT_NAME
     client.session_timeout = round(session_timeout(device) * 1000)
     read_channel_faults(client)
+    acknowledged = _keep_acknowledges(client)
     try:
         async with asyncio.timeout(device.connect_timeout):
-            return await _open(client, device, log, {} if learned is None else learned)
+            session = await _open(client, device, log, {} if learned is None else learned)
+            session.limits.max_message_size = acknowledged[-1].MaxMessageSize
+            return session
     except BaseException:
         await close_client(client, device.timeout)
         raise
@@ -118,6 +122,22 @@ async def _open(
     _resolve_node_ids(device, namespaces, session, every)
     await _resolve_browse_paths(device, namespaces, session, every)
     return session
+
+
+def _keep_acknowledges(client: Client) -> list[ua.Acknowledge]:
+    """The server's answers to `client`'s Hellos (the last is the session's connection's),
+    as they come: asyncua uses the transport limits they announce but shows them nowhere."""
+    answers: list[ua.Acknowledge] = []
+    uaclient = client.uaclient
+    hello = uaclient.send_hello
+
+    async def send_hello(*args: Any, **kwargs: Any) -> ua.Acknowledge:
+        answer: ua.Acknowledge = await hello(*args, **kwargs)
+        answers.append(answer)
+        return answer
+
+    uaclient.send_hello = send_hello
+    return answers
 
 
 def _security_refused(exc: ua.UaError) -> bool:

@@ -44,6 +44,7 @@ from asyncua.common.subscription import Subscription
 
 from edge_agent.drivers.opcua.config import OpcuaDevice
 from edge_agent.drivers.opcua.limits import Call, Limits
+from edge_agent.drivers.opcua.quality import status_name
 
 MAX_BUFFERED_PER_TAG = 100
 _FULL = ua.StatusCodes.BadTooManyMonitoredItems
@@ -156,7 +157,7 @@ class Subscribed:
                 else:
                     self.refused[index] = outcome.value
             if full:  # a limit the server did not announce: the rest go to another subscription
-                self.limits.learn(Call.SUBSCRIPTION, feed.items)
+                self.limits.learn(Call.SUBSCRIPTION, feed.items, status_name(_FULL))
                 pending = full + pending
 
     def _room(self, feed: Feed) -> int:

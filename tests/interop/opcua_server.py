@@ -66,7 +66,7 @@ class Known:
     node: str
     browse_path: str
     type: str
-    value: float | int | None
+    value: float | int | str | None
     status: str = "Good"
 
 
@@ -89,6 +89,16 @@ def bank(i: int) -> Known:
     """Bank/T<i> (from 1): a constant Double i + 0.5, for the operation-limit tests."""
     name = f"T{i:02d}"
     return Known(f"s=Bank.{name}", f"Bank/{name}", "Double", i + 0.5)
+
+
+TEXT_SIZE, TEXT_LENGTH = 8, 3000
+"""Text/L01..L08, each a String of 3000 characters."""
+
+
+def text(i: int) -> Known:
+    """Text/L<i> (from 1): the digit i % 10, TEXT_LENGTH times, for the message-size tests."""
+    name = f"L{i:02d}"
+    return Known(f"s=Text.{name}", f"Text/{name}", "String", str(i % 10) * TEXT_LENGTH)
 
 
 # --- the install --------------------------------------------------------------------------
@@ -194,7 +204,15 @@ def _end(process: subprocess.Popen[bytes] | None, *, hard: bool = False) -> None
             os.killpg(process.pid, signal.SIGKILL)
 
 
-_FLAGS = {"operation_limit", "max_sessions", "update_ms", "bank", "policies", "modes"}
+_FLAGS = {
+    "operation_limit",
+    "max_sessions",
+    "update_ms",
+    "bank",
+    "max_message_size",
+    "policies",
+    "modes",
+}
 _OPTIONS = {"port", "trust", *_FLAGS}
 
 
@@ -206,8 +224,9 @@ class NodeOpcuaServer:
     certificate files put into pki/trusted/certs before the server starts), and
     server.js's flags: operation_limit (every OperationLimits value; 0: none),
     max_sessions (10), update_ms (100: how often Plant/Rising changes), bank (8
-    Bank/T.. constants), policies (None, Basic256Sha256), modes (None, Sign,
-    SignAndEncrypt).
+    Bank/T.. constants), max_message_size (the MaxMessageSize it acknowledges
+    and sends at most; 0: node-opcua's), policies (None, Basic256Sha256), modes
+    (None, Sign, SignAndEncrypt).
     """
 
     node: str

@@ -32,17 +32,22 @@ from edge_agent.drivers.opcua.security import make_client_certificate
 from edge_agent.model import LinkState, Quality, Sample, UInt64, Value
 from edge_agent.rules import TagRules
 from interop.opcua_server import (
+    BANK_SIZE,
     KNOWN,
     NAMESPACE,
+    TEXT_SIZE,
     UINT64_MAX,
     NodeOpcuaServer,
     StartServer,
     bank,
     node_binary,
+    text,
 )
 
 LIMIT = 4
 """Every OperationLimits value of the limited server: S7-1500s and many DCS set such low ones."""
+SMALL_MESSAGE = 16384
+"""The small server's MaxMessageSize in bytes: an embedded server's order of size."""
 
 
 def _shared(
@@ -62,6 +67,14 @@ def plain(
 ) -> Iterator[NodeOpcuaServer]:
     """One server, no operation limits, for the tests that only read (a start costs ~2 s)."""
     yield from _shared(node_opcua_modules, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def small(
+    node_opcua_modules: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeOpcuaServer]:
+    """One server whose MaxMessageSize is SMALL_MESSAGE, for the message-size tests."""
+    yield from _shared(node_opcua_modules, tmp_path_factory, max_message_size=SMALL_MESSAGE)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +152,13 @@ async def read_until(
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def learned(logs: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, str]]:
+    """The operation limits the driver found out: (call, size, the answer that told it)."""
+    return [
+        (e["call"], e["size"], e["answer"]) for e in logs if e["event"] == "operation_limit_learned"
+    ]
 
 
 # --- addresses, values, qualities -----------------------------------------------------------
@@ -340,6 +360,40 @@ async def test_five_tags_subscribe_past_max_monitored_items_per_call(
     async with driver_for(device(server, tags, mode="subscribe")) as driver:
         samples = await read_until(driver, lambda s: len(s) == len(tags) and good(s), within=3.0)
     assert readings(samples) == {f"T{i}": (bank(i).value, Quality.GOOD) for i in range(1, 6)}
+
+
+async def test_a_read_answer_over_the_servers_max_message_size_is_halved_and_remembered(
+    small: NodeOpcuaServer,
+) -> None:
+    """Eight strings of 3000 characters: one Read of the eight (about 24 KiB) is answered
+    BadTcpMessageTooLarge, its halves pass. The size is logged once, with the answer, and
+    kept: the next connect reads in fours from the start. link_up shows the server's size."""
+    tags = [tag(f"L{i}", text(i).node) for i in range(1, TEXT_SIZE + 1)]
+    expected = {f"L{i}": (text(i).value, Quality.GOOD) for i in range(1, TEXT_SIZE + 1)}
+    async with driver_for(device(small, tags)) as driver:
+        with capture_logs() as logs:
+            first = await driver.read()
+            await driver.close()
+            again = await driver.read()
+    assert readings(first) == readings(again) == expected
+    assert learned(logs) == [("MaxNodesPerRead", 4, "BadTcpMessageTooLarge")]
+    (up,) = [e for e in logs if e["event"] == "link_up"]
+    assert up["max_message_size"] == SMALL_MESSAGE
+
+
+async def test_a_read_request_over_the_servers_max_message_size_costs_one_poll(
+    small: NodeOpcuaServer,
+) -> None:
+    """800 nodes make a Read request of about 23 KiB: node-opcua answers with an Error
+    message (BadTcpMessageTooLarge) and closes the connection, so that poll is q=2 and
+    the halves cannot be sent; the next connect reads in Reads of 400 from the start."""
+    tags = [tag(f"T{i}", bank(1 + i % BANK_SIZE).node) for i in range(800)]
+    async with driver_for(device(small, tags)) as driver:
+        with capture_logs() as logs:
+            assert down(await driver.read())
+            samples = await read_until(driver, good)
+    assert len(samples) == len(tags)
+    assert learned(logs) == [("MaxNodesPerRead", 400, "BadTcpMessageTooLarge")]
 
 
 # --- security -------------------------------------------------------------------------------

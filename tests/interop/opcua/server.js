@@ -2,7 +2,7 @@
 // An OPC UA server on node-opcua 2.x for the interop tests (tests/interop/README.md).
 //
 // node server.js [--config FILE.json] [--port N] [--pki DIR] [--operation-limit N]
-//                [--max-sessions N] [--update-ms N] [--bank N]
+//                [--max-sessions N] [--update-ms N] [--bank N] [--max-message-size N]
 //                [--policies None,Basic256Sha256] [--modes None,Sign,SignAndEncrypt]
 // A flag overrides the same key (camelCase) of the JSON file. Port 0 takes a free port.
 //
@@ -17,10 +17,16 @@
 //   s=Plant.Counter64     Plant/Counter64       UInt64 18446744073709551615
 //   s=Plant.Vent.Gas      Plant/通风/瓦斯浓度     Double 0.42 (Chinese browse names)
 //   s=Bank.T01..T<bank>   Bank/T01..            Double i + 0.5, constants for the operation limits
+//   s=Text.L01..L08       Text/L01..            String of 3000 copies of the digit i % 10, constants
+//                                               for the message size
 // Server/ServerCapabilities/OperationLimits: MaxNodesPerRead, MaxNodesPerBrowse,
 // MaxNodesPerTranslateBrowsePathsToNodeIds, MaxMonitoredItemsPerCall and
 // MaxNodesPerRegisterNodes all equal operation-limit (0: no limit). A request over
 // a limit is answered BadTooManyOperations, as a whole.
+// --max-message-size N (0: node-opcua's own choice, 16 MiB for a client asking no
+// limit; else at least 8192) is the MaxMessageSize the server acknowledges to a Hello,
+// and the most it sends: a response over it is answered with a ServiceFault,
+// BadTcpMessageTooLarge.
 //
 // Security: the pairs of --policies x --modes (None only with None). The PKI folder
 // (--pki) holds the server's own certificate (own/certs/certificate.pem, made at the
@@ -71,6 +77,7 @@ function parseArgs(argv) {
         maxSessions: Number(merged.maxSessions ?? 10),
         updateMs: Number(merged.updateMs ?? 100),
         bank: Number(merged.bank ?? 8),
+        maxMessageSize: Number(merged.maxMessageSize ?? 0),
         policies: list(merged.policies ?? "None,Basic256Sha256"),
         modes: list(merged.modes ?? "None,Sign,SignAndEncrypt"),
     };
@@ -96,6 +103,7 @@ function buildAddressSpace(server, config) {
     const plant = namespace.addFolder(objects, { nodeId: "s=Plant", browseName: "Plant" });
     const vent = namespace.addFolder(plant, { nodeId: "s=Plant.Vent", browseName: "通风" });
     const bank = namespace.addFolder(objects, { nodeId: "s=Bank", browseName: "Bank" });
+    const text = namespace.addFolder(objects, { nodeId: "s=Text", browseName: "Text" });
     // A variable with its first value; `status` other than Good is kept with it.
     const add = (parent, id, browseName, dataType, value, status) => {
         const node = namespace.addVariable({
@@ -108,7 +116,7 @@ function buildAddressSpace(server, config) {
         set(node, dataType, value, status);
         return node;
     };
-    const { Double, UInt64 } = DataType;
+    const { Double, String: Text, UInt64 } = DataType;
     const rising = add(plant, "Plant.Rising", "Rising", Double, 0);
     add(plant, "Plant.Constant", "Constant", Double, 21.5);
     add(plant, "Plant.SensorFailed", "SensorFailed", Double, 0, StatusCodes.BadSensorFailure);
@@ -119,6 +127,10 @@ function buildAddressSpace(server, config) {
     for (let i = 1; i <= config.bank; i += 1) {
         const name = `T${String(i).padStart(2, "0")}`;
         add(bank, `Bank.${name}`, name, Double, i + 0.5);
+    }
+    for (let i = 1; i <= 8; i += 1) {
+        const name = `L${String(i).padStart(2, "0")}`;
+        add(text, `Text.${name}`, name, Text, String(i % 10).repeat(3000));
     }
     let count = 0;
     setInterval(() => set(rising, Double, (count += 1)), config.updateMs);
@@ -136,7 +148,24 @@ async function main() {
     // default, and a file counts once unchanged for 2 s more. Poll every 0.5 s.
     certificateManager.folderPoolingInterval = 500;
     await certificateManager.initialize();
+    // node-opcua's own adjustment keeps a MaxMessageSize of at least 128 KiB; a small
+    // embedded server announces less, so the whole answer to the Hello is given here.
+    // node-opcua counts a message as whole chunks: with chunks larger than the message
+    // size, even its ServiceFault saying so is too large (it recurses until its stack
+    // overflows), so no chunk is larger than the message size.
+    const chunk = (size) => Math.min(size || 65535, config.maxMessageSize);
+    const transportSettings = config.maxMessageSize
+        ? {
+              adjustTransportLimits: (hello) => ({
+                  receiveBufferSize: chunk(hello.receiveBufferSize),
+                  sendBufferSize: chunk(hello.sendBufferSize),
+                  maxMessageSize: config.maxMessageSize,
+                  maxChunkCount: 0,
+              }),
+          }
+        : undefined;
     const server = new OPCUAServer({
+        transportSettings,
         port: config.port,
         host: "127.0.0.1",
         hostname: "127.0.0.1",
