@@ -2,8 +2,9 @@
 
 `Store` (store.py) is what the event loop uses; the SQLite work runs on the
 store's own thread (actor.py, engine.py), split by job: the write buffer
-(buffer.py), the outbox (outbox.py), housekeeping (maintenance.py,
-capacity.py), the ledger (ledger.py), opening (database.py).
+(buffer.py), the outbox (outbox.py, with its copy of the live readings in
+tail.py), housekeeping (maintenance.py, capacity.py), the ledger (ledger.py),
+opening (database.py).
 """
 
 from edge_agent.store.engine import Figures, StoreSettings

@@ -54,7 +54,7 @@ import structlog
 
 from edge_agent.errors import StoreError
 from edge_agent.logs import Repeats
-from edge_agent.model import AlarmEvent, Value
+from edge_agent.model import AlarmEvent
 from edge_agent.store import items, ledger
 from edge_agent.store.buffer import Batch, ReadingRow
 from edge_agent.store.capacity import Budget, Dropped, Thinning
@@ -75,6 +75,7 @@ from edge_agent.store.hwm import HighWaterMark
 from edge_agent.store.ledger import Loss, Totals
 from edge_agent.store.maintenance import Damaged, IntegrityWalk, Maintenance
 from edge_agent.store.outbox import Admission, Boundary, Outbox, StoredMessage
+from edge_agent.store.tail import Row, Stale
 
 log = structlog.get_logger(component="store")
 
@@ -132,16 +133,29 @@ _INSERT_READINGS: Final = {
 }
 
 
-def insert_readings(db: sqlite3.Connection, rows: list[tuple[int, int, Value, int]]) -> None:
+def insert_readings(db: sqlite3.Connection, rows: list[Row]) -> int:
     """Insert reading rows, up to 256 per statement: a third of what `executemany` costs per
     row (one statement each), which was the largest part of a commit. A few fixed sizes, so
-    the connection's statement cache keeps them all."""
-    start = 0
+    the connection's statement cache keeps them all. Returns the first row's id: the rows
+    get ids one after another (AUTOINCREMENT, and the store's thread is the one writer)."""
+    start = last_id = 0
     for size in _INSERT_SIZES:
         sql = _INSERT_READINGS[size]
         while len(rows) - start >= size:
-            db.execute(sql, [field for row in rows[start : start + size] for field in row])
+            cursor = db.execute(sql, [field for row in rows[start : start + size] for field in row])
+            last_id = cursor.lastrowid or 0
             start += size
+    return last_id - len(rows) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What one commit's transaction wrote: the tags it added, and its reading rows with
+    the id of the first."""
+
+    new_tags: dict[str, tuple[int, str]]
+    rows: list[Row]
+    first_id: int
 
 
 class _Full(Exception):
@@ -332,17 +346,18 @@ class Engine:
         """Write the batch with `readings` in one transaction; at the cap, thin and retry."""
         for _ in range(FULL_RETRIES):
             try:
-                new_tags = in_transaction(self._db, lambda: self._write(batch, readings))
+                written = in_transaction(self._db, lambda: self._write(batch, readings))
             except sqlite3.OperationalError as exc:
                 if "full" not in str(exc):
                     raise
                 if not self._make_room():
                     raise _Full(str(exc)) from None
                 continue
-            # Only now, committed, do the caches learn the new tags.
-            for tag, (tag_id, hz) in new_tags.items():
+            # Only now, committed, do the caches learn the new tags and rows.
+            for tag, (tag_id, hz) in written.new_tags.items():
                 self._tag_ids[tag] = tag_id
                 self._prefixes[tag_id] = items.tag_prefix(tag, hz)
+            self._outbox.tail.committed(written.first_id, written.rows)
             if self._stretch_open and batch.resumed_ms is not None:
                 self._stretch_open = False
             self._counts = self._read_counts()
@@ -351,8 +366,8 @@ class Engine:
             return
         raise _Full("still full after thinning")
 
-    def _write(self, batch: Batch, readings: list[ReadingRow]) -> dict[str, tuple[int, str]]:
-        """Write the batch with `readings` (in a transaction); returns the tags it added."""
+    def _write(self, batch: Batch, readings: list[ReadingRow]) -> _Written:
+        """Write the batch with `readings` (in a transaction)."""
         db = self._db
         new_tags: dict[str, tuple[int, str]] = {}
         for tag, hz, *_ in readings:
@@ -366,7 +381,8 @@ class Engine:
         ids = self._tag_ids
         if new_tags:
             ids = ids | {tag: tag_id for tag, (tag_id, _) in new_tags.items()}
-        insert_readings(db, [(ids[tag], ts, v, q) for tag, _, ts, v, q in readings])
+        rows = [(ids[tag], ts, v, q) for tag, _, ts, v, q in readings]
+        first_id = insert_readings(db, rows)
         db.executemany("INSERT INTO event (topic, ts, item) VALUES (?, ?, ?)", batch.events)
         db.executemany(
             "INSERT OR REPLACE INTO active_alarm (id, tag, kind, item) VALUES (?, ?, ?, ?)",
@@ -387,7 +403,7 @@ class Engine:
             )
         if self._stretch_open and batch.resumed_ms is not None:
             ledger.close_open(db, batch.resumed_ms)
-        return new_tags
+        return _Written(new_tags, rows, first_id)
 
     def _make_room(self) -> bool:
         """One thinning step; False when nothing could be freed (or even the delete failed)."""
@@ -426,6 +442,7 @@ class Engine:
         try:
             boundary = self._outbox.boundary
             boundary.reading, boundary.event = self._next_id("reading"), self._next_id("event")
+            self._outbox.tail.restart()
             boundary.backfill_readings = self._counts["readings"]
             boundary.backfill_events = self._counts["events"]
         except sqlite3.Error as exc:
@@ -478,6 +495,10 @@ class Engine:
                 if self._make_room():
                     continue
                 return None  # a full disk: nothing can be packed until room returns
+            except Stale as exc:  # thinning or retention took live rows: read them back
+                log.debug("store_tail_dropped", reason=str(exc))
+                self._outbox.tail.drop()
+                continue
             if found is None:
                 return None
             self._outbox.settle(found)

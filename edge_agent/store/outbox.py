@@ -12,7 +12,8 @@ A message is committed with its `seq` in the same transaction that moves its
 items out of the waiting tables and updates the counts of what waits; every
 copy of a `seq` carries the same items and `hist`. Back-fill and live items are
 never mixed in one message: rows below the live boundary (the next row ids when
-the uplink connected) are back-fill.
+the uplink connected) are back-fill. Live readings are packed from the copy the
+store's thread keeps of them (tail.py) while it can be trusted, else read back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Literal, Protocol
 
 from edge_agent.store import items
 from edge_agent.store.ledger import Loss
+from edge_agent.store.tail import LiveTail, Row, Stale
 
 Kind = Literal["alarm", "live", "stat", "backfill"]
 
@@ -75,11 +77,13 @@ class Admission(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Packed:
-    """One message just packed, and what it took: `items` rows of `table`."""
+    """One message just packed, and what it took: `items` rows of `table`, the first ones
+    of the live tail when `tail`."""
 
     message: StoredMessage
     table: Literal["reading", "event"]
     items: int
+    tail: bool = False
 
 
 @dataclass
@@ -108,6 +112,8 @@ class Outbox:
         them)."""
         self._prefix = prefix
         """Tag id -> the start of its items (engine.py keeps them)."""
+        self.tail = LiveTail()
+        """The live rows, also in memory (tail.py); none are live when an outbox opens."""
 
     def unsent(self, skip: set[int], limit: int, alarms_first: bool) -> list[StoredMessage]:
         """Packed messages not in `skip`, alarms then the oldest `seq` first."""
@@ -140,6 +146,8 @@ class Outbox:
     def settle(self, packed: Packed) -> None:
         """A packing was committed: its back-fill no longer waits. Counted only now, so that
         a transaction rolled back (a full disk) leaves the counts as they were."""
+        if packed.tail:
+            self.tail.taken(packed.items)
         if packed.message.hist:
             if packed.table == "reading":
                 self.boundary.backfill_readings -= packed.items
@@ -186,24 +194,53 @@ class Outbox:
     # -- packing ---------------------------------------------------------------
 
     def _pack_live(self, admission: Admission) -> Callable[[], Packed]:
+        if self.tail.valid:
+            return lambda: self._pack_tail(admission)
         return lambda: self._pack_readings(f"id >= {self.boundary.reading}", False, admission)
 
     def _pack_backfill(self, admission: Admission) -> Callable[[], Packed]:
         return lambda: self._pack_readings(f"id < {self.boundary.reading}", True, admission)
 
     def _pack_readings(self, where: str, hist: bool, admission: Admission) -> Packed:
+        """Readings read back from SQL: back-fill, and live ones while the tail is not trusted."""
         rows = self._db.execute(
             f"SELECT id, tag_id, ts, v, q FROM reading WHERE {where} ORDER BY id LIMIT ?",
             (self.max_items,),
         ).fetchall()
         prefix = self._prefix
         texts = [items.reading_item(prefix(tag), ts, v, q) for _, tag, ts, v, q in rows]
-        taken = items.fit(texts, min(admission.max_bytes, admission.ceiling_bytes, self.max_bytes))
+        taken = self._fit(texts, admission)
         first, last = rows[0][0], rows[taken - 1][0]
         self._db.execute("DELETE FROM reading WHERE id BETWEEN ? AND ?", (first, last))
-        self._count("readings", -taken)
-        oldest = min(row[2] for row in rows[:taken])
-        return Packed(self._message("rt", hist, oldest, texts[:taken]), "reading", taken)
+        return self._readings_packed(hist, texts[:taken], [row[2] for row in rows[:taken]])
+
+    def _pack_tail(self, admission: Admission) -> Packed:
+        """Live readings from the tail's copy; raises Stale (rolled back, then packed from
+        SQL) when a live row lies before the copy or one it holds is gone."""
+        first = self.tail.first_id
+        if self._has_rows(f"id >= {self.boundary.reading} AND id < {first}"):
+            raise Stale(f"live readings before row {first}")
+        rows: list[Row] = self.tail.rows[: self.max_items]
+        prefix = self._prefix
+        texts = [items.reading_item(prefix(tag), ts, v, q) for tag, ts, v, q in rows]
+        taken = self._fit(texts, admission)
+        before = self._db.total_changes
+        self._db.execute("DELETE FROM reading WHERE id BETWEEN ? AND ?", (first, first + taken - 1))
+        if self._db.total_changes - before != taken:
+            raise Stale(f"live readings of rows {first}-{first + taken - 1} gone")
+        times = [row[1] for row in rows[:taken]]
+        return self._readings_packed(False, texts[:taken], times, from_tail=True)
+
+    def _fit(self, texts: list[str], admission: Admission) -> int:
+        return items.fit(texts, min(admission.max_bytes, admission.ceiling_bytes, self.max_bytes))
+
+    def _readings_packed(
+        self, hist: bool, texts: list[str], times: list[int], *, from_tail: bool = False
+    ) -> Packed:
+        """The message of readings just deleted from `reading`: their `texts` and `times`."""
+        self._count("readings", -len(texts))
+        message = self._message("rt", hist, min(times), texts)
+        return Packed(message, "reading", len(texts), from_tail)
 
     def _pack_events(self, topic: str, admission: Admission) -> Callable[[], Packed]:
         return lambda: self._pack_topic(topic, min(self.max_bytes, admission.ceiling_bytes))
@@ -241,10 +278,16 @@ class Outbox:
         self._db.execute("UPDATE counter SET value = value + ? WHERE name = ?", (change, name))
 
     def _live_due(self, now_ms: int, linger_ms: int) -> bool:
+        """The oldest live reading has lingered, or a message of them is full."""
+        tail = self.tail
+        if tail.valid:
+            rows = tail.rows
+            return bool(rows) and (rows[0][1] <= now_ms - linger_ms or len(rows) >= self.max_items)
         first = self._db.execute(
             "SELECT ts FROM reading WHERE id >= ? ORDER BY id LIMIT 1", (self.boundary.reading,)
         ).fetchone()
         if first is None:
+            tail.restart()  # nothing live waits: the copy holds it all again
             return False
         if first[0] <= now_ms - linger_ms:
             return True
