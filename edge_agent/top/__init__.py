@@ -4,7 +4,8 @@ Every second it asks the config's agent for /status and /tags (fetch.py: the
 same documents the status page at / reads, taken from that agent only, as
 `status` takes them) and redraws one screen
 (view.py) on the terminal's alternate screen, so the shell's screen comes back
-on exit. `q`, Ctrl-C or SIGTERM quits, always through the same exit (keys.py). An agent that stops
+on exit; what does not fit the terminal's height scrolls with the arrows and
+PgUp/PgDn. `q`, Ctrl-C or SIGTERM quits, always through the same exit (keys.py). An agent that stops
 answering leaves its last picture on the screen, marked, and is asked again.
 """
 
@@ -22,7 +23,7 @@ from rich.live import Live
 from edge_agent.ask import Silent, Stranger
 from edge_agent.top.fetch import Picture
 from edge_agent.top.keys import Keys
-from edge_agent.top.view import Frame, render
+from edge_agent.top.view import Frame, render, scrolled
 
 __all__ = ["REFRESH_S", "Look", "watch"]
 
@@ -44,12 +45,16 @@ def watch(
         picture = look()
         if not isinstance(picture, Picture):
             return picture
-        frame = Frame(picture.where, interval_s)
-        live = Live(render(picture, frame), console=Console(), screen=True, auto_refresh=False)
-        with live:
-            while not keys.quit_within(frame.interval_s):
-                picture, frame = _refreshed(look, picture, frame)
-                live.update(render(picture, frame), refresh=True)
+        console, frame = Console(), Frame(picture.where, interval_s)
+        with Live(console=console, screen=True, auto_refresh=False) as live:
+            due = time.monotonic()
+            while not keys.stopped:
+                if time.monotonic() >= due:
+                    picture, frame = _refreshed(look, picture, frame)
+                    due = time.monotonic() + frame.interval_s
+                live.update(render(picture, frame, console.height), refresh=True)
+                moves = keys.wait(due - time.monotonic())
+                frame = scrolled(picture, frame, moves, console.height)
     return None
 
 

@@ -1,4 +1,5 @@
-"""What ends `edge-agent top`: the `q` key, Ctrl-C or SIGTERM; waiting for it paces the refresh.
+"""The keys of `edge-agent top`: `q`, Ctrl-C or SIGTERM end it, arrows, PgUp/PgDn, Home/End
+(or j/k, space/b, g/G, as in `less`) scroll it; waiting for them paces the refresh.
 
 On a terminal the keys come one at a time, unechoed (cbreak mode, restored on
 exit). Ctrl-C and SIGTERM do not raise in the middle of a redraw, which could
@@ -19,7 +20,18 @@ import tty
 from types import FrameType, TracebackType
 from typing import Any, Final, TextIO
 
+from edge_agent.top.view import Move
+
 QUIT_KEYS: Final = frozenset(b"qQ")
+MOVES: Final = {
+    b"\x1b[A": Move.UP, b"k": Move.UP,
+    b"\x1b[B": Move.DOWN, b"j": Move.DOWN,
+    b"\x1b[5~": Move.PAGE_UP, b"b": Move.PAGE_UP,
+    b"\x1b[6~": Move.PAGE_DOWN, b" ": Move.PAGE_DOWN,
+    b"\x1b[H": Move.HOME, b"\x1b[1~": Move.HOME, b"g": Move.HOME,
+    b"\x1b[F": Move.END, b"\x1b[4~": Move.END, b"G": Move.END,
+}  # fmt: skip
+"""The keys that scroll, as a terminal sends them (xterm's and the VT220's sequences)."""
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -55,8 +67,14 @@ class Keys:
         os.close(self._wake_read)
         os.close(self._wake_write)
 
-    def quit_within(self, seconds: float) -> bool:
-        """Wait `seconds`; True as soon as a quit key or a stop signal comes."""
+    @property
+    def stopped(self) -> bool:
+        """A quit key or a stop signal came."""
+        return self._stopped
+
+    def wait(self, seconds: float) -> list[Move]:
+        """Wait at most `seconds`; at once with the moves of the keys typed, or when a quit key
+        or a stop signal comes (`stopped`)."""
         deadline = time.monotonic() + seconds
         while not self._stopped and (left := deadline - time.monotonic()) > 0:
             watched = [self._wake_read] if self._fd is None else [self._wake_read, self._fd]
@@ -64,14 +82,24 @@ class Keys:
             if self._wake_read in readable:
                 os.read(self._wake_read, 64)  # the signal's byte; its handler marked the stop
             if self._fd in readable:
-                self._key(os.read(self._fd, 64))
-        return self._stopped
+                moves = self._keys(os.read(self._fd, 64))
+                if moves:
+                    return moves
+        return []
 
-    def _key(self, typed: bytes) -> None:
+    def _keys(self, typed: bytes) -> list[Move]:
+        """The moves in what was typed (several keys may come in one read); marks a quit."""
         if not typed:
             self._fd = None  # the end of a pipe: nothing more will come
-        elif QUIT_KEYS.intersection(typed):
-            self._stopped = True
+        moves = []
+        while typed:
+            if typed[0] in QUIT_KEYS:
+                self._stopped = True
+            known = next((key for key in MOVES if typed.startswith(key)), None)
+            if known is not None:
+                moves.append(MOVES[known])
+            typed = typed[len(known or b"x") :]
+        return moves
 
     def _stop(self, signum: int, stack: FrameType | None) -> None:
         self._stopped = True

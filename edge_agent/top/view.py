@@ -1,17 +1,22 @@
 """One screen of `edge-agent top` from the agent's picture: pure, so tests render it to text.
 
 Made for an 80-column terminal over SSH: every line is cut to the terminal's
-width, never wrapped, so a row stays a row. Why a device is down or a tag is
+width, never wrapped, so a row stays a row. What needs no scrolling comes first
+(health, devices, active alarms, back-log and uplink), then every tag; given
+the terminal's height, the header and the key line stay and what lies between
+scrolls (`Frame.scroll`, moved by `scrolled`). Why a device is down or a tag is
 not good goes on a line of its own under its row, where it has the whole
 width (the status page and `edge-agent read` give it whole).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum, auto
 from typing import Any, Final
 
 from rich.console import Group, RenderableType
@@ -37,6 +42,19 @@ class Frame:
     interval_s: float
     unanswered_since: float | None = None
     """When the agent stopped answering (wall clock), while it does not; else None."""
+    scroll: int = 0
+    """The first line shown of what scrolls (every line after the header)."""
+
+
+class Move(Enum):
+    """What a key asks of the scrolled part (top/keys.py maps the keys)."""
+
+    UP = auto()
+    DOWN = auto()
+    PAGE_UP = auto()
+    PAGE_DOWN = auto()
+    HOME = auto()
+    END = auto()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,22 +64,70 @@ class Row:
     """A line of words under the row (why it is not good)."""
 
 
-def render(picture: Picture, frame: Frame) -> RenderableType:
-    snapshot, health = picture.status["snapshot"], picture.status["health"]
-    tags = picture.tags["tags"]
-    parts: list[RenderableType] = [_header(snapshot, health)]
+def render(picture: Picture, frame: Frame, height: int | None = None) -> RenderableType:
+    """The screen; with `height`, what scrolls cut to the lines that fit from `frame.scroll`
+    and the key line saying which are shown."""
+    top, body = _header_lines(picture, frame), _body(picture)
+    keys = f"q quits; every {frame.interval_s:g} s from {frame.source}"
+    if height is not None:
+        room = _room(height, top)
+        first = _clamped(frame.scroll, len(body), room)
+        if len(body) > room:
+            shown = min(len(body), first + room)
+            keys = f"lines {first + 1}-{shown} of {len(body)}: arrows/PgUp/PgDn scroll; {keys}"
+        body = body[first : first + room]
+    return Group(*top, *body, _line(Text(keys, "dim")))
+
+
+def scrolled(picture: Picture, frame: Frame, moves: Sequence[Move], height: int) -> Frame:
+    """`frame` with its scroll moved as the keys ask, within what there is to show."""
+    top, length = _header_lines(picture, frame), len(_body(picture))
+    room = _room(height, top)
+    steps = {Move.UP: -1, Move.DOWN: 1, Move.PAGE_UP: -room, Move.PAGE_DOWN: room}
+    scroll = _clamped(frame.scroll, length, room)
+    for move in moves:
+        if move is Move.HOME:
+            scroll = 0
+        elif move is Move.END:
+            scroll = length
+        else:
+            scroll += steps[move]
+        scroll = _clamped(scroll, length, room)
+    return dataclasses.replace(frame, scroll=scroll)
+
+
+def _room(height: int, top: list[RenderableType]) -> int:
+    """Lines left for what scrolls: the height less the header and the key line."""
+    return max(1, height - len(top) - 1)
+
+
+def _clamped(scroll: int, length: int, room: int) -> int:
+    """`scroll` within 0 and the last full page: never past the end, never an empty screen."""
+    return max(0, min(scroll, length - room))
+
+
+def _header_lines(picture: Picture, frame: Frame) -> list[RenderableType]:
+    """What stays at the top: the agent's health line, and a mark while it does not answer."""
+    status = picture.status
+    lines: list[RenderableType] = [_header(status["snapshot"], status["health"])]
     if frame.unanswered_since is not None:
         since = _clock(frame.unanswered_since)
-        parts.append(_line(Text(f"no answer since {since}: the last picture, asked again", BAD)))
-    parts += [_line(Text(f"  - {reason}")) for reason in health["reasons"]]
-    parts += [
-        _devices(snapshot["devices"]),
-        _tags(tags),
-        _alarms(tags, picture.tags["taken_ms"]),
+        lines.append(_line(Text(f"no answer since {since}: the last picture, asked again", BAD)))
+    return lines
+
+
+def _body(picture: Picture) -> list[Text]:
+    """Every line under the header: first what must be seen without scrolling (why the
+    health is not ok, the devices, the active alarms, back-log and uplink), then the tags."""
+    snapshot, tags = picture.status["snapshot"], picture.tags["tags"]
+    return [
+        *(_line(Text(f"  - {reason}")) for reason in picture.status["health"]["reasons"]),
+        *_devices(snapshot["devices"]),
+        *_alarms(tags, picture.tags["taken_ms"]),
         *_store_and_uplink(snapshot),
-        _line(Text(f"q quits; every {frame.interval_s:g} s from {frame.source}", "dim")),
+        Text(""),
+        *_tags(tags),
     ]
-    return Group(*parts)
 
 
 def _header(snapshot: dict[str, Any], health: dict[str, Any]) -> Table:
@@ -79,7 +145,7 @@ def _header(snapshot: dict[str, Any], health: dict[str, Any]) -> Table:
     return grid
 
 
-def _devices(devices: list[dict[str, Any]]) -> Group:
+def _devices(devices: list[dict[str, Any]]) -> list[Text]:
     rows = []
     for device in devices:
         latency = device["latency"]
@@ -94,7 +160,7 @@ def _devices(devices: list[dict[str, Any]]) -> Group:
     return _section(header, rows, right={3, 4, 5, 6}, counted="devices")
 
 
-def _tags(tags: list[dict[str, Any]]) -> Group:
+def _tags(tags: list[dict[str, Any]]) -> list[Text]:
     rows = []
     for tag in tags:
         quality = tag["quality"]
@@ -113,7 +179,7 @@ def _tags(tags: list[dict[str, Any]]) -> Group:
     return _section(("TAG", "VALUE", "UNIT", "QUALITY", "ALARMS"), rows, right={1}, counted="tags")
 
 
-def _alarms(tags: list[dict[str, Any]], taken_ms: int) -> RenderableType:
+def _alarms(tags: list[dict[str, Any]], taken_ms: int) -> list[Text]:
     rows = []
     for tag in tags:
         unit = f" {tag['unit']}" if tag["unit"] else ""
@@ -131,7 +197,7 @@ def _alarms(tags: list[dict[str, Any]], taken_ms: int) -> RenderableType:
                 )
             ]
     if not rows:
-        return Group(_line(Text("ACTIVE ALARMS none", "green")), Text(""))
+        return [_line(Text("ACTIVE ALARMS none", "green")), Text("")]
     return _section(
         ("ACTIVE ALARM", "KIND", "VALUE", "LIMIT", "SINCE"), rows, right={2, 3}, counted="alarms"
     )
@@ -161,7 +227,7 @@ def _store_and_uplink(snapshot: dict[str, Any]) -> list[Text]:
     return [_line(backlog), _line(link)]
 
 
-def _section(header: Sequence[str], rows: list[Row], right: set[int], counted: str) -> Group:
+def _section(header: Sequence[str], rows: list[Row], right: set[int], counted: str) -> list[Text]:
     """Columns as wide as their widest cell (at most CELL_MAX), each row on one line, its
     note under it; a note that several rows share once after them, with how many (a clock
     not synchronised, a device down: one line, not one per tag); a blank line after."""
@@ -175,7 +241,7 @@ def _section(header: Sequence[str], rows: list[Row], right: set[int], counted: s
         if row.note and notes[row.note] == 1:
             lines.append(_line(Text(f"  {row.note}", "dim")))
     shared = [f"  {count} {counted}: {note}" for note, count in notes.items() if count > 1]
-    return Group(*lines, *(_line(Text(line, "dim")) for line in shared), Text(""))
+    return [*lines, *(_line(Text(line, "dim")) for line in shared), Text("")]
 
 
 def _cell(cell: str | Text) -> Text:

@@ -78,10 +78,12 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal(rig: Rig) -> Iterator[Terminal]:
+def terminal(rig: Rig, request: pytest.FixtureRequest) -> Iterator[Terminal]:
+    """`top` on a terminal of 80 columns and 40 rows, or the rows a test's `rows` mark gives."""
+    rows = mark.args[0] if (mark := request.node.get_closest_marker("rows")) else 40
     config, _ = start_live(rig)
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 80, 0, 0))
     process = subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "top", str(config)],
         stdin=slave,
@@ -122,6 +124,16 @@ def test_top_shows_values_as_they_change_and_the_alarm_and_quits_on_q(
     modes = termios.tcgetattr(terminal.slave)[3]
     assert modes & termios.ICANON, "the terminal reads lines again"
     assert modes & termios.ECHO, "and echoes them"
+
+
+@pytest.mark.rows(12)
+def test_top_scrolls_what_does_not_fit_a_short_terminal(terminal: Terminal) -> None:
+    terminal.read_until(r"lines 1-10 of \d+: arrows/PgUp/PgDn scroll")
+    assert "HZ01.MSG" not in terminal.screen_text(), "the tags come after the alarms and uplink"
+    os.write(terminal.master, b"\x1b[F")  # End
+    terminal.read_until(r"HZ01\.MSG +'<script>x</script>' +good")
+    os.write(terminal.master, b"q")
+    assert terminal.exit_code() == EX_OK
 
 
 def test_top_quits_cleanly_on_ctrl_c(terminal: Terminal) -> None:

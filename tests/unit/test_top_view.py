@@ -12,7 +12,7 @@ from snapshots import TAKEN_MS, device_down, healthy, tags
 from edge_agent.service.health import HealthLimits, judge
 from edge_agent.service.snapshot import Snapshot, tags_json
 from edge_agent.top.fetch import Picture
-from edge_agent.top.view import Frame, render
+from edge_agent.top.view import Frame, Move, render, scrolled
 
 FRAME = Frame("127.0.0.1:9108", 1.0)
 
@@ -28,14 +28,21 @@ def picture(snapshot: Snapshot) -> Picture:
     )
 
 
-def screen(shown: Picture, frame: Frame = FRAME, width: int = 80) -> list[str]:
+def screen(
+    shown: Picture, frame: Frame = FRAME, width: int = 80, height: int | None = None
+) -> list[str]:
     console = Console(file=io.StringIO(), width=width, color_system=None, record=True)
-    console.print(render(shown, frame))
+    console.print(render(shown, frame, height))
     return console.export_text().splitlines()
 
 
 def line_of(lines: list[str], start: str) -> str:
     return next(line for line in lines if line.startswith(start))
+
+
+def tag_lines(lines: list[str]) -> list[str]:
+    """The tags' section: from its header on (the active alarms come before it)."""
+    return lines[lines.index(line_of(lines, "TAG ")) :]
 
 
 def test_every_line_fits_an_80_column_terminal() -> None:
@@ -47,7 +54,9 @@ def test_every_line_fits_an_80_column_terminal() -> None:
 
 def test_an_active_alarm_is_shown_by_tag_and_kind() -> None:
     lines = screen(picture(healthy()))
-    assert line_of(lines, "HZ01.LT101").split() == ["HZ01.LT101", "17.6", "m", "good", "H"]
+    assert line_of(tag_lines(lines), "HZ01.LT101").split() == [
+        "HZ01.LT101", "17.6", "m", "good", "H",
+    ]  # fmt: skip
     alarms = lines[lines.index(line_of(lines, "ACTIVE ALARM")) :]
     assert line_of(alarms, "HZ01.LT101").split()[:6] == [
         "HZ01.LT101", "H", "17.4", "m", "17", "m",
@@ -57,7 +66,7 @@ def test_an_active_alarm_is_shown_by_tag_and_kind() -> None:
 
 
 def test_a_bad_quality_is_shown_with_its_reason_under_the_tag() -> None:
-    lines = screen(picture(healthy()))
+    lines = tag_lines(screen(picture(healthy())))
     row = lines.index(line_of(lines, "HZ02.PT201"))
     assert lines[row].split() == ["HZ02.PT201", "-", "MPa", "comm"]
     assert lines[row + 1] == "  device link down: connection: connect refused or unreachable"
@@ -104,8 +113,38 @@ def test_a_silent_agent_leaves_its_last_picture_marked() -> None:
     assert any(line.startswith("HZ01.LT101") for line in lines)
 
 
-def test_store_and_uplink_close_the_screen() -> None:
+def test_alarms_store_and_uplink_come_before_the_tags() -> None:
+    # What must be seen without scrolling comes first; a site's hundreds of tags last.
     lines = screen(picture(healthy()))
     assert line_of(lines, "back-log") == "back-log  nothing waits; store 5.0 MiB of 2.0 GiB"
     assert line_of(lines, "uplink").startswith("uplink    connected to platform.example:8883")
+    order = [
+        lines.index(line_of(lines, start)) for start in ("DEVICE", "ACTIVE ALARM", "uplink", "TAG ")
+    ]
+    assert order == sorted(order)
     assert lines[-1] == "q quits; every 1 s from 127.0.0.1:9108"
+
+
+def test_what_does_not_fit_the_height_scrolls_under_a_fixed_header() -> None:
+    shown = picture(healthy())
+    whole = screen(shown)
+    height = 12
+    lines = screen(shown, height=height)
+    assert len(lines) == height
+    assert (lines[0], lines[1:-1]) == (whole[0], whole[1 : height - 1])
+    assert lines[-1].startswith(f"lines 1-{height - 2} of {len(whole) - 2}: arrows/PgUp/PgDn")
+
+    frame = scrolled(shown, FRAME, [Move.PAGE_DOWN], height)
+    assert frame.scroll == height - 2
+    lines = screen(shown, frame, height=height)
+    assert lines[1:-1] == whole[height - 1 : 2 * height - 3]
+
+    end = scrolled(shown, frame, [Move.END, Move.DOWN, Move.DOWN], height)
+    assert screen(shown, end, height=height)[1:-1] == whole[-height + 1 : -1], "a full last page"
+    back = scrolled(shown, end, [Move.HOME, Move.UP], height)
+    assert back.scroll == 0
+
+
+def test_a_screen_tall_enough_shows_everything_without_a_scroll_line() -> None:
+    shown = picture(healthy())
+    assert screen(shown, height=200) == screen(shown)
