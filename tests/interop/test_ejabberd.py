@@ -26,6 +26,10 @@ from edge_agent.uplink.session import WILL_DELAY_S
 from interop.brokers import Ejabberd
 from interop.mqtt_rig import BrokerRig, broker_rig, complete, offline, topic
 
+# Mostly waiting (a third-party server starting, restarting, a will's delay): run by
+# `make test` in its second pytest, beside the rest (pyproject.toml, marker `soak`).
+pytestmark = pytest.mark.soak
+
 QUICK_RESTART_S = 5.0
 """The spec's will delay is 30 s so that a restart within this never shows the gateway offline."""
 

@@ -44,6 +44,10 @@ from interop.opcua_server import (
     text,
 )
 
+# Mostly waiting (a third-party server starting, restarting, a will's delay): run by
+# `make test` in its second pytest, beside the rest (pyproject.toml, marker `soak`).
+pytestmark = pytest.mark.soak
+
 LIMIT = 4
 """Every OperationLimits value of the limited server: S7-1500s and many DCS set such low ones."""
 SMALL_MESSAGE = 16384

@@ -24,6 +24,10 @@ from edge_agent.uplink.mqtt import REFUSED_RETRY_S
 from interop.brokers import RabbitMq
 from interop.mqtt_rig import BrokerRig, broker_rig, complete, offline, topic
 
+# Mostly waiting (a third-party server starting, restarting, a will's delay): run by
+# `make test` in its second pytest, beside the rest (pyproject.toml, marker `soak`).
+pytestmark = pytest.mark.soak
+
 REFUSAL = "refused for user 'guest'"
 """RabbitMQ's log line of a publish its topic permissions deny (it then closes)."""
 
