@@ -47,7 +47,7 @@ def watch(
             return picture
         console, frame = Console(), Frame(picture.where, interval_s)
         with Live(console=console, screen=True, auto_refresh=False) as live:
-            due = time.monotonic()
+            due = time.monotonic() + frame.interval_s  # the first picture is fresh
             while not keys.stopped:
                 if time.monotonic() >= due:
                     picture, frame = _refreshed(look, picture, frame)

@@ -96,9 +96,11 @@ class Keys:
             if typed[0] in QUIT_KEYS:
                 self._stopped = True
             known = next((key for key in MOVES if typed.startswith(key)), None)
-            if known is not None:
-                moves.append(MOVES[known])
-            typed = typed[len(known or b"x") :]
+            if known is None:
+                typed = typed[1:]  # a key that does nothing, or a byte of one
+                continue
+            moves.append(MOVES[known])
+            typed = typed[len(known) :]
         return moves
 
     def _stop(self, signum: int, stack: FrameType | None) -> None:
