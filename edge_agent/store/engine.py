@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Final, Literal
 
@@ -142,7 +143,7 @@ def insert_readings(db: sqlite3.Connection, rows: list[Row]) -> int:
     for size in _INSERT_SIZES:
         sql = _INSERT_READINGS[size]
         while len(rows) - start >= size:
-            cursor = db.execute(sql, [field for row in rows[start : start + size] for field in row])
+            cursor = db.execute(sql, list(chain.from_iterable(rows[start : start + size])))
             last_id = cursor.lastrowid or 0
             start += size
     return last_id - len(rows) + 1
@@ -370,18 +371,12 @@ class Engine:
         """Write the batch with `readings` (in a transaction)."""
         db = self._db
         new_tags: dict[str, tuple[int, str]] = {}
-        for tag, hz, *_ in readings:
-            if tag not in self._tag_ids and tag not in new_tags:
-                (tag_id,) = db.execute(
-                    "INSERT INTO tag (tag, hz) VALUES (?, ?) "
-                    "ON CONFLICT (tag) DO UPDATE SET hz = excluded.hz RETURNING id",
-                    (tag, hz),
-                ).fetchone()
-                new_tags[tag] = (tag_id, hz)
-        ids = self._tag_ids
-        if new_tags:
-            ids = ids | {tag: tag_id for tag, (tag_id, _) in new_tags.items()}
-        rows = [(ids[tag], ts, v, q) for tag, _, ts, v, q in readings]
+        try:  # every tag known: the common case, in one pass
+            rows = [(self._tag_ids[tag], ts, v, q) for tag, _, ts, v, q in readings]
+        except KeyError:
+            new_tags = self._insert_tags(readings)
+            ids = self._tag_ids | {tag: tag_id for tag, (tag_id, _) in new_tags.items()}
+            rows = [(ids[tag], ts, v, q) for tag, _, ts, v, q in readings]
         first_id = insert_readings(db, rows)
         db.executemany("INSERT INTO event (topic, ts, item) VALUES (?, ?, ?)", batch.events)
         db.executemany(
@@ -404,6 +399,19 @@ class Engine:
         if self._stretch_open and batch.resumed_ms is not None:
             ledger.close_open(db, batch.resumed_ms)
         return _Written(new_tags, rows, first_id)
+
+    def _insert_tags(self, readings: list[ReadingRow]) -> dict[str, tuple[int, str]]:
+        """Add the tags of `readings` the store does not know yet: tag -> (id, hazard)."""
+        new_tags: dict[str, tuple[int, str]] = {}
+        for tag, hz, *_ in readings:
+            if tag not in self._tag_ids and tag not in new_tags:
+                (tag_id,) = self._db.execute(
+                    "INSERT INTO tag (tag, hz) VALUES (?, ?) "
+                    "ON CONFLICT (tag) DO UPDATE SET hz = excluded.hz RETURNING id",
+                    (tag, hz),
+                ).fetchone()
+                new_tags[tag] = (tag_id, hz)
+        return new_tags
 
     def _make_room(self) -> bool:
         """One thinning step; False when nothing could be freed (or even the delete failed)."""

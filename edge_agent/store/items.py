@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar
 
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading, StatItem, Value
 
@@ -28,6 +29,8 @@ INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
 _COMPACT = (",", ":")
+
+T = TypeVar("T")
 
 
 def stored(reading: Reading, alarmed: bool = False) -> tuple[Value, int]:
@@ -147,13 +150,28 @@ ENVELOPE_BYTES: Final = 256
 def fit(items: list[str], max_bytes: int) -> int:
     """How many of `items`, from the first, fit one message of `max_bytes` (at least one,
     so an item never blocks the queue; `fits_alone` says whether that one does)."""
-    budget = max_bytes - ENVELOPE_BYTES
-    size = 2
-    for count, item in enumerate(items):
-        size += len(item) + 1
-        if size > budget and count:
-            return count
-    return len(items)
+    return len(fitting(items, list, max_bytes))
+
+
+def fitting(
+    rows: Sequence[T], render: Callable[[Sequence[T]], list[str]], max_bytes: int
+) -> list[str]:
+    """The items of the first `rows` that fit one message of `max_bytes` (at least one),
+    `render`ed a chunk of rows at a time: a message smaller than the rows waiting (the
+    uplink's pace starts each burst at a few KiB) renders hardly any item it leaves."""
+    room = max_bytes - ENVELOPE_BYTES - 1  # the brackets, less the first item's comma
+    texts: list[str] = []
+    for start in range(0, len(rows), _RENDER_CHUNK):
+        for text in render(rows[start : start + _RENDER_CHUNK]):
+            room -= len(text) + 1
+            if room < 0 and texts:
+                return texts
+            texts.append(text)
+    return texts
+
+
+_RENDER_CHUNK: Final = 64
+"""Rows rendered at a time by `fitting`: about a 4 KiB message's worth of readings."""
 
 
 def fits_alone(item: str, max_bytes: int) -> bool:

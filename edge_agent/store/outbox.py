@@ -19,10 +19,11 @@ store's thread keeps of them (tail.py) while it can be trusted, else read back.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from edge_agent.model import Value
 from edge_agent.store import items
 from edge_agent.store.ledger import Loss
 from edge_agent.store.tail import LiveTail, Row, Stale
@@ -208,11 +209,15 @@ class Outbox:
             (self.max_items,),
         ).fetchall()
         prefix = self._prefix
-        texts = [items.reading_item(prefix(tag), ts, v, q) for _, tag, ts, v, q in rows]
-        taken = self._fit(texts, admission)
+
+        def render(chunk: Sequence[tuple[int, int, int, Value, int]]) -> list[str]:
+            return [items.reading_item(prefix(tag), ts, v, q) for _, tag, ts, v, q in chunk]
+
+        texts = items.fitting(rows, render, self._budget(admission))
+        taken = len(texts)
         first, last = rows[0][0], rows[taken - 1][0]
         self._db.execute("DELETE FROM reading WHERE id BETWEEN ? AND ?", (first, last))
-        return self._readings_packed(hist, texts[:taken], [row[2] for row in rows[:taken]])
+        return self._readings_packed(hist, texts, [row[2] for row in rows[:taken]])
 
     def _pack_tail(self, admission: Admission) -> Packed:
         """Live readings from the tail's copy; raises Stale (rolled back, then packed from
@@ -222,17 +227,22 @@ class Outbox:
             raise Stale(f"live readings before row {first}")
         rows: list[Row] = self.tail.rows[: self.max_items]
         prefix = self._prefix
-        texts = [items.reading_item(prefix(tag), ts, v, q) for tag, ts, v, q in rows]
-        taken = self._fit(texts, admission)
+
+        def render(chunk: Sequence[Row]) -> list[str]:
+            return [items.reading_item(prefix(tag), ts, v, q) for tag, ts, v, q in chunk]
+
+        texts = items.fitting(rows, render, self._budget(admission))
+        taken = len(texts)
         before = self._db.total_changes
         self._db.execute("DELETE FROM reading WHERE id BETWEEN ? AND ?", (first, first + taken - 1))
         if self._db.total_changes - before != taken:
             raise Stale(f"live readings of rows {first}-{first + taken - 1} gone")
         times = [row[1] for row in rows[:taken]]
-        return self._readings_packed(False, texts[:taken], times, from_tail=True)
+        return self._readings_packed(False, texts, times, from_tail=True)
 
-    def _fit(self, texts: list[str], admission: Admission) -> int:
-        return items.fit(texts, min(admission.max_bytes, admission.ceiling_bytes, self.max_bytes))
+    def _budget(self, admission: Admission) -> int:
+        """Largest readings message to pack for this admission."""
+        return min(admission.max_bytes, admission.ceiling_bytes, self.max_bytes)
 
     def _readings_packed(
         self, hist: bool, texts: list[str], times: list[int], *, from_tail: bool = False
