@@ -88,8 +88,9 @@ def ladder(args: argparse.Namespace, work: Path, broker: int, counts: Counts) ->
         for poll_s in args.polls:
             offered = args.devices * args.tags / poll_s
             step = Step(offered)
+            after = counts.top(BARE_GATEWAY)
             bare = ctx.Process(
-                target=bare_reader, args=(ports, args.tags, poll_s, broker), daemon=True
+                target=bare_reader, args=(ports, args.tags, poll_s, broker, after), daemon=True
             )
             bare.start()
             window = measure(bare.pid or 0, counts, BARE_GATEWAY, args.seconds, offered / 4)
