@@ -361,20 +361,21 @@ class Agent:
     def _handle(self, samples: list[Sample]) -> None:
         events: list[AlarmEvent] = []
         rules_of, quality_of, add_reading = self._rules, self._quality, self._store.add_reading
-        latest = self._latest
+        latest, failing = self._latest, self._rules_failing
         for sample in samples:
-            latest[sample.tag] = sample
+            tag = sample.tag
+            latest[tag] = sample
             try:
-                reading, judged = rules_of[sample.tag].judge(sample)
+                reading, judged = rules_of[tag].judge(sample)
             except Exception as exc:
                 reading, judged = self._rules_failed(sample, exc), []
             else:
-                if self._rules_failing:
-                    self._rules_recovered(sample.tag)
+                if failing:
+                    self._rules_recovered(tag)
             if reading is not None:
                 # Report by exception reports every change of quality, so the last
                 # reading reported carries the tag's current quality.
-                quality_of[sample.tag] = reading.quality
+                quality_of[tag] = reading.quality
                 add_reading(reading, bool(judged))
             if judged:
                 events += judged

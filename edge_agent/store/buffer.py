@@ -98,7 +98,8 @@ class WriteBuffer:
     def events(self) -> list[EventRow]:
         return self._batch.events
 
-    def add_reading(self, reading: Reading, alarmed: bool) -> None:
+    def add_reading(self, reading: Reading, alarmed: bool = False) -> None:
+        """`alarmed`: the reading changed an alarm (thinning keeps it)."""
         tag, hz, ts, value, quality = reading
         if value.__class__ is float and not alarmed and isfinite(value):
             row: ReadingRow = (tag, hz, ts, value, int(quality))  # items.stored, without a call

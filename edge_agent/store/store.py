@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from edge_agent.model import AlarmEvent, Reading, StatItem
+from edge_agent.model import AlarmEvent, StatItem
 from edge_agent.store.actor import Actor, Urgency
 from edge_agent.store.buffer import WriteBuffer
 from edge_agent.store.engine import Committed, Engine, Figures, StoreSettings
@@ -49,6 +49,9 @@ class Store:
         self._settings = settings
         self._limits = limits
         self._buffer = WriteBuffer()
+        self.add_reading = self._buffer.add_reading
+        """Buffer a reading, never waiting; `alarmed`: it changed an alarm (thinning keeps
+        it). The buffer's own method, not a call through this facade: it runs per value."""
         self._actor = Actor("store", self._take_figures)
         self._committing = asyncio.Lock()
         self.figures = Figures()
@@ -65,10 +68,6 @@ class Store:
         await self._actor.stop(Engine.close)
 
     # -- adding: never waits -------------------------------------------------------
-
-    def add_reading(self, reading: Reading, alarmed: bool = False) -> None:
-        """`alarmed`: the reading changed an alarm (thinning keeps it)."""
-        self._buffer.add_reading(reading, alarmed)
 
     def add_alarm(self, event: AlarmEvent) -> None:
         self._buffer.add_alarm(event)
