@@ -36,6 +36,8 @@ from edge_agent.rules.stats import WindowStats
 from edge_agent.wire import NotCarried, NumberFormat
 
 _ALWAYS = frozenset({AlarmKind.FAULT, AlarmKind.COMM})
+_KINDS: dict[frozenset[AlarmKind], frozenset[AlarmKind]] = {}
+"""The few distinct `kinds` sets: 216 bytes each, per tag of 10,000 otherwise."""
 _GOOD = Quality.GOOD
 
 
@@ -68,13 +70,14 @@ class TagRules:
             if stats_window_s
             else None
         )
-        self.kinds = (
+        kinds = (
             _ALWAYS
             | (self._limits.kinds if self._limits else frozenset())
             | ({AlarmKind.STUCK} if self._stuck else set())
             | ({AlarmKind.ROC} if self._roc else set())
         )
-        """The alarm kinds this tag can raise."""
+        self.kinds = _KINDS.setdefault(kinds, kinds)
+        """The alarm kinds this tag can raise: one set shared by every tag that has it."""
 
     def judge(self, sample: Sample) -> tuple[Reading | None, list[AlarmEvent]]:
         tag, ts, value, quality = sample

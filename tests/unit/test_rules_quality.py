@@ -98,3 +98,11 @@ def test_a_comm_restored_at_start_is_cleared_by_the_first_answer_and_only_once()
     assert (cleared.id, str(cleared.state)) == (raised.id, "cleared")
     assert comm.judge(LinkState.UP, 61_000) == []
     assert restored.active == {}
+
+
+def test_tags_that_can_raise_the_same_alarms_share_one_set_of_their_kinds() -> None:
+    # One frozenset per tag was 2 MB at 10,000 tags.
+    plain, other_plain, limited = rules(), rules(), rules(limits={"H": 80})
+    assert plain.kinds == {AlarmKind.FAULT, AlarmKind.COMM}
+    assert plain.kinds is other_plain.kinds
+    assert limited.kinds == {AlarmKind.FAULT, AlarmKind.COMM, AlarmKind.H}
