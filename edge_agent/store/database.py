@@ -47,7 +47,7 @@ log = structlog.get_logger(component="store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 # Do not reorder or retype these columns without raising SCHEMA_VERSION and
 # writing a migration (_MIGRATIONS): stores outlive agent versions.
@@ -85,6 +85,12 @@ INSERT OR IGNORE INTO counter SELECT 'readings', count(*) FROM reading;
 INSERT OR IGNORE INTO counter SELECT 'events', count(*) FROM event;
 INSERT OR IGNORE INTO counter SELECT 'messages', count(*) FROM message;
 INSERT OR IGNORE INTO counter VALUES ('thin_level', 0);
+""",
+    # v5: the ledger's totals counted as entries are written (O(1) to read, however long
+    # an overload made the ledger).
+    5: """
+INSERT OR IGNORE INTO counter SELECT 'loss_entries', count(*) FROM loss;
+INSERT OR IGNORE INTO counter SELECT 'loss_items', coalesce(sum(items), 0) FROM loss;
 """,
 }
 TABLES: Final = {"tag": 1, "reading": 1, "event": 1, "message": 1, "loss": 1, "active_alarm": 2}

@@ -11,10 +11,15 @@ and `last`, no count), and/or a `seq` range. A stretch whose end is not known
 yet (a stop, until the first sample after the restart on a synchronised
 clock) is open: `last` is NULL until `close_open` sets it.
 
-A new entry that continues the newest one (same reason, starting within
-`COALESCE_MS` of its end) is merged into it, so a recurring loss (a device
-that keeps missing its poll deadlines) stays one entry that grows, and the
-newest-100 view the platform gets still reaches back over an outage.
+A new entry that continues the newest entry of its reason (among the newest
+`STATE_ENTRIES`, starting within `COALESCE_MS` of its end) is merged into it,
+never into one of another reason: a recurring loss (a device that keeps
+missing its poll deadlines, while others do too) stays one entry that grows,
+and the newest-100 view the platform gets still reaches back over an outage.
+
+The totals since installation are counters (`loss_entries`, `loss_items`, and
+the `carried_` ones of stores set aside) kept in the transactions that write
+the entries: reading them costs the same however long the ledger grew.
 """
 
 from __future__ import annotations
@@ -56,8 +61,8 @@ class Loss:
 
 
 def record(db: sqlite3.Connection, loss: Loss) -> None:
-    """Add an entry, or grow the newest one it continues; the caller's transaction makes it
-    durable with the change that caused it."""
+    """Add an entry, or grow the newest one of its reason that it continues; the caller's
+    transaction makes it durable with the change that caused it."""
     first, last = loss.first_ms, loss.last_ms
     if (
         loss.seq is None
@@ -66,24 +71,40 @@ def record(db: sqlite3.Connection, loss: Loss) -> None:
         and _grow_newest(db, loss.reason, loss.items, first, last)
     ):
         return
+    _insert(db, loss)
+
+
+def _insert(db: sqlite3.Connection, loss: Loss) -> None:
     seq_first, seq_last = loss.seq if loss.seq else (None, None)
     db.execute(
         "INSERT INTO loss (at, reason, items, first, last, seq_first, seq_last) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (_now_ms(), loss.reason, loss.items, first, last, seq_first, seq_last),
+        (_now_ms(), loss.reason, loss.items, loss.first_ms, loss.last_ms, seq_first, seq_last),
+    )
+    _count(db, entries=1, items=loss.items)
+
+
+def _count(db: sqlite3.Connection, *, entries: int, items: int) -> None:
+    db.executemany(
+        "UPDATE counter SET value = value + ? WHERE name = ?",
+        [(entries, "loss_entries"), (items, "loss_items")],
     )
 
 
 def _grow_newest(db: sqlite3.Connection, reason: str, items: int, first: int, last: int) -> bool:
-    """Merge into the newest entry if it has this reason and a closed stretch that this one
-    continues or overlaps (within COALESCE_MS); False if it does not."""
+    """Merge into the newest entry of this reason (among the newest STATE_ENTRIES) if it is
+    a closed stretch that this one continues or overlaps (within COALESCE_MS); False if
+    there is none."""
     newest = db.execute(
-        "SELECT id, reason, first, last FROM loss WHERE seq_first IS NULL ORDER BY id DESC LIMIT 1"
+        "SELECT id, first, last FROM (SELECT id, reason, first, last, seq_first FROM loss "
+        "ORDER BY id DESC LIMIT ?) WHERE reason = ? AND seq_first IS NULL "
+        "ORDER BY id DESC LIMIT 1",
+        (STATE_ENTRIES, reason),
     ).fetchone()
     if newest is None:
         return False
-    entry_id, newest_reason, newest_first, newest_last = newest
-    if newest_reason != reason or newest_first is None or newest_last is None:
+    entry_id, newest_first, newest_last = newest
+    if newest_first is None or newest_last is None:
         return False
     if first > newest_last + COALESCE_MS or last < newest_first - COALESCE_MS:
         return False
@@ -92,6 +113,7 @@ def _grow_newest(db: sqlite3.Connection, reason: str, items: int, first: int, la
         "WHERE id = ?",
         (items, first, last, _now_ms(), entry_id),
     )
+    _count(db, entries=0, items=items)
     return True
 
 
@@ -123,14 +145,14 @@ class Totals:
 
 def totals(db: sqlite3.Connection) -> Totals:
     """Since installation: this store's entries and those of the stores set aside before it."""
-    count, items = db.execute("SELECT count(*), coalesce(sum(items), 0) FROM loss").fetchone()
-    carried = dict(
-        db.execute(
-            "SELECT name, value FROM counter WHERE name IN ('carried_entries', 'carried_items')"
-        ).fetchall()
-    )
+    names = ("loss_entries", "loss_items", "carried_entries", "carried_items")
+    counted = dict(db.execute(f"SELECT name, value FROM counter WHERE name IN {names}").fetchall())
+    if "loss_entries" not in counted:  # a store of an older schema, read as it is set aside
+        count, items = db.execute("SELECT count(*), coalesce(sum(items), 0) FROM loss").fetchone()
+        counted |= {"loss_entries": count, "loss_items": items}
     return Totals(
-        int(count) + carried.get("carried_entries", 0), int(items) + carried.get("carried_items", 0)
+        int(counted["loss_entries"]) + counted.get("carried_entries", 0),
+        int(counted["loss_items"]) + counted.get("carried_items", 0),
     )
 
 
@@ -138,12 +160,7 @@ def carry_over(db: sqlite3.Connection, kept: list[Loss], kept_totals: Totals) ->
     """Start a fresh store's ledger with the newest entries of the one set aside; the totals
     of the entries not copied are carried in counters (in the caller's transaction)."""
     for loss in kept:
-        seq_first, seq_last = loss.seq if loss.seq else (None, None)
-        db.execute(
-            "INSERT INTO loss (at, reason, items, first, last, seq_first, seq_last) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (_now_ms(), loss.reason, loss.items, loss.first_ms, loss.last_ms, seq_first, seq_last),
-        )
+        _insert(db, loss)
     db.execute(
         "UPDATE counter SET value = value + ? WHERE name = 'carried_entries'",
         (max(kept_totals.entries - len(kept), 0),),

@@ -301,6 +301,39 @@ def test_a_recurring_loss_grows_one_entry_and_other_reasons_stay_apart(tmp_path:
     store.close()
 
 
+def test_losses_of_devices_missing_deadlines_in_turn_grow_one_entry_each(tmp_path: Path) -> None:
+    # Twenty overloaded devices: an entry per missed poll would fill the newest-100 view in
+    # a fraction of a second and grow the ledger without end.
+    store = open_store(tmp_path / "store.db")
+    reasons = [f"not sampling: plc-{device} missed poll deadlines" for device in range(20)]
+    for poll in range(10):
+        for reason in reasons:
+            store.record_loss(Loss(reason, 100, T0 + poll * 20, T0 + poll * 20))
+        store.flush()
+    entries, totals = store.losses()
+    assert [(e.reason, e.items, e.first_ms, e.last_ms) for e in entries] == [
+        (reason, 1000, T0, T0 + 180) for reason in reasons
+    ]
+    assert (totals.entries, totals.items) == (20, 20_000)
+    store.close()
+
+
+def test_the_ledger_totals_carry_over_a_schema_that_did_not_count_them(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = open_store(path)
+    store.record_loss(Loss("not sampling: plc-1 missed poll deadlines", 7, T0, T0))
+    store.record_loss(Loss("seq skipped: test", seq=(3, 4)))
+    store.close()
+    with sqlite3.connect(path) as db:  # what an agent of schema 4 left behind
+        db.execute("DELETE FROM counter WHERE name IN ('loss_entries', 'loss_items')")
+        db.execute("PRAGMA user_version = 4")
+    store = open_store(path)
+    store.record_loss(Loss("disk full: readings not stored", 5, T0, T0))
+    _, totals = store.losses()
+    assert (totals.entries, totals.items) == (3, 12)
+    store.close()
+
+
 def test_the_wal_held_back_for_the_integrity_walk_stays_within_its_bound(
     tmp_path: Path,
 ) -> None:
