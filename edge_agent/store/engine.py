@@ -37,7 +37,8 @@ Row layout (schema in database.py)
 - `event(id, topic, ts, item)`: waiting `alarm` and `stat` items as JSON text.
 - `message(seq, topic, hist, oldest, items)`: packed messages awaiting PUBACK.
 - `counter(name, value)`: `next_seq`; `clean`; `last_sample`; the counts
-  `readings`, `events`, `messages`; `thin_level`; the carried ledger totals.
+  `readings`, `events`, `messages`; `thin_level`; the ledger totals, this store's
+  and those carried from stores set aside.
 - `loss(...)`: the loss ledger (ledger.py).
 - `active_alarm(id, tag, kind, item)`: every alarm raised and not yet cleared.
 """
