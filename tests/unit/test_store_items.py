@@ -41,14 +41,15 @@ def test_a_reading_item_is_what_json_dumps_writes(
     assert text == json.dumps(expected, separators=(",", ":"))
 
 
+_ITEM_SIZES = st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=400)
+_MESSAGE_BYTES = st.integers(min_value=items.ENVELOPE_BYTES, max_value=20_000)
+
+
 def _texts(sizes: list[int]) -> list[str]:
     return ["x" * size for size in sizes]
 
 
-@given(
-    sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=400),
-    max_bytes=st.integers(min_value=items.ENVELOPE_BYTES, max_value=20_000),
-)
+@given(sizes=_ITEM_SIZES, max_bytes=_MESSAGE_BYTES)
 def test_fit_takes_the_longest_prefix_that_fits_and_never_nothing(
     sizes: list[int], max_bytes: int
 ) -> None:
@@ -61,10 +62,7 @@ def test_fit_takes_the_longest_prefix_that_fits_and_never_nothing(
         assert longer > max_bytes - items.ENVELOPE_BYTES
 
 
-@given(
-    sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=400),
-    max_bytes=st.integers(min_value=items.ENVELOPE_BYTES, max_value=20_000),
-)
+@given(sizes=_ITEM_SIZES, max_bytes=_MESSAGE_BYTES)
 def test_fitting_renders_at_most_a_chunk_beyond_what_it_takes(
     sizes: list[int], max_bytes: int
 ) -> None:
