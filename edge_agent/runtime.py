@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import time
 from collections.abc import Callable, Coroutine
 from functools import partial
@@ -264,6 +265,7 @@ class Agent:
         if self._systemd.watchdog_s is not None:
             watchdog = Watchdog(notifier, self._systemd.watchdog_s, self.stalled)
             self._tasks.start("watchdog", watchdog.run)
+        _settle_collector()
         try:
             await _first(stop.wait(), self._stop.wait())
         finally:
@@ -317,6 +319,7 @@ class Agent:
         await self.uplink.stop(within(2.0))
         await self._tasks.stop("uplink", within(0.5))  # only if stop() ran out of time
         await asyncio.wait_for(self._store.close(), within(1.0))
+        gc.unfreeze()  # what start-up built may be collected again (an agent run in a test)
         log.info("agent_stopped", fatal=self.fatal)
 
     # -- the pipeline ----------------------------------------------------------
@@ -454,7 +457,8 @@ class Agent:
             await self._store.flush()
 
     async def _commit_periodically(self) -> None:
-        """Commit what is buffered every commit_interval, and at once after an alarm.
+        """Commit what is buffered every commit_interval, and at once after an alarm;
+        acknowledgements alone wait for the next commit of something else (Store.flush).
 
         The heartbeat counts commits done, not asked for. A commit that cannot
         write (a full disk) is not a stall: the store keeps what it could not
@@ -465,7 +469,7 @@ class Agent:
                 await asyncio.wait_for(self._commit_now.wait(), self._config.store.commit_interval)
             urgent = self._commit_now.is_set()
             self._commit_now.clear()
-            await self._store.flush(urgent=urgent)
+            await self._store.flush(urgent=urgent, acks_alone=False)
             self._committed.beat()
 
     async def _maintain_periodically(self) -> None:
@@ -600,6 +604,15 @@ def _tags_at_poll(config: AgentConfig) -> dict[str, int]:
 
 def _poll_task(device: str) -> str:
     return f"poll:{device}"
+
+
+def _settle_collector() -> None:
+    """Move what start-up built (config, rules, drivers, imported modules) out of the cyclic
+    collector's sight: it lives as long as the agent, and a full collection would otherwise
+    walk all of it again, while the pipeline frees what it makes by reference counting
+    (docs/performance.md, "Garbage collection")."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _first(*waits: Coroutine[Any, Any, object]) -> None:
