@@ -546,16 +546,18 @@ class Uplink:
         self._state_due = False
 
     def _on_ack(self, mid: int, reason: ReasonCode | None) -> None:
-        self._wake.set()
         self._progress(2 * self._settings.keepalive_s)  # the broker answers
         if self._debug_log.is_enabled_for(logging.DEBUG):
             self._tell_ack(mid, reason)
         ours, message = self._window.acked(mid, time.monotonic())
         retained = self._retained.pop(mid, None)
+        if self._window.wants_top_up:
+            self._wake.set()
         if not ours:
             return  # a publish of an earlier connection
         refused = reason is not None and reason.is_failure
         if refused:
+            self._wake.set()
             self._refused(str(reason), retained or "?", message)
         if message is None or refused:
             return

@@ -13,6 +13,12 @@ A top-up (`TopUp`, the store's `Admission`) decides what may be added:
 
 Resends are offered in order and stop at the first that does not fit; a
 message packed for a top-up always counts.
+
+An acknowledgement frees room, but asking the store for more is worth it only
+when the last top-up ran out of room before the store ran out of what was due
+(`wants_top_up`): otherwise the store's thread and the event loop would each
+wake once per PUBACK to learn that nothing new is due. On a 2-core gateway
+such a wake costs about as much as judging 20 values (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class Window:
         self._backfill_rate = backfill_rate
         self.pace = LinkPace()
         self._out: dict[int, _Out] = {}
+        self._last_top_up: TopUp | None = None
 
     # -- bookkeeping -----------------------------------------------------------
 
@@ -87,6 +94,14 @@ class Window:
         if message is not None and message.hist and self._backfill_rate is not None:
             self._backfill_rate.spend(payload)
 
+    @property
+    def wants_top_up(self) -> bool:
+        """Whether room freed now may be filled at once: the last top-up ran out of room
+        (the store may hold more that is due), or nothing is in flight any more (the end
+        of a burst, when a drained back-log is told)."""
+        last = self._last_top_up
+        return last is None or last.spent or not self._out
+
     def message_of(self, mid: int) -> StoredMessage | None:
         """The stored message in flight as `mid`; None for a retained one or an unknown mid."""
         out = self._out.get(mid)
@@ -118,7 +133,7 @@ class Window:
             backfill = max(self.size // 2, 1) - self.backfill
         else:
             backfill = free
-        return TopUp(
+        self._last_top_up = top_up = TopUp(
             priority=self.priority,
             slots=free,
             bulk_slots=free - spare_for_alarms,
@@ -129,6 +144,7 @@ class Window:
             ),
             ceiling_bytes=self._max_bytes,
         )
+        return top_up
 
 
 @dataclass
@@ -152,6 +168,11 @@ class TopUp:
         if kind == "backfill":
             return self._bulk_allowed and self.backfill_slots > 0
         return self._bulk_allowed
+
+    @property
+    def spent(self) -> bool:
+        """Whether it ran out of slots, bytes or back-fill slots (as the store took from it)."""
+        return not self._bulk_allowed or self.backfill_slots <= 0
 
     @property
     def _bulk_allowed(self) -> bool:

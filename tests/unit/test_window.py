@@ -85,3 +85,35 @@ def test_no_back_fill_while_the_rate_is_spent() -> None:
     w.sent(1, message(1, hist=True), 500, NOW)  # 500 bytes at 100/s: in debt
     assert not w.top_up(NOW).allows("backfill")
     assert w.top_up(NOW).allows("live")
+
+
+def test_an_acknowledgement_asks_for_a_top_up_only_when_the_last_one_ran_out() -> None:
+    w = window(4)
+    top_up = w.top_up(NOW)
+    for seq in (1, 2):
+        assert top_up.admit(message(seq), packed=True)
+        w.sent(seq, message(seq), 100, NOW)
+    assert not top_up.spent, "the store had nothing more that was due"
+    w.acked(1, NOW)
+    assert not w.wants_top_up, "the freed slot waits for what becomes due"
+    w.acked(2, NOW)
+    assert w.wants_top_up, "the burst is over: nothing in flight"
+
+
+def test_an_acknowledgement_asks_for_a_top_up_after_one_that_ran_out_of_room() -> None:
+    w = window(4)
+    top_up = w.top_up(NOW)
+    for seq in (1, 2, 3):
+        assert top_up.admit(message(seq), packed=True)
+        w.sent(seq, message(seq), 100, NOW)
+    assert top_up.spent, "only the alarm's slot is left"
+    w.acked(1, NOW)
+    assert w.wants_top_up
+
+
+def test_back_fill_that_fills_its_half_spends_a_top_up() -> None:
+    top_up = window(8).top_up(NOW)
+    assert not top_up.spent
+    for seq in range(4):
+        top_up.admit(message(seq, hist=True), packed=True)
+    assert top_up.spent
