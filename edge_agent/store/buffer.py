@@ -91,6 +91,11 @@ class WriteBuffer:
         return self._batch.acks
 
     @property
+    def only_acks(self) -> bool:
+        """Whether all that waits is acknowledgements (or nothing)."""
+        return len(self._batch) == len(self._batch.acks)
+
+    @property
     def readings(self) -> list[ReadingRow]:
         return self._batch.readings
 

@@ -111,11 +111,16 @@ class Store:
 
     # -- work on the store's thread ------------------------------------------------
 
-    async def flush(self, urgent: bool = False) -> None:
+    async def flush(self, urgent: bool = False, *, acks_alone: bool = True) -> None:
         """Commit everything buffered; back once it is on disk (or given back to the buffer,
-        when the disk refused it). `urgent`: ahead of everything queued (alarms)."""
+        when the disk refused it). `urgent`: ahead of everything queued (alarms).
+
+        `acks_alone=False` leaves a buffer of nothing but acknowledgements for the next
+        commit: deleting a delivered message can wait (a crash meanwhile sends it again,
+        under its own `seq`), and a commit costs the store's thread and the event loop a
+        wake each."""
         async with self._committing:
-            if not len(self._buffer):
+            if not len(self._buffer) or (not acks_alone and self._buffer.only_acks):
                 return
             batch = self._buffer.take()
             urgency = Urgency.URGENT if urgent else Urgency.NORMAL

@@ -88,6 +88,21 @@ async def test_a_take_commits_first_and_never_offers_an_acknowledged_message(
     await store.close()
 
 
+async def test_acknowledgements_alone_may_wait_for_the_next_commit(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.mark_live()
+    store.add_alarm(RAISED)
+    window = Window(10, priority=True, max_bytes=64 * 1024)
+    (alarm,) = await store.take(window.top_up(time.monotonic()), set(), T0, 0)
+    store.ack(alarm.seq)
+    await store.flush(acks_alone=False)
+    assert (store.unflushed, store.figures.messages) == (1, 1), "no job for an ack alone"
+    store.add_reading(Reading("T1", "HZ01", T0, 1.0, Quality.GOOD))
+    await store.flush(acks_alone=False)
+    assert (store.unflushed, store.figures.messages) == (0, 0), "it went with the reading"
+    await store.close()
+
+
 async def test_a_reading_that_changed_an_alarm_is_marked_for_thinning_to_keep(
     tmp_path: Path,
 ) -> None:
