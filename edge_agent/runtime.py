@@ -457,20 +457,24 @@ class Agent:
             await self._store.flush()
 
     async def _commit_periodically(self) -> None:
-        """Commit what is buffered every commit_interval, and at once after an alarm;
+        """Commit what is buffered within commit_interval of the last commit (the uplink's
+        takes commit too: Store.commit_due_in), and at once after an alarm;
         acknowledgements alone wait for the next commit of something else (Store.flush).
 
         The heartbeat counts commits done, not asked for. A commit that cannot
         write (a full disk) is not a stall: the store keeps what it could not
         write in memory, within its bound, and says so.
         """
+        store = self._store
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._commit_now.wait(), self._config.store.commit_interval)
+                due_in = store.commit_due_in(self._config.store.commit_interval)
+                await asyncio.wait_for(self._commit_now.wait(), due_in)
             urgent = self._commit_now.is_set()
             self._commit_now.clear()
-            await self._store.flush(urgent=urgent, acks_alone=False)
-            self._committed.beat()
+            if urgent or not store.commit_due_in(self._config.store.commit_interval):
+                await store.flush(urgent=urgent, acks_alone=False)
+            self._committed.beat()  # committed now, or by a take since the last beat
 
     async def _maintain_periodically(self) -> None:
         """Keep the store within its cap and retention: a bounded step at a time, one after

@@ -11,6 +11,7 @@ and `figures` answer at once, whatever the back-log.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from edge_agent.model import AlarmEvent, StatItem
@@ -54,6 +55,9 @@ class Store:
         it). The buffer's own method, not a call through this facade: it runs per value."""
         self._actor = Actor("store", self._take_figures)
         self._committing = asyncio.Lock()
+        self._handed_at = time.monotonic()
+        """When the buffer was last handed to the store's thread, or found with nothing to
+        commit: what waits in it came after."""
         self.figures = Figures()
         """What waits, and how the store is, as of the last job on its thread."""
 
@@ -109,6 +113,13 @@ class Store:
         """
         return backlog_of(self.figures, self._buffer, self._limits[0], in_flight, connected)
 
+    def commit_due_in(self, interval_s: float) -> float:
+        """Seconds until what waits in the buffer has waited `interval_s` (0: now). A take
+        commits what is buffered too, so the periodic commit follows the last commit of
+        either, never a fixed beat of its own: a commit costs the store's thread and the
+        event loop a wake each, and half of them found the buffer just emptied."""
+        return max(self._handed_at + interval_s - time.monotonic(), 0.0)
+
     # -- work on the store's thread ------------------------------------------------
 
     async def flush(self, urgent: bool = False, *, acks_alone: bool = True) -> None:
@@ -120,6 +131,7 @@ class Store:
         under its own `seq`), and a commit costs the store's thread and the event loop a
         wake each."""
         async with self._committing:
+            self._handed_at = time.monotonic()
             if not len(self._buffer) or (not acks_alone and self._buffer.only_acks):
                 return
             batch = self._buffer.take()
@@ -132,6 +144,7 @@ class Store:
         """What the uplink may publish now (engine.take), everything buffered committed first,
         in one job; messages acknowledged but not yet deleted are never offered."""
         async with self._committing:
+            self._handed_at = time.monotonic()
             batch = self._buffer.take()
             skip = skip | set(batch.acks)  # acknowledged, even if the commit fails
 

@@ -103,6 +103,20 @@ async def test_acknowledgements_alone_may_wait_for_the_next_commit(tmp_path: Pat
     await store.close()
 
 
+async def test_a_take_commits_too_so_the_periodic_commit_follows_it(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.mark_live()
+    await asyncio.sleep(0.3)
+    assert store.commit_due_in(0.25) == 0, "what waits has waited long enough"
+    window = Window(10, priority=True, max_bytes=64 * 1024)
+    await store.take(window.top_up(time.monotonic()), set(), T0, 0)
+    assert 0.2 < store.commit_due_in(0.25) <= 0.25, "the take committed what waited"
+    await asyncio.sleep(0.3)
+    await store.flush()
+    assert 0.2 < store.commit_due_in(0.25) <= 0.25
+    await store.close()
+
+
 async def test_a_reading_that_changed_an_alarm_is_marked_for_thinning_to_keep(
     tmp_path: Path,
 ) -> None:
