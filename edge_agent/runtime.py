@@ -455,6 +455,7 @@ class Agent:
                 for item in items:
                     self._store.add_stat(item)
             await self._store.flush()
+            self.uplink.stored()
 
     async def _commit_periodically(self) -> None:
         """Commit what is buffered within commit_interval of the last commit (the uplink's
@@ -474,6 +475,7 @@ class Agent:
             self._commit_now.clear()
             if urgent or not store.commit_due_in(self._config.store.commit_interval):
                 await store.flush(urgent=urgent, acks_alone=False)
+                self.uplink.stored()
             self._committed.beat()  # committed now, or by a take since the last beat
 
     async def _maintain_periodically(self) -> None:

@@ -113,6 +113,13 @@ class Store:
         """
         return backlog_of(self.figures, self._buffer, self._limits[0], in_flight, connected)
 
+    def holds_only(self, in_flight: int) -> bool:
+        """Whether the store holds nothing but the `in_flight` messages: no reading, event
+        or other message waits, as of the last job (what the buffer holds is committed
+        later, and the uplink is told then: `Uplink.stored`)."""
+        f = self.figures
+        return f.readings == 0 and f.events == 0 and f.messages <= in_flight
+
     def commit_due_in(self, interval_s: float) -> float:
         """Seconds until what waits in the buffer has waited `interval_s` (0: now). A take
         commits what is buffered too, so the periodic commit follows the last commit of

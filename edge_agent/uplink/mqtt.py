@@ -145,6 +145,8 @@ class Uplink:
         self._devices = devices
         self._version = version
         self._wake = asyncio.Event()
+        self._idle = False
+        """The send loop waits with nothing stored to send (`stored` wakes it)."""
         self._state_due = True
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
@@ -186,6 +188,11 @@ class Uplink:
     def wake(self) -> None:
         """Something urgent (an alarm) was stored: pack and send it now."""
         self._wake.set()
+
+    def stored(self) -> None:
+        """Something was committed: a send loop that waits with nothing to send looks now."""
+        if self._idle:
+            self._wake.set()
 
     def publish_state_soon(self) -> None:
         """A device's link changed: the platform hears of it in a new `state`."""
@@ -426,10 +433,17 @@ class Uplink:
             self._wake.clear()
             for tally in self._refusals.values():
                 tally.tick()
-            wait = min(self._settings.linger_s, max(self._next_state - time.monotonic(), 0.0))
+            # With nothing stored to send, nothing can become due before a commit says so
+            # (`stored`) or an alarm wakes the loop: no look every linger_s meanwhile, each
+            # a job on the store's thread and two wakes. The keep-alive bounds the wait, so
+            # the loop's progress stays within the watchdog's 2 x keepalive.
+            self._idle = not self._state_due and self._outbox.holds_only(len(self._window.seqs))
+            pause = keepalive if self._idle else self._settings.linger_s
+            wait = min(pause, max(self._next_state - time.monotonic(), 0.0))
             if self._backfill_rate is not None and (debt := self._backfill_rate.wait_s()) > 0:
                 wait = min(wait, max(debt, 0.01))  # back-fill may go again once it is paid
             await _wait_any(self._wake, session.closed, wait)
+            self._idle = False
 
     async def _sync_meta(self, session: Session) -> None:
         """Publish `meta` if the broker's retained one says another config (or nothing)."""
