@@ -616,7 +616,7 @@ def _settle_collector() -> None:
     """Move what start-up built (config, rules, drivers, imported modules) out of the cyclic
     collector's sight: it lives as long as the agent, and a full collection would otherwise
     walk all of it again, while the pipeline frees what it makes by reference counting
-    (docs/performance.md, "Garbage collection")."""
+    (docs/performance.md, the whole pipeline against the bare reader)."""
     gc.collect()
     gc.freeze()
 
