@@ -5,7 +5,9 @@ at once. On a real Mosquitto, with the uplink in-process on a real store."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import ENTERPRISE, GATEWAY, PREFIX
 
@@ -20,7 +22,7 @@ from edge_agent.uplink.settings import BrokerAddress, UplinkSettings
 T0 = 1_764_441_000_000
 
 
-def delivered(tag: str):  # type: ignore[no-untyped-def]
+def delivered(tag: str) -> Callable[[list[Received]], bool]:
     def check(messages: list[Received]) -> bool:
         return any(
             item["tag"] == tag for m in messages if m.kind == "rt" for item in m.body["items"]
@@ -40,7 +42,7 @@ async def test_an_idle_uplink_waits_for_a_commit_and_sends_it_at_once(
     takes = 0
     take = store.take
 
-    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+    async def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal takes
         takes += 1
         return await take(*args, **kwargs)
