@@ -10,15 +10,20 @@ acknowledgements themselves. On loopback or a LAN the bounds grow within
 milliseconds to more than the message window holds, so they cost nothing;
 on a 32 KiB/s link they keep an alarm's wait under a second.
 
-The drain rate is the payload acknowledged over the last second of a busy
-link; it restarts with each burst (nothing in flight before it), so a link
-that was idle is not judged by the last burst's speed.
+The drain rate is the payload acknowledged per second of a busy link: over
+the last second of the burst under way, topped up with the bursts before it
+(nothing in flight between them) while they are younger than `MEMORY_S`. Time
+with nothing in flight is not the link's: counting it would judge a link
+polled every second by a tenth of its speed. Remembering the last bursts is
+what lets a burst start at the link's speed: a poll's readings leave in full
+messages, in one packing, rather than in small ones sized for a link not yet
+measured while the rest of them linger.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Final
+from typing import Final, NamedTuple
 
 QUEUE_TARGET_S: Final = 0.5
 """Longest an alarm should wait for the bytes queued ahead of it."""
@@ -27,12 +32,26 @@ MESSAGE_TARGET_S: Final = 0.25
 MIN_INFLIGHT_BYTES: Final = 16 * 1024
 MIN_MESSAGE_BYTES: Final = 4 * 1024
 _WINDOW_S: Final = 1.0
+"""Busy time the rate is measured over."""
+MEMORY_S: Final = 10.0
+"""How long a finished burst's speed stands for the link's: after a longer idle time the
+link is measured afresh, from the floor (it may have become slower meanwhile)."""
+_BURSTS: Final = 32
+"""Most finished bursts remembered."""
+
+
+class _Burst(NamedTuple):
+    ended: float
+    busy_s: float
+    size: int
 
 
 class LinkPace:
     def __init__(self) -> None:
         self._acks: deque[tuple[float, int]] = deque()
+        """Acknowledgements of the burst under way, within the last `_WINDOW_S`."""
         self._busy_since: float | None = None
+        self._past: deque[_Burst] = deque(maxlen=_BURSTS)
 
     def sending(self, now: float, in_flight: int) -> None:
         """A message is about to be published with `in_flight` already unacknowledged."""
@@ -43,18 +62,29 @@ class LinkPace:
     def acked(self, now: float, size: int, in_flight: int) -> None:
         """`size` payload bytes were acknowledged; `in_flight` messages remain."""
         self._acks.append((now, size))
-        if in_flight == 0:
+        if in_flight == 0 and self._busy_since is not None:
+            self._past.append(_Burst(now, *self._burst_under_way(now)))
             self._busy_since = None
+            self._acks.clear()
 
     def rate(self, now: float) -> float:
         """Payload bytes per second the link has drained lately (0 before any measure)."""
+        busy_s, size = self._burst_under_way(now)
+        for burst in reversed(self._past):
+            if busy_s >= _WINDOW_S or burst.ended < now - MEMORY_S:
+                break
+            busy_s, size = busy_s + burst.busy_s, size + burst.size
+        return size / busy_s if busy_s else 0.0
+
+    def _burst_under_way(self, now: float) -> tuple[float, int]:
+        """Busy seconds and bytes acknowledged of the burst under way, over at most the last
+        `_WINDOW_S` of it (a long drain follows a link that changes speed)."""
+        if self._busy_since is None:
+            return 0.0, 0
         while self._acks and self._acks[0][0] < now - _WINDOW_S:
             self._acks.popleft()
-        if not self._acks:
-            return 0.0
-        since = self._busy_since if self._busy_since is not None else self._acks[0][0]
-        span = min(max(now - since, 0.001), _WINDOW_S)
-        return sum(size for _, size in self._acks) / span
+        busy_s = min(max(now - self._busy_since, 0.001), _WINDOW_S)
+        return busy_s, sum(size for _, size in self._acks)
 
     def inflight_budget(self, now: float) -> int:
         """Most unacknowledged payload bytes (besides alarms) to allow now."""

@@ -8,7 +8,7 @@ from typing import Any
 from edge_agent.config.schema import AgentConfig
 from edge_agent.reload import meta_of
 from edge_agent.uplink.meta import MAX_META_BYTES, held_hash
-from edge_agent.uplink.pace import MIN_INFLIGHT_BYTES, MIN_MESSAGE_BYTES, LinkPace
+from edge_agent.uplink.pace import MEMORY_S, MIN_INFLIGHT_BYTES, MIN_MESSAGE_BYTES, LinkPace
 
 
 def config(tags: list[dict[str, Any]], site: str = "mine") -> AgentConfig:
@@ -100,3 +100,37 @@ def test_the_pace_opens_up_on_a_fast_link() -> None:
         pace.acked(n * 0.001, 100_000, in_flight=5)
     assert pace.inflight_budget(0.1) > 10_000_000
     assert pace.message_budget(0.1, 65536) == 65536
+
+
+def burst(pace: LinkPace, start: float, messages: int, size: int, seconds: float) -> None:
+    """`messages` of `size` bytes published together and acknowledged over `seconds`."""
+    for n in range(messages):
+        pace.sending(start, in_flight=n)
+    for n in range(1, messages + 1):
+        pace.acked(start + seconds * n / messages, size, in_flight=messages - n)
+
+
+def test_a_burst_starts_at_the_speed_of_the_bursts_before_it() -> None:
+    pace = LinkPace()
+    for second in range(3):  # a poll a second: 140 KB through in 10 ms, then nothing
+        burst(pace, float(second), 4, 35_000, 0.01)
+    assert pace.rate(3.0) > 10_000_000, "the idle time between bursts is not the link's"
+    assert pace.message_budget(3.0, 65536) == 65536
+    assert pace.inflight_budget(3.0) > 4 * 65536
+
+
+def test_a_link_idle_for_long_is_measured_afresh() -> None:
+    pace = LinkPace()
+    burst(pace, 0.0, 4, 35_000, 0.01)
+    later = MEMORY_S + 1
+    assert pace.inflight_budget(later) == MIN_INFLIGHT_BYTES
+    assert pace.message_budget(later, 65536) == MIN_MESSAGE_BYTES
+
+
+def test_a_long_drain_follows_the_link_as_it_slows_down() -> None:
+    pace = LinkPace()
+    burst(pace, 0.0, 4, 35_000, 0.01)  # fast, a moment ago
+    pace.sending(1.0, in_flight=0)
+    for n in range(1, 41):  # then a drain over 5 s at 32 KiB/s
+        pace.acked(1.0 + n * 0.125, 4096, in_flight=5)
+    assert 30_000 < pace.rate(6.0) < 40_000
