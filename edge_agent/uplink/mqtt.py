@@ -565,8 +565,8 @@ class Uplink:
             self._tell_ack(mid, reason)
         ours, message = self._window.acked(mid, time.monotonic())
         retained = self._retained.pop(mid, None)
-        if self._window.wants_top_up:
-            self._wake.set()
+        if self._window.wants_top_up or (self._backlog_reported and not self._window.seqs):
+            self._wake.set()  # more may be due; or the back-log drained, which `state` tells
         if not ours:
             return  # a publish of an earlier connection
         refused = reason is not None and reason.is_failure

@@ -96,11 +96,11 @@ class Window:
 
     @property
     def wants_top_up(self) -> bool:
-        """Whether room freed now may be filled at once: the last top-up ran out of room
-        (the store may hold more that is due), or nothing is in flight any more (the end
-        of a burst, when a drained back-log is told)."""
+        """Whether room freed now may be filled at once: the last top-up ran out of room,
+        so the store may hold more that is due. Otherwise what becomes due is told by a
+        commit or an alarm, not by an acknowledgement."""
         last = self._last_top_up
-        return last is None or last.spent or not self._out
+        return last is None or last.spent
 
     def message_of(self, mid: int) -> StoredMessage | None:
         """The stored message in flight as `mid`; None for a retained one or an unknown mid."""

@@ -97,7 +97,7 @@ def test_an_acknowledgement_asks_for_a_top_up_only_when_the_last_one_ran_out() -
     w.acked(1, NOW)
     assert not w.wants_top_up, "the freed slot waits for what becomes due"
     w.acked(2, NOW)
-    assert w.wants_top_up, "the burst is over: nothing in flight"
+    assert not w.wants_top_up, "nothing in flight, and nothing more was due"
 
 
 def test_an_acknowledgement_asks_for_a_top_up_after_one_that_ran_out_of_room() -> None:
