@@ -101,6 +101,8 @@ STATS_GRACE_S: Final = 2.0
 
 COMMIT_STALL_S: Final = 10.0
 """No commit attempt this long past `commit_interval`: the committer hangs."""
+COMMIT_IDLE_S: Final = COMMIT_STALL_S / 2
+"""Longest the committer waits with nothing buffered before it beats all the same."""
 
 STATUS_EVERY_S: Final = 5.0
 """How often the STATUS line for systemd is refreshed (sent only when it changed)."""
@@ -133,7 +135,10 @@ class Agent:
         # taken for the one in force until the next reload (which hashes before loading).
         self._config_digest = None if config_path is None else file_digest(config_path)
         self._systemd = systemd or Systemd()
-        self._store = Store(store_settings(config), batch_limits(config))
+        self._commit_wake = asyncio.Event()
+        """An alarm, or the first thing buffered since the last commit."""
+        self._commit_urgent = False
+        self._store = Store(store_settings(config), batch_limits(config), self._commit_wake.set)
         self._clock = ClockGuard(clock or ClockWatch(), self._clock_changed)
         self._rules = {tag: spec.build() for tag, spec in rule_specs(config).items()}
         self._comm = {device.name: self._comm_judge(device) for device in config.devices}
@@ -145,7 +150,6 @@ class Agent:
         self._rules_failing: set[str] = set()
         self.uplink = self._uplink(config)
         self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
-        self._commit_now = asyncio.Event()
         self._started = time.monotonic()
         self._reload_requested = asyncio.Event()
         self._stop = asyncio.Event()
@@ -382,6 +386,7 @@ class Agent:
                 add_reading(reading, bool(judged))
             if judged:
                 events += judged
+        self._store.buffered()
         self._alarm(events)
 
     def _rules_failed(self, sample: Sample, error: Exception) -> Reading | None:
@@ -415,7 +420,8 @@ class Agent:
                 limit=event.limit,
                 id=event.id,
             )
-        self._commit_now.set()  # alarms never wait for the commit interval
+        self._commit_urgent = True  # alarms never wait for the commit interval
+        self._commit_wake.set()
         self.uplink.wake()
 
     async def _restore_alarms(self, in_scope: Callable[[str], bool]) -> None:
@@ -454,29 +460,31 @@ class Agent:
                     continue
                 for item in items:
                     self._store.add_stat(item)
-            await self._store.flush()
-            self.uplink.stored()
+            if await self._store.flush():
+                self.uplink.stored()
 
     async def _commit_periodically(self) -> None:
-        """Commit what is buffered within commit_interval of the last commit (the uplink's
-        takes commit too: Store.commit_due_in), and at once after an alarm;
-        acknowledgements alone wait for the next commit of something else (Store.flush).
+        """Commit what is buffered within commit_interval of the first of it (the uplink's
+        takes commit too: Store.commit_due_in), and at once after an alarm; with nothing
+        buffered, wait for something to be (Store.buffered), not on a timer. Acknowledgements
+        alone wait for the next commit of something else (Store.flush).
 
-        The heartbeat counts commits done, not asked for. A commit that cannot
-        write (a full disk) is not a stall: the store keeps what it could not
-        write in memory, within its bound, and says so.
+        The heartbeat counts commits done, not asked for, and beats at least every
+        COMMIT_IDLE_S while nothing is buffered. A commit that cannot write (a full
+        disk) is not a stall: the store keeps what it could not write in memory, within
+        its bound, and says so.
         """
-        store = self._store
+        store, wake = self._store, self._commit_wake
         while True:
+            due_in = store.commit_due_in(self._config.store.commit_interval)
             with contextlib.suppress(TimeoutError):
-                due_in = store.commit_due_in(self._config.store.commit_interval)
-                await asyncio.wait_for(self._commit_now.wait(), due_in)
-            urgent = self._commit_now.is_set()
-            self._commit_now.clear()
-            if urgent or not store.commit_due_in(self._config.store.commit_interval):
-                await store.flush(urgent=urgent, acks_alone=False)
+                await asyncio.wait_for(wake.wait(), COMMIT_IDLE_S if due_in is None else due_in)
+            wake.clear()
+            urgent, self._commit_urgent = self._commit_urgent, False
+            due = urgent or store.commit_due_in(self._config.store.commit_interval) == 0
+            if due and await store.flush(urgent=urgent, acks_alone=False):
                 self.uplink.stored()
-            self._committed.beat()  # committed now, or by a take since the last beat
+            self._committed.beat()  # committed now, by a take since the last beat, or idle
 
     async def _maintain_periodically(self) -> None:
         """Keep the store within its cap and retention: a bounded step at a time, one after

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.model import AlarmEvent, StatItem
@@ -46,7 +47,12 @@ def backlog_of(
 
 
 class Store:
-    def __init__(self, settings: StoreSettings, limits: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        settings: StoreSettings,
+        limits: tuple[int, int],
+        on_buffered: Callable[[], None] = lambda: None,
+    ) -> None:
         self._settings = settings
         self._limits = limits
         self._buffer = WriteBuffer()
@@ -55,9 +61,10 @@ class Store:
         it). The buffer's own method, not a call through this facade: it runs per value."""
         self._actor = Actor("store", self._take_figures)
         self._committing = asyncio.Lock()
-        self._handed_at = time.monotonic()
-        """When the buffer was last handed to the store's thread, or found with nothing to
-        commit: what waits in it came after."""
+        self._on_buffered = on_buffered
+        self._waiting_since: float | None = None
+        """When the first of what waits for a commit was buffered, since the buffer was last
+        handed to the store's thread; None: nothing waits but acknowledgements."""
         self.figures = Figures()
         """What waits, and how the store is, as of the last job on its thread."""
 
@@ -75,9 +82,19 @@ class Store:
 
     def add_alarm(self, event: AlarmEvent) -> None:
         self._buffer.add_alarm(event)
+        self.buffered()
 
     def add_stat(self, stat: StatItem) -> None:
         self._buffer.add_stat(stat)
+        self.buffered()
+
+    def buffered(self) -> None:
+        """Something was buffered: it is due for a commit from then on (`commit_due_in`), and
+        the first of it since the last commit says so (`on_buffered`). `add_reading` does
+        not call this, as it runs per value: whoever adds readings calls it once after."""
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+            self._on_buffered()
 
     def ack(self, seq: int) -> None:
         """The message `seq` was delivered; it is deleted with the next commit."""
@@ -87,10 +104,12 @@ class Store:
         """Samples were taken up to `ts_ms` on a synchronised clock (the mark a stop is
         declared from)."""
         self._buffer.sampled(ts_ms)
+        self.buffered()
 
     def record_loss(self, loss: Loss) -> None:
         """Declare a loss found outside the store (skipped polls)."""
         self._buffer.record(loss)
+        self.buffered()
 
     # -- telling: never waits ------------------------------------------------------
 
@@ -120,30 +139,35 @@ class Store:
         f = self.figures
         return f.readings == 0 and f.events == 0 and f.messages <= in_flight
 
-    def commit_due_in(self, interval_s: float) -> float:
-        """Seconds until what waits in the buffer has waited `interval_s` (0: now). A take
-        commits what is buffered too, so the periodic commit follows the last commit of
-        either, never a fixed beat of its own: a commit costs the store's thread and the
-        event loop a wake each, and half of them found the buffer just emptied."""
-        return max(self._handed_at + interval_s - time.monotonic(), 0.0)
+    def commit_due_in(self, interval_s: float) -> float | None:
+        """Seconds until the first of what waits in the buffer has waited `interval_s` (0:
+        now); None when nothing waits but acknowledgements. A take commits what is
+        buffered too, so the periodic commit follows the last commit of either, and
+        nothing is due while nothing waits: a commit costs the store's thread and the
+        event loop a wake each, and on a fixed beat most of them found nothing to do."""
+        if self._waiting_since is None:
+            return None
+        return max(self._waiting_since + interval_s - time.monotonic(), 0.0)
 
     # -- work on the store's thread ------------------------------------------------
 
-    async def flush(self, urgent: bool = False, *, acks_alone: bool = True) -> None:
+    async def flush(self, urgent: bool = False, *, acks_alone: bool = True) -> bool:
         """Commit everything buffered; back once it is on disk (or given back to the buffer,
-        when the disk refused it). `urgent`: ahead of everything queued (alarms).
+        when the disk refused it), True when there was something to commit. `urgent`: ahead
+        of everything queued (alarms).
 
         `acks_alone=False` leaves a buffer of nothing but acknowledgements for the next
         commit: deleting a delivered message can wait (a crash meanwhile sends it again,
         under its own `seq`), and a commit costs the store's thread and the event loop a
         wake each."""
         async with self._committing:
-            self._handed_at = time.monotonic()
+            self._waiting_since = None
             if not len(self._buffer) or (not acks_alone and self._buffer.only_acks):
-                return
+                return False
             batch = self._buffer.take()
             urgency = Urgency.URGENT if urgent else Urgency.NORMAL
             self._settle(await self._actor.call(urgency, lambda engine: engine.commit(batch)))
+            return True
 
     async def take(
         self, admission: Admission, skip: set[int], now_ms: int, linger_ms: int
@@ -151,7 +175,7 @@ class Store:
         """What the uplink may publish now (engine.take), everything buffered committed first,
         in one job; messages acknowledged but not yet deleted are never offered."""
         async with self._committing:
-            self._handed_at = time.monotonic()
+            self._waiting_since = None
             batch = self._buffer.take()
             skip = skip | set(batch.acks)  # acknowledged, even if the commit fails
 
@@ -168,6 +192,7 @@ class Store:
             self._buffer.committed()
         else:
             self._buffer.give_back(committed.unwritten, committed.cause)
+            self.buffered()  # to be tried again
 
     async def mark_live(self) -> None:
         """The uplink is up from now: what waits already is back-fill (`hist: true`)."""

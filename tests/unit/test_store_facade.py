@@ -103,17 +103,30 @@ async def test_acknowledgements_alone_may_wait_for_the_next_commit(tmp_path: Pat
     await store.close()
 
 
-async def test_a_take_commits_too_so_the_periodic_commit_follows_it(tmp_path: Path) -> None:
-    store = await opened(tmp_path)
+async def test_a_commit_is_due_after_the_first_thing_buffered_and_a_take_commits_too(
+    tmp_path: Path,
+) -> None:
+    told: list[None] = []
+    store = Store(StoreSettings(tmp_path / "store.db"), (500, 64 * 1024), lambda: told.append(None))
+    await store.open()
     await store.mark_live()
+    assert store.commit_due_in(0.25) is None, "nothing waits: nothing is due"
+    store.add_reading(Reading("T1", "HZ01", T0, 1.0, Quality.GOOD))
+    store.buffered()
+    store.buffered()
+    assert len(told) == 1, "the first thing buffered since the last commit is told, once"
+    assert 0.2 < (store.commit_due_in(0.25) or 0) <= 0.25
     await asyncio.sleep(0.3)
     assert store.commit_due_in(0.25) == 0, "what waits has waited long enough"
     window = Window(10, priority=True, max_bytes=64 * 1024)
     await store.take(window.top_up(time.monotonic()), set(), T0, 0)
-    assert 0.2 < store.commit_due_in(0.25) <= 0.25, "the take committed what waited"
-    await asyncio.sleep(0.3)
-    await store.flush()
-    assert 0.2 < store.commit_due_in(0.25) <= 0.25
+    assert store.commit_due_in(0.25) is None, "the take committed what waited"
+    store.ack(1)
+    assert store.commit_due_in(0.25) is None, "an acknowledgement alone is never due"
+    store.add_alarm(RAISED)
+    assert len(told) == 2
+    assert await store.flush()
+    assert not await store.flush(), "nothing left to commit"
     await store.close()
 
 
