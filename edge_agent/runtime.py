@@ -3,7 +3,7 @@
 Tasks, each run by the task supervisor (supervisor.py: a task that raises is
 logged, counted and restarted with backoff): one poller per device (poller.py:
 its own deadlines, so a slow device delays only itself), the committer that
-makes buffered readings durable every `commit_interval`, maintenance (the
+makes buffered readings durable within `commit_interval`, maintenance (the
 size cap and retention), the statistician that closes the statistics windows
 on the wall clock, the clock guard, the uplink, the reloader (SIGHUP), and the
 service side: the HTTP status server and the local socket
@@ -136,7 +136,8 @@ class Agent:
         self._config_digest = None if config_path is None else file_digest(config_path)
         self._systemd = systemd or Systemd()
         self._commit_wake = asyncio.Event()
-        """An alarm, or the first thing buffered since the last commit."""
+        """An alarm, or the first thing buffered since the buffer was last handed to the
+        store's thread (Store.buffered)."""
         self._commit_urgent = False
         self._store = Store(store_settings(config), batch_limits(config), self._commit_wake.set)
         self._clock = ClockGuard(clock or ClockWatch(), self._clock_changed)
@@ -469,22 +470,26 @@ class Agent:
         buffered, wait for something to be (Store.buffered), not on a timer. Acknowledgements
         alone wait for the next commit of something else (Store.flush).
 
-        The heartbeat counts commits done, not asked for, and beats at least every
-        COMMIT_IDLE_S while nothing is buffered. A commit that cannot write (a full
-        disk) is not a stall: the store keeps what it could not write in memory, within
-        its bound, and says so.
+        The heartbeat beats after each commit done (not asked for) and each pass that
+        found nothing due, at least every COMMIT_IDLE_S while nothing is buffered: a
+        committer stuck in a commit stops it. A commit that cannot write (a full disk)
+        is not a stall: the store keeps what it could not write in memory, within its
+        bound, and says so.
         """
         store, wake = self._store, self._commit_wake
         while True:
             due_in = store.commit_due_in(self._config.store.commit_interval)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when
+            # the event is set as the task is cancelled, and the stop would be swallowed.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), COMMIT_IDLE_S if due_in is None else due_in)
+                async with asyncio.timeout(COMMIT_IDLE_S if due_in is None else due_in):
+                    await wake.wait()
             wake.clear()
             urgent, self._commit_urgent = self._commit_urgent, False
             due = urgent or store.commit_due_in(self._config.store.commit_interval) == 0
             if due and await store.flush(urgent=urgent, acks_alone=False):
                 self.uplink.stored()
-            self._committed.beat()  # committed now, by a take since the last beat, or idle
+            self._committed.beat()  # committed, or nothing was due
 
     async def _maintain_periodically(self) -> None:
         """Keep the store within its cap and retention: a bounded step at a time, one after
@@ -547,6 +552,7 @@ class Agent:
         await asyncio.gather(*(poller.close() for poller in gone))
         self._config = config
         self._committed = Heartbeat(config.store.commit_interval + COMMIT_STALL_S)
+        self._commit_wake.set()  # a shorter commit_interval applies to what waits already
         await self._store.set_limits(batch_limits(config))
         self._rules = {
             tag: self._rules[tag] if tag in plan.kept_tags else spec.build()

@@ -153,8 +153,8 @@ class Store:
 
     async def flush(self, urgent: bool = False, *, acks_alone: bool = True) -> bool:
         """Commit everything buffered; back once it is on disk (or given back to the buffer,
-        when the disk refused it), True when there was something to commit. `urgent`: ahead
-        of everything queued (alarms).
+        when the disk refused it). True when it handed something to the store's thread,
+        whether or not the disk took it. `urgent`: ahead of everything queued (alarms).
 
         `acks_alone=False` leaves a buffer of nothing but acknowledgements for the next
         commit: deleting a delivered message can wait (a crash meanwhile sends it again,
