@@ -423,6 +423,7 @@ class Uplink:
             if not self._window.seqs and not self._refused_until:
                 self._delivered_at = time.monotonic()  # nothing waits on the broker
                 self._progress(2 * keepalive)
+            self._wake.clear()  # before the take: a wake during it (a PUBACK) is not lost
             try:
                 if self._state_due or time.monotonic() >= self._next_state:
                     await self._publish_state(session)
@@ -430,7 +431,6 @@ class Uplink:
                 await self._fill_window(session)
             except NotConnected:
                 break
-            self._wake.clear()
             for tally in self._refusals.values():
                 tally.tick()
             # With nothing stored to send, nothing can become due before a commit says so
@@ -490,7 +490,12 @@ class Uplink:
             # Packed before this broker's limit was known (a failover): split in the store.
             await self._outbox.repack(too_large, top_up.ceiling_bytes)
             self._wake.set()
-        if self._backlog_reported and not window.seqs and not self._refused_until:
+        if (
+            self._backlog_reported
+            and not window.seqs
+            and not self._refused_until
+            and not self._outbox.backlog(0).messages
+        ):
             self._state_due = True  # the back-log drained: say so at once
 
     def _send(self, session: Session, message: StoredMessage) -> bool:
@@ -566,7 +571,7 @@ class Uplink:
         ours, message = self._window.acked(mid, time.monotonic())
         retained = self._retained.pop(mid, None)
         if self._window.wants_top_up or (self._backlog_reported and not self._window.seqs):
-            self._wake.set()  # more may be due; or the back-log drained, which `state` tells
+            self._wake.set()  # more may be due; or the back-log may have drained (`state`)
         if not ours:
             return  # a publish of an earlier connection
         refused = reason is not None and reason.is_failure

@@ -87,8 +87,10 @@ class Window:
         )
 
     def sent(self, mid: int, message: StoredMessage | None, payload: int, now: float) -> None:
-        """A publish went out as `mid`; `message` None for a retained one."""
-        self.pace.sending(now, len(self._out))
+        """A publish went out as `mid`; `message` None for a retained one (`state`, `meta`:
+        not the pace's, which measures the stored messages' PUBACKs)."""
+        if message is not None:
+            self.pace.sending(now, self._stored_in_flight)
         size = len(message.items_json) if message is not None else 0
         self._out[mid] = _Out(message, size, now)
         if message is not None and message.hist and self._backfill_rate is not None:
@@ -118,8 +120,12 @@ class Window:
         if out is None:
             return False, None
         if out.message is not None:
-            self.pace.acked(now, out.size, len(self._out))
+            self.pace.acked(now, out.size, self._stored_in_flight)
         return True, out.message
+
+    @property
+    def _stored_in_flight(self) -> int:
+        return sum(1 for out in self._out.values() if out.message is not None)
 
     # -- a top-up ----------------------------------------------------------------
 
@@ -171,8 +177,9 @@ class TopUp:
 
     @property
     def spent(self) -> bool:
-        """Whether it ran out of slots, bytes or back-fill slots (as the store took from it)."""
-        return not self._bulk_allowed or self.backfill_slots <= 0
+        """Whether it ran out of slots, bytes or back-fill slots (as the store took from it):
+        alarms may take the last slots without touching the others."""
+        return self.slots <= 0 or not self._bulk_allowed or self.backfill_slots <= 0
 
     @property
     def _bulk_allowed(self) -> bool:

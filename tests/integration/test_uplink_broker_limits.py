@@ -349,3 +349,35 @@ async def test_an_idle_uplink_with_a_backfill_rate_sleeps(tmp_path: Path) -> Non
         await store.close()
         broker.stop()
     assert idle_takes <= 1.5 * 2.0 / 0.1, f"{idle_takes} store calls in 2 s (linger 0.1 s)"
+
+
+async def test_a_back_log_held_by_the_backfill_rate_is_told_once_not_each_round_trip(
+    tmp_path: Path,
+) -> None:
+    """A `state` is due at once when the back-log drains; with back-fill waiting on its
+    rate, the window empties after every message without the back-log draining."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    store = Store(StoreSettings(tmp_path / "store.db"), (20, 64 * 1024))
+    await store.open()
+    for n in range(2000):  # back-fill: stored before the uplink connects
+        store.add_reading(Reading(f"HZ01.T{n % 50}", "HZ01", T0 + n, float(n), Quality.GOOD))
+    await store.flush()
+    try:
+        async with running(store, settings(broker.port, backfill_rate=2_000)) as uplink:
+            states = 0
+            publish_state = uplink._publish_state
+
+            async def counted(*args: Any) -> None:
+                nonlocal states
+                states += 1
+                await publish_state(*args)
+
+            uplink._publish_state = counted  # type: ignore[method-assign]
+            await until(lambda: uplink.stats.connected, 10, "a connection")
+            await asyncio.sleep(3.0)
+            assert store.backlog(0).messages > 0, "the back-log is still draining"
+    finally:
+        await store.close()
+        broker.stop()
+    assert states <= 2, f"{states} states in 3 s while the back-log drained at its rate"

@@ -117,3 +117,20 @@ def test_back_fill_that_fills_its_half_spends_a_top_up() -> None:
     for seq in range(4):
         top_up.admit(message(seq, hist=True), packed=True)
     assert top_up.spent
+
+
+def test_alarms_that_take_the_last_slots_spend_the_top_up() -> None:
+    w = window(2)
+    top_up = w.top_up(NOW)
+    for seq in (1, 2):
+        assert top_up.admit(message(seq, topic="alarm"), packed=True)
+    assert top_up.spent, "no slot left, though readings never took one"
+
+
+def test_a_retained_publish_is_not_the_paces() -> None:
+    w = window(4)
+    w.sent(100, None, 300, NOW)  # `state`, acknowledged ...
+    w.acked(100, NOW + 0.001)
+    w.sent(1, message(1, size=35_000), 35_000, NOW + 1)  # ... a second before readings
+    w.acked(1, NOW + 1.002)
+    assert w.pace.rate(NOW + 1.002) > 10_000_000, "the burst began with its own publish"
