@@ -18,6 +18,11 @@ polled every second by a tenth of its speed. Remembering the last bursts is
 what lets a burst start at the link's speed: a poll's readings leave in full
 messages, in one packing, rather than in small ones sized for a link not yet
 measured while the rest of them linger.
+
+A link may slow down between bursts (a cellular link). So until the first
+PUBACK of a burst, the bytes in flight are bounded by what the last burst
+carried too; from then on the rate is the lower of the burst's own and the
+remembered one.
 """
 
 from __future__ import annotations
@@ -69,12 +74,14 @@ class LinkPace:
 
     def rate(self, now: float) -> float:
         """Payload bytes per second the link has drained lately (0 before any measure)."""
-        busy_s, size = self._burst_under_way(now)
+        own_s, own = self._burst_under_way(now)
+        busy_s, size = own_s, own
         for burst in reversed(self._past):
             if busy_s >= _WINDOW_S or burst.ended < now - MEMORY_S:
                 break
             busy_s, size = busy_s + burst.busy_s, size + burst.size
-        return size / busy_s if busy_s else 0.0
+        remembered = size / busy_s if busy_s else 0.0
+        return min(own / own_s, remembered) if own else remembered
 
     def _burst_under_way(self, now: float) -> tuple[float, int]:
         """Busy seconds and bytes acknowledged of the burst under way, over at most the last
@@ -88,7 +95,10 @@ class LinkPace:
 
     def inflight_budget(self, now: float) -> int:
         """Most unacknowledged payload bytes (besides alarms) to allow now."""
-        return max(MIN_INFLIGHT_BYTES, int(self.rate(now) * QUEUE_TARGET_S))
+        budget = max(MIN_INFLIGHT_BYTES, int(self.rate(now) * QUEUE_TARGET_S))
+        if not self._acks and self._past:  # not heard from in this burst: no more than the last
+            budget = min(budget, max(MIN_INFLIGHT_BYTES, self._past[-1].size))
+        return budget
 
     def message_budget(self, now: float, max_bytes: int) -> int:
         """Largest readings message to pack now, at most `max_bytes`."""

@@ -116,7 +116,11 @@ def test_a_burst_starts_at_the_speed_of_the_bursts_before_it() -> None:
         burst(pace, float(second), 4, 35_000, 0.01)
     assert pace.rate(3.0) > 10_000_000, "the idle time between bursts is not the link's"
     assert pace.message_budget(3.0, 65536) == 65536
-    assert pace.inflight_budget(3.0) > 4 * 65536
+    assert pace.inflight_budget(3.0) == 140_000, "as much as the last burst, until heard from"
+    burst(pace, 3.0, 1, 35_000, 0.002)
+    pace.sending(3.5, in_flight=0)
+    pace.acked(3.501, 35_000, in_flight=4)
+    assert pace.inflight_budget(3.501) > 1_000_000, "heard from: the link's speed"
 
 
 def test_a_link_idle_for_long_is_measured_afresh() -> None:
@@ -134,3 +138,12 @@ def test_a_long_drain_follows_the_link_as_it_slows_down() -> None:
     for n in range(1, 41):  # then a drain over 5 s at 32 KiB/s
         pace.acked(1.0 + n * 0.125, 4096, in_flight=5)
     assert 30_000 < pace.rate(6.0) < 40_000
+
+
+def test_a_link_that_slowed_between_bursts_is_followed_from_its_first_puback() -> None:
+    pace = LinkPace()
+    burst(pace, 0.0, 4, 35_000, 0.01)  # 14 MB/s a moment ago
+    pace.sending(1.0, in_flight=0)
+    pace.acked(1.5, 4096, in_flight=3)  # now 4 KiB in half a second
+    assert pace.rate(1.5) < 10_000
+    assert pace.inflight_budget(1.5) == MIN_INFLIGHT_BYTES
