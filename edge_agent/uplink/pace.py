@@ -20,9 +20,9 @@ messages, in one packing, rather than in small ones sized for a link not yet
 measured while the rest of them linger.
 
 A link may slow down between bursts (a cellular link). So until the first
-PUBACK of a burst, the bytes in flight are bounded by what the last burst
-carried too; from then on the rate is the lower of the burst's own and the
-remembered one.
+PUBACK of a burst, the bytes in flight are bounded by twice what the last
+burst carried too (twice, so that bursts may grow, as in TCP's slow start);
+from then on the rate is the lower of the burst's own and the remembered one.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class LinkPace:
     def inflight_budget(self, now: float) -> int:
         """Most unacknowledged payload bytes (besides alarms) to allow now."""
         budget = max(MIN_INFLIGHT_BYTES, int(self.rate(now) * QUEUE_TARGET_S))
-        if not self._acks and self._past:  # not heard from in this burst: no more than the last
-            budget = min(budget, max(MIN_INFLIGHT_BYTES, self._past[-1].size))
+        if not self._acks and self._past:  # not heard from in this burst: see the docstring
+            budget = min(budget, max(MIN_INFLIGHT_BYTES, 2 * self._past[-1].size))
         return budget
 
     def message_budget(self, now: float, max_bytes: int) -> int:

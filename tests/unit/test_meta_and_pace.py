@@ -116,7 +116,7 @@ def test_a_burst_starts_at_the_speed_of_the_bursts_before_it() -> None:
         burst(pace, float(second), 4, 35_000, 0.01)
     assert pace.rate(3.0) > 10_000_000, "the idle time between bursts is not the link's"
     assert pace.message_budget(3.0, 65536) == 65536
-    assert pace.inflight_budget(3.0) == 140_000, "as much as the last burst, until heard from"
+    assert pace.inflight_budget(3.0) == 280_000, "twice the last burst, until heard from"
     burst(pace, 3.0, 1, 35_000, 0.002)
     pace.sending(3.5, in_flight=0)
     pace.acked(3.501, 35_000, in_flight=4)
