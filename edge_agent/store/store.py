@@ -141,10 +141,10 @@ class Store:
 
     def commit_due_in(self, interval_s: float) -> float | None:
         """Seconds until the first of what waits in the buffer has waited `interval_s` (0:
-        now); None when nothing waits but acknowledgements. A take commits what is
-        buffered too, so the periodic commit follows the last commit of either, and
-        nothing is due while nothing waits: a commit costs the store's thread and the
-        event loop a wake each, and on a fixed beat most of them found nothing to do."""
+        now); None when nothing waits but acknowledgements. A take hands the buffer over
+        too, so what it committed is not due again, and nothing is due while nothing
+        waits: a commit costs the store's thread and the event loop a wake each, and on
+        a fixed beat most of them found nothing to do."""
         if self._waiting_since is None:
             return None
         return max(self._waiting_since + interval_s - time.monotonic(), 0.0)
