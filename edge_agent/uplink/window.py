@@ -90,7 +90,7 @@ class Window:
         """A publish went out as `mid`; `message` None for a retained one (`state`, `meta`:
         not the pace's, which measures the stored messages' PUBACKs)."""
         if message is not None:
-            self.pace.sending(now, self._stored_in_flight)
+            self.pace.sending(now, len(self.seqs))
         size = len(message.items_json) if message is not None else 0
         self._out[mid] = _Out(message, size, now)
         if message is not None and message.hist and self._backfill_rate is not None:
@@ -120,12 +120,8 @@ class Window:
         if out is None:
             return False, None
         if out.message is not None:
-            self.pace.acked(now, out.size, self._stored_in_flight)
+            self.pace.acked(now, out.size, len(self.seqs))
         return True, out.message
-
-    @property
-    def _stored_in_flight(self) -> int:
-        return sum(1 for out in self._out.values() if out.message is not None)
 
     # -- a top-up ----------------------------------------------------------------
 
