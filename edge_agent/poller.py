@@ -1,10 +1,14 @@
 """One device's poller: reads on its own deadlines and keeps the device's figures.
 
 A poller wakes on drift-free monotonic deadlines and hands every poll's
-samples to the runtime. A slow or dead device delays only its own poller. A
-poll that runs past deadlines skips them, and the skipped stretch is told
-to `on_missed` (the runtime declares it in the loss ledger: nothing was
-sampled there).
+samples to the runtime. A slow or dead device delays only its own poller.
+A poll that runs past the next deadline is followed at once, for that
+deadline: a slow answer or a busy moment of the event loop costs no sample.
+Only a deadline whose whole interval went by before its poll could start is
+skipped. While `may_catch_up` says no (the runtime: the uplink is behind), a
+late poll is not followed at once: the loop waits for its grid, so sampling
+never outruns what leaves. The skipped stretch is told to `on_missed` (the
+runtime declares it in the loss ledger: nothing was sampled there).
 
 `run()` is the poll loop; the runtime runs it under the task supervisor
 (supervisor.py), which restarts it if it fails. Between the failure and the
@@ -67,9 +71,13 @@ class Poller:
         on_missed: OnMissed,
         *,
         summary_every_s: float = SUMMARY_EVERY_S,
+        may_catch_up: Callable[[], bool] = lambda: True,
     ) -> None:
-        """`summary_every_s`: how often a failure that goes on is summed up."""
+        """`summary_every_s`: how often a failure that goes on is summed up;
+        `may_catch_up`: whether a poll that ran past the next deadline may be followed at
+        once (see the module docstring)."""
         self.driver = driver
+        self._may_catch_up = may_catch_up
         self.interval = interval_s
         self._on_poll = on_poll
         self._on_missed = on_missed
@@ -128,17 +136,21 @@ class Poller:
         self._busy_since, self._idle_since = None, time.monotonic()
         schedule = Deadline(self.interval, next=time.monotonic())
         while True:
+            now = time.monotonic()
+            missed = schedule.passed(now)
+            if missed:
+                self._overruns.add(missed)
+                assert schedule.next is not None  # set by passed()
+                self._missed(schedule.next - (missed + 1) * self.interval, missed, now)
+            else:
+                self._overruns.tick(now)
             await self._poll()
             self.halted_at_ms = None
             now = time.monotonic()
-            missed = schedule.passed(now)
-            wait = schedule.wait_s(now)
-            if missed:
-                self._overruns.add(missed)
-                self._missed(now + wait - missed * self.interval, missed, now)
+            if schedule.due(now) and not self._may_catch_up():
+                await asyncio.sleep(schedule.grid_wait_s(now))
             else:
-                self._overruns.tick(now)
-            await asyncio.sleep(wait)
+                await asyncio.sleep(schedule.wait_s(now))
 
     def _missed(self, first: float, missed: int, now: float) -> None:
         wall_now = time.time_ns() // 1_000_000

@@ -104,6 +104,9 @@ COMMIT_STALL_S: Final = 10.0
 COMMIT_IDLE_S: Final = COMMIT_STALL_S / 2
 """Longest the committer waits with nothing buffered before it beats all the same."""
 
+CATCH_UP_BEHIND: Final = 4
+"""Full messages of live readings waiting to be packed past which the uplink is behind,
+and a late poll waits for its grid instead of catching up."""
 STATUS_EVERY_S: Final = 5.0
 """How often the STATUS line for systemd is refreshed (sent only when it changed)."""
 
@@ -162,7 +165,15 @@ class Agent:
 
     def _poller(self, device: Device) -> Poller:
         driver = build_driver(device, report_every=self._config.report_every_of(device))
-        return Poller(driver, device.poll, self._on_poll, self._on_missed)
+        return Poller(
+            driver, device.poll, self._on_poll, self._on_missed, may_catch_up=self._keeps_up
+        )
+
+    def _keeps_up(self) -> bool:
+        """Whether a late poll may be followed at once: while the uplink is connected, only
+        as long as it keeps up with the readings (see CATCH_UP_BEHIND). Sampling faster
+        than the readings leave would grow a back-log and take the CPU that sends them."""
+        return not self.uplink.stats.connected or not self._store.live_behind(CATCH_UP_BEHIND)
 
     def _comm_judge(self, device: Device) -> CommJudge:
         books = [self._rules[tag.tag].alarms for tag in device.tags]

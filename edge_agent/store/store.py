@@ -139,6 +139,14 @@ class Store:
         f = self.figures
         return f.readings == 0 and f.events == 0 and f.messages <= in_flight
 
+    def live_behind(self, messages: int) -> bool:
+        """Whether more than `messages` full messages of live readings wait to be packed:
+        those committed (as of the last job) and those buffered. A connected uplink that
+        keeps up leaves less than a message or two."""
+        f = self.figures
+        waiting = max(f.readings - f.backfill_readings, 0) + len(self._buffer.readings)
+        return waiting > messages * self._limits[0]
+
     def commit_due_in(self, interval_s: float) -> float | None:
         """Seconds until the first of what waits in the buffer has waited `interval_s` (0:
         now); None when nothing waits but acknowledgements. A take hands the buffer over

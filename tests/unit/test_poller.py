@@ -147,18 +147,60 @@ async def test_a_halted_poller_reads_as_down_and_alive() -> None:
     assert poller.alive(time.monotonic() + 3600)
 
 
+class Slow(FakeDriver):
+    """Each read takes the next of `seconds` (the last one again once they run out)."""
+
+    def __init__(self, *seconds: float) -> None:
+        super().__init__(GOOD)
+        self.seconds = list(seconds)
+        self.started: list[float] = []
+
+    async def read(self) -> list[Sample]:
+        self.started.append(time.monotonic())
+        took = self.seconds.pop(0) if len(self.seconds) > 1 else self.seconds[0]
+        await asyncio.sleep(took)
+        return GOOD
+
+
 async def test_a_poll_that_runs_past_deadlines_tells_which_it_skipped() -> None:
     missed: list[tuple[int, int, int]] = []
-
-    class Slow(FakeDriver):
-        async def read(self) -> list[Sample]:
-            await asyncio.sleep(0.35)
-            return GOOD
-
-    poller = Poller(Slow(GOOD), 0.1, lambda p, s: None, lambda p, n, a, b: missed.append((n, a, b)))
+    poller = Poller(Slow(0.35), 0.1, lambda p, s: None, lambda p, n, a, b: missed.append((n, a, b)))
     task = asyncio.create_task(poller.run())
     await asyncio.sleep(0.5)
     task.cancel()
+    # Polled at 0 (until 0.35), then at once for 0.3, whose interval had begun: 0.1 and
+    # 0.2 went by whole before a poll could start.
     ((count, first_ms, last_ms), *_) = missed
-    assert count == 3
-    assert last_ms - first_ms == 200
+    assert count == 2
+    assert last_ms - first_ms == 100
+
+
+async def test_a_poll_that_ran_past_the_next_deadline_is_followed_at_once() -> None:
+    missed: list[int] = []
+    driver = Slow(0.15, 0.01)
+    poller = Poller(driver, 0.1, lambda p, s: None, lambda p, n, a, b: missed.append(n))
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.25)
+    task.cancel()
+    first, catch_up, on_grid = driver.started[:3]
+    assert catch_up - first < 0.17  # for the deadline at 0.1, not skipped to 0.2
+    assert 0.19 < on_grid - first < 0.25  # and back on the grid
+    assert missed == []
+
+
+async def test_while_it_may_not_catch_up_a_late_poll_waits_for_the_grid() -> None:
+    missed: list[int] = []
+    driver = Slow(0.15, 0.01)
+    poller = Poller(
+        driver,
+        0.1,
+        lambda p, s: None,
+        lambda p, n, a, b: missed.append(n),
+        may_catch_up=lambda: False,
+    )
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.25)
+    task.cancel()
+    first, second = driver.started[:2]
+    assert 0.19 < second - first < 0.25  # the deadline at 0.1 went by: skipped
+    assert missed == [1]

@@ -103,6 +103,27 @@ async def test_acknowledgements_alone_may_wait_for_the_next_commit(tmp_path: Pat
     await store.close()
 
 
+async def test_live_readings_waiting_to_be_packed_tell_whether_the_uplink_is_behind(
+    tmp_path: Path,
+) -> None:
+    store = Store(StoreSettings(tmp_path / "store.db"), (100, 64 * 1024))
+    await store.open()
+    for n in range(150):
+        store.add_reading(Reading("T1", "HZ01", T0 + n, float(n), Quality.GOOD))
+    await store.mark_live()  # what waits from before is back-fill, not live
+    assert not store.live_behind(1)
+    for n in range(150):
+        store.add_reading(Reading("T1", "HZ01", T0 + 150 + n, float(n), Quality.GOOD))
+    assert store.live_behind(1), "buffered, not yet committed, they count"
+    await store.flush()
+    assert store.live_behind(1), "committed, they still count"
+    assert not store.live_behind(2)
+    window = Window(10, priority=True, max_bytes=64 * 1024)
+    await store.take(window.top_up(time.monotonic()), set(), T0 + 300, 0)
+    assert not store.live_behind(0), "packed, they no longer wait"
+    await store.close()
+
+
 async def test_a_commit_is_due_after_the_first_thing_buffered_and_a_take_commits_too(
     tmp_path: Path,
 ) -> None:
