@@ -141,13 +141,11 @@ class Store:
 
     def live_behind(self, messages: int) -> bool:
         """Whether more than `messages` full messages of live readings wait to be packed:
-        committed (as of the last job) and not packed. A connected uplink that keeps up
-        packs each commit's readings at once, but for less than a message that lingers.
-        What the buffer holds is not counted: it is the next commit's batch, a
-        `commit_interval` of readings however well the uplink keeps up (at 60,000
-        values/s, 15,000 of them)."""
+        those committed (as of the last job) and those buffered. A connected uplink that
+        keeps up leaves less than a message or two."""
         f = self.figures
-        return f.readings - f.backfill_readings > messages * self._limits[0]
+        waiting = max(f.readings - f.backfill_readings, 0) + len(self._buffer.readings)
+        return waiting > messages * self._limits[0]
 
     def commit_due_in(self, interval_s: float) -> float | None:
         """Seconds until the first of what waits in the buffer has waited `interval_s` (0:

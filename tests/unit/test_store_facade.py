@@ -114,7 +114,7 @@ async def test_live_readings_waiting_to_be_packed_tell_whether_the_uplink_is_beh
     assert not store.live_behind(1)
     for n in range(150):
         store.add_reading(Reading("T1", "HZ01", T0 + 150 + n, float(n), Quality.GOOD))
-    assert not store.live_behind(1), "buffered, they are the next commit's batch"
+    assert store.live_behind(1), "buffered, not yet committed, they count"
     await store.flush()
     assert store.live_behind(1), "committed, they still count"
     assert not store.live_behind(2)
