@@ -107,6 +107,7 @@ COMMIT_IDLE_S: Final = COMMIT_STALL_S / 2
 CATCH_UP_BEHIND: Final = 4
 """Full messages of live readings waiting to be packed past which the uplink is behind,
 and a late poll waits for its grid instead of catching up."""
+
 STATUS_EVERY_S: Final = 5.0
 """How often the STATUS line for systemd is refreshed (sent only when it changed)."""
 
@@ -349,7 +350,7 @@ class Agent:
         self._alarm(self._comm[poller.name].judge(poller.driver.link, _now_ms()))
 
     def _on_missed(self, poller: Poller, missed: int, first_ms: int, last_ms: int) -> None:
-        """Deadlines a poll ran past were not sampled: declared, with the samples not taken."""
+        """Skipped deadlines were not sampled: declared, with the samples not taken."""
         tags = self._tags_at_poll[poller.name]
         self._store.record_loss(
             Loss(

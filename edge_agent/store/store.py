@@ -141,8 +141,11 @@ class Store:
 
     def live_behind(self, messages: int) -> bool:
         """Whether more than `messages` full messages of live readings wait to be packed:
-        those committed (as of the last job) and those buffered. A connected uplink that
-        keeps up leaves less than a message or two."""
+        those committed (as of the last job) and those buffered. The buffer counts because
+        a store's thread that falls behind shows first as commits coming late; but it also
+        holds a `commit_interval` of readings however well the uplink keeps up (15,000 at
+        60,000 values/s), so at high rates this says "behind" for part of every commit
+        interval (docs/performance.md)."""
         f = self.figures
         waiting = max(f.readings - f.backfill_readings, 0) + len(self._buffer.readings)
         return waiting > messages * self._limits[0]
