@@ -13,7 +13,8 @@ items out of the waiting tables and updates the counts of what waits; every
 copy of a `seq` carries the same items and `hist`. Back-fill and live items are
 never mixed in one message: rows below the live boundary (the next row ids when
 the uplink connected) are back-fill. Live readings are packed from the copy the
-store's thread keeps of them (tail.py) while it can be trusted, else read back.
+store's thread keeps of the newest of them (tail.py); those older than the copy,
+and all of them while it is not trusted, are read back.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class Outbox:
         back_fill = f"id < {self.boundary.reading}"
         steps: list[tuple[Kind, Callable[[], bool], Callable[[], Packed]]] = [
             ("alarm", lambda: self._has_events("alarm"), self._pack_events("alarm", admission)),
-            ("live", lambda: self._live_due(now_ms, linger_ms), self._pack_live(admission)),
+            ("live", lambda: self._live_due(now_ms, linger_ms), lambda: self._pack_live(admission)),
             ("stat", lambda: self._has_events("stat"), self._pack_events("stat", admission)),
             ("backfill", lambda: self._has_rows(back_fill), self._pack_backfill(admission)),
         ]
@@ -194,16 +195,18 @@ class Outbox:
 
     # -- packing ---------------------------------------------------------------
 
-    def _pack_live(self, admission: Admission) -> Callable[[], Packed]:
-        if self.tail.valid:
-            return lambda: self._pack_tail(admission)
-        return lambda: self._pack_readings(f"id >= {self.boundary.reading}", False, admission)
+    def _pack_live(self, admission: Admission) -> Packed:
+        tail = self.tail
+        if not tail.behind:
+            return self._pack_tail(admission)
+        before_tail = f" AND id < {tail.first_id}" if tail.rows else ""
+        return self._pack_readings(f"id >= {self.boundary.reading}{before_tail}", False, admission)
 
     def _pack_backfill(self, admission: Admission) -> Callable[[], Packed]:
         return lambda: self._pack_readings(f"id < {self.boundary.reading}", True, admission)
 
     def _pack_readings(self, where: str, hist: bool, admission: Admission) -> Packed:
-        """Readings read back from SQL: back-fill, and live ones while the tail is not trusted."""
+        """Readings read back from SQL: back-fill, and live ones older than the tail's copy."""
         rows = self._db.execute(
             f"SELECT id, tag_id, ts, v, q FROM reading WHERE {where} ORDER BY id LIMIT ?",
             (self.max_items,),
@@ -290,17 +293,21 @@ class Outbox:
     def _live_due(self, now_ms: int, linger_ms: int) -> bool:
         """The oldest live reading has lingered, or a message of them is full."""
         tail = self.tail
-        if tail.valid:
-            rows = tail.rows
-            return bool(rows) and (rows[0][1] <= now_ms - linger_ms or len(rows) >= self.max_items)
-        first = self._db.execute(
-            "SELECT ts FROM reading WHERE id >= ? ORDER BY id LIMIT 1", (self.boundary.reading,)
-        ).fetchone()
-        if first is None:
-            tail.restart()  # nothing live waits: the copy holds it all again
-            return False
-        if first[0] <= now_ms - linger_ms:
-            return True
+        if tail.behind:
+            first = self._db.execute(
+                "SELECT id, ts FROM reading WHERE id >= ? ORDER BY id LIMIT 1",
+                (self.boundary.reading,),
+            ).fetchone()
+            if first is None:
+                tail.restart()  # nothing live waits: the copy holds it all again
+                return False
+            if not tail.rows or first[0] < tail.first_id:
+                return first[1] <= now_ms - linger_ms or self._live_rows_fill_a_message()
+            tail.caught_up()  # what lay before the copy is packed: it serves again
+        rows = tail.rows
+        return bool(rows) and (rows[0][1] <= now_ms - linger_ms or len(rows) >= self.max_items)
+
+    def _live_rows_fill_a_message(self) -> bool:
         full = self._db.execute(
             "SELECT 1 FROM reading WHERE id >= ? ORDER BY id LIMIT 1 OFFSET ?",
             (self.boundary.reading, self.max_items - 1),

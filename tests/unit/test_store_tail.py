@@ -57,13 +57,36 @@ def test_live_readings_before_the_copy_are_packed_first(store: SyncStore) -> Non
     assert packed_times(store) == [1, 2, 3, 4]
 
 
+def test_a_dropped_copy_starts_again_with_the_next_commit(store: SyncStore) -> None:
+    add(store, 1, 2)
+    store.engine._outbox.tail.drop()
+    add(store, 3, 4)
+    assert store.engine._outbox.tail.rows, "the next commit starts the copy again"
+    statements: list[str] = []
+    store.engine._db.set_trace_callback(statements.append)
+    assert packed_times(store) == [1, 2, 3, 4]
+    read_back = [sql for sql in statements if sql.startswith("SELECT id, tag_id")]
+    assert len(read_back) == 1, "only the rows before the copy are read back"
+    assert not store.engine._outbox.tail.behind
+
+
+def test_a_back_log_past_the_bound_packs_its_oldest_rows_from_sql_first(
+    store: SyncStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tail, "MAX_ROWS", 2)
+    add(store, 1, 2)
+    add(store, 3, 4, 5)
+    assert [row[1] for row in store.engine._outbox.tail.rows] == [4, 5]
+    assert packed_times(store) == [1, 2, 3, 4, 5]
+    add(store, 6)
+    assert packed_times(store) == [6]
+    assert not store.engine._outbox.tail.behind
+
+
 def test_once_nothing_live_waits_the_copy_is_trusted_again(store: SyncStore) -> None:
     store.engine._outbox.tail.drop()
-    add(store, 1, 2)
-    assert packed_times(store) == [1, 2]  # read back from SQL, then nothing live waits
-    add(store, 3)
-    assert store.engine._outbox.tail.rows
-    assert packed_times(store) == [3]
+    assert packed_times(store) == []
+    assert not store.engine._outbox.tail.behind
 
 
 def test_a_packing_rolled_back_leaves_the_copy_as_it_was(
@@ -81,17 +104,17 @@ def test_a_packing_rolled_back_leaves_the_copy_as_it_was(
 
     monkeypatch.setattr(outbox, "_message", failing_once)
     assert store.pack_next() is None
-    assert (outbox.tail.valid, len(outbox.tail.rows)) == (True, 2)
+    assert (outbox.tail.behind, len(outbox.tail.rows)) == (False, 2)
     assert packed_times(store) == [1, 2]
 
 
-def test_rows_that_do_not_follow_on_drop_the_copy() -> None:
+def test_rows_that_do_not_follow_on_start_the_copy_again() -> None:
     copy = LiveTail()
     copy.committed(10, [(1, 1, 1.0, 0), (1, 2, 2.0, 0)])
     copy.committed(13, [(1, 3, 3.0, 0)])  # row 12 is missing
-    assert (copy.valid, copy.rows) == (False, [])
+    assert (copy.behind, copy.first_id, copy.rows) == (True, 13, [(1, 3, 3.0, 0)])
     copy.committed(14, [(1, 4, 4.0, 0)])
-    assert copy.rows == []
+    assert copy.rows == [(1, 3, 3.0, 0), (1, 4, 4.0, 0)]
 
 
 def test_packed_rows_leave_the_copy_from_the_front() -> None:
@@ -102,9 +125,12 @@ def test_packed_rows_leave_the_copy_from_the_front() -> None:
     assert (copy.first_id, copy.rows) == (12, [(1, 3, 3.0, 0), (1, 4, 4.0, 0)])
 
 
-def test_a_copy_past_its_bound_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_copy_past_its_bound_lets_go_of_its_oldest_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(tail, "MAX_ROWS", 2)
     copy = LiveTail()
     copy.committed(1, [(1, 1, 1.0, 0), (1, 2, 2.0, 0)])
+    assert not copy.behind
     copy.committed(3, [(1, 3, 3.0, 0)])
-    assert (copy.valid, copy.rows) == (False, [])
+    assert (copy.behind, copy.first_id, copy.rows) == (True, 2, [(1, 2, 2.0, 0), (1, 3, 3.0, 0)])
