@@ -104,9 +104,10 @@ COMMIT_STALL_S: Final = 10.0
 COMMIT_IDLE_S: Final = COMMIT_STALL_S / 2
 """Longest the committer waits with nothing buffered before it beats all the same."""
 
-CATCH_UP_BEHIND: Final = 4
-"""Full messages of live readings waiting to be packed past which the uplink is behind,
-and a late poll waits for its grid instead of catching up."""
+CATCH_UP_LAG_S: Final = 0.5
+"""How much longer than a commit interval and a linger the oldest live reading may wait
+to be packed before the uplink is behind, and a late poll waits for its grid instead of
+catching up."""
 
 STATUS_EVERY_S: Final = 5.0
 """How often the STATUS line for systemd is refreshed (sent only when it changed)."""
@@ -172,9 +173,15 @@ class Agent:
 
     def _keeps_up(self) -> bool:
         """Whether a late poll may be followed at once: while the uplink is connected, only
-        as long as it keeps up with the readings (see CATCH_UP_BEHIND). Sampling faster
-        than the readings leave would grow a back-log and take the CPU that sends them."""
-        return not self.uplink.stats.connected or not self._store.live_behind(CATCH_UP_BEHIND)
+        as long as it keeps up with the readings (see CATCH_UP_LAG_S). Sampling faster
+        than the readings leave would grow a back-log and take the CPU that sends them.
+        How long the oldest reading waits tells it, not how many wait: at high rates a
+        commit interval's normal batch is many thousands."""
+        if not self.uplink.stats.connected:
+            return True
+        config = self._config
+        keeps_up_s = config.store.commit_interval + config.uplink.batch.linger + CATCH_UP_LAG_S
+        return self._store.live_keeps_up(time.time_ns() // 1_000_000, keeps_up_s)
 
     def _comm_judge(self, device: Device) -> CommJudge:
         books = [self._rules[tag.tag].alarms for tag in device.tags]

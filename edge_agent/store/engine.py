@@ -113,6 +113,8 @@ class Figures:
     """Sample time of the oldest thing waiting, or None."""
     backfill_oldest_ms: int | None = None
     """Sample time of the oldest thing waiting from before the uplink connected."""
+    live_oldest_ms: int | None = None
+    """Sample time of the oldest live reading committed and not packed, or None."""
     losses: Totals = field(default_factory=lambda: Totals(0, 0))
     write_error: str | None = None
     disk_full: bool = False
@@ -546,10 +548,10 @@ class Engine:
         """What waits, and how the store is (a few indexed reads)."""
         counts, boundary = self._counts, self._outbox.boundary
         try:
-            oldest, backfill_oldest = self._oldest(boundary)
+            oldest, backfill_oldest, live_oldest = self._oldest(boundary)
         except sqlite3.Error as exc:
             self._read_failed("figures", exc)
-            oldest = backfill_oldest = None
+            oldest = backfill_oldest = live_oldest = None
         return Figures(
             readings=counts["readings"],
             events=counts["events"],
@@ -558,6 +560,7 @@ class Engine:
             backfill_events=boundary.backfill_events,
             oldest_ms=oldest,
             backfill_oldest_ms=backfill_oldest,
+            live_oldest_ms=live_oldest,
             losses=self._totals,
             write_error=self.write_error,
             disk_full=self._disk_full,
@@ -565,9 +568,10 @@ class Engine:
             seq_mark=self._hwm.value,
         )
 
-    def _oldest(self, boundary: Boundary) -> tuple[int | None, int | None]:
-        """The oldest sample time waiting, and the oldest of what waits below the boundary
-        (packed messages count in both): three indexed reads."""
+    def _oldest(self, boundary: Boundary) -> tuple[int | None, int | None, int | None]:
+        """The oldest sample time waiting, the oldest of what waits below the boundary
+        (packed messages count in both), and that of the oldest live reading not packed:
+        three indexed reads, a fourth while back-fill readings wait."""
         db = self._db
         (packed,) = db.execute("SELECT min(oldest) FROM message").fetchone()
         reading = db.execute("SELECT id, ts FROM reading ORDER BY id LIMIT 1").fetchone()
@@ -578,7 +582,12 @@ class Engine:
         if packed is not None:
             waiting.append(packed)
             below.append(packed)
-        return min(waiting, default=None), min(below, default=None)
+        live = reading
+        if reading is not None and reading[0] < boundary.reading:
+            live = db.execute(
+                "SELECT id, ts FROM reading WHERE id >= ? ORDER BY id LIMIT 1", (boundary.reading,)
+            ).fetchone()
+        return min(waiting, default=None), min(below, default=None), live and live[1]
 
     def losses(self) -> tuple[list[Loss], Totals]:
         """The newest ledger entries and the totals since installation."""

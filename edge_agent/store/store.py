@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.model import AlarmEvent, StatItem
+from edge_agent.store import tail
 from edge_agent.store.actor import Actor, Urgency
 from edge_agent.store.buffer import WriteBuffer
 from edge_agent.store.engine import Committed, Engine, Figures, StoreSettings
@@ -139,16 +140,28 @@ class Store:
         f = self.figures
         return f.readings == 0 and f.events == 0 and f.messages <= in_flight
 
-    def live_behind(self, messages: int) -> bool:
-        """Whether more than `messages` full messages of live readings wait to be packed:
-        those committed (as of the last job) and those buffered. The buffer counts because
-        a store's thread that falls behind shows first as commits coming late; but it also
-        holds a `commit_interval` of readings however well the uplink keeps up (15,000 at
-        60,000 values/s), so at high rates this says "behind" for part of every commit
-        interval (docs/performance.md)."""
+    def live_lag_s(self, now_ms: int) -> float:
+        """How long ago the oldest live reading not yet packed was sampled: the oldest
+        committed (as of the last job), else the oldest buffered; 0 when none waits.
+        However high the rate, a store and an uplink that keep up hold this within a
+        `commit_interval` and a `linger`; a back-log shows as it growing."""
+        oldest = self.figures.live_oldest_ms
+        if oldest is None:
+            buffered = self._buffer.readings
+            if not buffered:
+                return 0.0
+            oldest = buffered[0][2]
+        return max(now_ms - oldest, 0) / 1000
+
+    def live_keeps_up(self, now_ms: int, max_lag_s: float) -> bool:
+        """Whether live readings leave as they come: the oldest not yet packed was sampled
+        within `max_lag_s` (`live_lag_s`), and those committed fit in half the memory copy
+        that packing takes them from (tail.py): past it, they are read back from SQLite at
+        about twice the CPU per reading."""
         f = self.figures
-        waiting = max(f.readings - f.backfill_readings, 0) + len(self._buffer.readings)
-        return waiting > messages * self._limits[0]
+        if f.readings - f.backfill_readings > tail.MAX_ROWS // 2:
+            return False
+        return self.live_lag_s(now_ms) <= max_lag_s
 
     def commit_due_in(self, interval_s: float) -> float | None:
         """Seconds until the first of what waits in the buffer has waited `interval_s` (0:

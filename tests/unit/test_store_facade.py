@@ -8,8 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from edge_agent.model import AlarmEvent, AlarmKind, AlarmState, Quality, Reading
-from edge_agent.store import Store, StoreSettings
+from edge_agent.store import Store, StoreSettings, tail
 from edge_agent.store.actor import Urgency
 from edge_agent.store.engine import Engine
 from edge_agent.uplink.window import Window
@@ -103,7 +105,7 @@ async def test_acknowledgements_alone_may_wait_for_the_next_commit(tmp_path: Pat
     await store.close()
 
 
-async def test_live_readings_waiting_to_be_packed_tell_whether_the_uplink_is_behind(
+async def test_the_oldest_live_reading_not_packed_tells_how_far_the_uplink_lags(
     tmp_path: Path,
 ) -> None:
     store = Store(StoreSettings(tmp_path / "store.db"), (100, 64 * 1024))
@@ -111,16 +113,34 @@ async def test_live_readings_waiting_to_be_packed_tell_whether_the_uplink_is_beh
     for n in range(150):
         store.add_reading(Reading("T1", "HZ01", T0 + n, float(n), Quality.GOOD))
     await store.mark_live()  # what waits from before is back-fill, not live
-    assert not store.live_behind(1)
-    for n in range(150):
-        store.add_reading(Reading("T1", "HZ01", T0 + 150 + n, float(n), Quality.GOOD))
-    assert store.live_behind(1), "buffered, not yet committed, they count"
+    assert store.live_lag_s(T0 + 2000) == 0.0, "back-fill is not live"
+    store.add_reading(Reading("T1", "HZ01", T0 + 1000, 1.0, Quality.GOOD))
+    assert store.live_lag_s(T0 + 2000) == 1.0, "buffered, it counts"
     await store.flush()
-    assert store.live_behind(1), "committed, they still count"
-    assert not store.live_behind(2)
+    store.add_reading(Reading("T1", "HZ01", T0 + 1500, 2.0, Quality.GOOD))
+    assert store.live_lag_s(T0 + 2000) == 1.0, "committed, the oldest is still the first"
+    await store.flush()
     window = Window(10, priority=True, max_bytes=64 * 1024)
-    await store.take(window.top_up(time.monotonic()), set(), T0 + 300, 0)
-    assert not store.live_behind(0), "packed, they no longer wait"
+    await store.take(window.top_up(time.monotonic()), set(), T0 + 2000, 0)
+    assert store.live_lag_s(T0 + 2000) == 0.0, "packed, they no longer wait"
+    await store.close()
+
+
+async def test_live_readings_keep_up_while_recent_and_within_half_the_memory_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tail, "MAX_ROWS", 200)
+    store = Store(StoreSettings(tmp_path / "store.db"), (100, 64 * 1024))
+    await store.open()
+    await store.mark_live()
+    for n in range(100):
+        store.add_reading(Reading("T1", "HZ01", T0 + n, float(n), Quality.GOOD))
+    await store.flush()
+    assert store.live_keeps_up(T0 + 1000, 1.0)
+    assert not store.live_keeps_up(T0 + 1001, 1.0), "the oldest waits too long"
+    store.add_reading(Reading("T1", "HZ01", T0 + 100, 0.0, Quality.GOOD))
+    await store.flush()
+    assert not store.live_keeps_up(T0 + 1000, 1.0), "more than half the copy waits"
     await store.close()
 
 
