@@ -155,11 +155,11 @@ class Store:
 
     def live_keeps_up(self, now_ms: int, max_lag_s: float) -> bool:
         """Whether live readings leave as they come: the oldest not yet packed was sampled
-        within `max_lag_s` (`live_lag_s`), and those committed fit in half the memory copy
-        that packing takes them from (tail.py): past it, they are read back from SQLite at
+        within `max_lag_s` (`live_lag_s`), and those committed fit in the memory copy that
+        packing takes them from (tail.py): past it, the oldest are read back from SQLite at
         about twice the CPU per reading."""
         f = self.figures
-        if f.readings - f.backfill_readings > tail.MAX_ROWS // 2:
+        if f.readings - f.backfill_readings > tail.MAX_ROWS:
             return False
         return self.live_lag_s(now_ms) <= max_lag_s
 
