@@ -31,7 +31,8 @@ from typing import Final
 from edge_agent.model import Value
 
 MAX_ROWS: Final = 50_000
-"""Most rows copied (about 7 MB); past it the oldest are let go and read back from SQL."""
+"""Most rows copied (about 9 MB, held while that many wait, an outage's included); past
+it the oldest are let go and read back from SQL."""
 
 Row = tuple[int, int, Value, int]
 """(tag id, ts, value as stored, quality and flags), as inserted into `reading`."""
