@@ -7,8 +7,8 @@ deadline: a slow answer or a busy moment of the event loop costs no sample.
 Only a deadline whose whole interval went by before its poll could start is
 skipped. While `may_catch_up` says no (the runtime: the uplink is behind), a
 late poll is not followed at once: the loop waits for its grid, so catching
-up never adds to what cannot leave. The skipped stretch is told to `on_missed` (the
-runtime declares it in the loss ledger: nothing was sampled there).
+up never adds to what cannot leave. The skipped stretch is told to `on_missed`
+(the runtime declares it in the loss ledger: nothing was sampled there).
 
 `run()` is the poll loop; the runtime runs it under the task supervisor
 (supervisor.py), which restarts it if it fails. Between the failure and the

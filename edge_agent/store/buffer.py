@@ -103,6 +103,12 @@ class WriteBuffer:
     def events(self) -> list[EventRow]:
         return self._batch.events
 
+    @property
+    def oldest_reading_ms(self) -> int | None:
+        """Sample time of the first reading buffered (readings are buffered as sampled)."""
+        readings = self._batch.readings
+        return readings[0][2] if readings else None
+
     def add_reading(self, reading: Reading, alarmed: bool = False) -> None:
         """`alarmed`: the reading changed an alarm (thinning keeps it)."""
         tag, hz, ts, value, quality = reading

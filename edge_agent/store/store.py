@@ -41,8 +41,8 @@ def backlog_of(
         readings, events, oldest = f.backfill_readings, f.backfill_events, f.backfill_oldest_ms
     else:
         readings, events = f.readings + len(buffer.readings), f.events + len(buffer.events)
-        held = [row[2] for row in buffer.readings[:1]] + [row[1] for row in buffer.events[:1]]
-        oldest = min(filter(None, (f.oldest_ms, *held)), default=None)
+        held = [row[1] for row in buffer.events[:1]]
+        oldest = min(filter(None, (f.oldest_ms, buffer.oldest_reading_ms, *held)), default=None)
     waiting = max(f.messages - in_flight, 0) + -(-readings // max_items) + (events > 0)
     return Backlog(waiting, oldest if waiting else None)
 
@@ -147,11 +147,8 @@ class Store:
         `commit_interval` and a `linger`; a back-log shows as it growing."""
         oldest = self.figures.live_oldest_ms
         if oldest is None:
-            buffered = self._buffer.readings
-            if not buffered:
-                return 0.0
-            oldest = buffered[0][2]
-        return max(now_ms - oldest, 0) / 1000
+            oldest = self._buffer.oldest_reading_ms
+        return 0.0 if oldest is None else max(now_ms - oldest, 0) / 1000
 
     def live_keeps_up(self, now_ms: int, max_lag_s: float) -> bool:
         """Whether live readings leave as they come: the oldest not yet packed was sampled
